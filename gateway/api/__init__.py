@@ -1,0 +1,1 @@
+"""Prometheus HTTP API endpoints: parameter parsing, validation, the error envelope."""
