@@ -1,0 +1,382 @@
+"""Stand-in for the AMP query data plane: SigV4 (service ``aps``) in front of Prometheus.
+
+Requests to ``/workspaces/<id>/api/v1/...`` are verified with
+:class:`~support.sigv4_verify.SigV4Verifier` from the raw request and then
+forwarded unchanged (method, raw query string, body) to the real Prometheus
+mapped to the workspace. Errors use AMP's wire format: a JSON ``{"message": ...}``
+body with ``x-amzn-errortype`` and ``x-amzn-requestid`` headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import httpx
+import orjson
+
+from .asgi_server import Receive, Scope, Send, ThreadedServer, read_body, respond
+from .sigv4_verify import CredentialStore, Failure, SigV4Error, SigV4Verifier, WireRequest
+
+STATIC_ACCESS_KEY = "AKIAAMPSTANDIN000001"
+STATIC_SECRET_KEY = "ampStandinSecretKey/0000000000000000000000"
+
+_ERRORTYPES: dict[str, tuple[int, str]] = {
+    Failure.MISSING: (403, "MissingAuthenticationTokenException"),
+    Failure.INCOMPLETE: (403, "IncompleteSignatureException"),
+    Failure.SIGNATURE: (403, "InvalidSignatureException"),
+    Failure.UNKNOWN_KEY: (403, "UnrecognizedClientException"),
+    Failure.EXPIRED_TOKEN: (403, "ExpiredTokenException"),
+}
+_FAULT_DEFAULTS: dict[int, tuple[str, str]] = {
+    429: ("ThrottlingException", "Rate exceeded"),
+    500: ("InternalServerException", "Internal server error"),
+    502: ("BadGatewayException", "Bad Gateway"),
+    503: ("ServiceUnavailableException", "Service Unavailable"),
+    504: ("GatewayTimeoutException", "Endpoint request timed out"),
+}
+_PATH = re.compile(rb"^/workspaces/([^/]+)(/.*)?$")
+_FORWARDED_API = re.compile(
+    rb"^/api/v1/(query|query_range|series|labels|label/[^/]+/values|metadata|rules|alerts"
+    rb"|query_exemplars|remote_write)$"
+)
+_FORWARD_REQUEST_HEADERS = (
+    b"content-type",
+    b"content-encoding",
+    b"x-prometheus-remote-write-version",
+)
+_RETURN_HEADERS = ("content-type", "content-encoding", "vary")
+
+
+@dataclass
+class RecordedRequest:
+    """One request as the stand-in received it, and what it answered."""
+
+    method: str
+    raw_path: bytes
+    raw_query: bytes
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    signature_valid: bool
+    workspace: str | None = None
+    access_key: str | None = None
+    status: int = 0
+    errortype: str | None = None
+    forwarded: bool = False
+    received_at: float = field(default_factory=time.time)
+
+    @property
+    def path(self) -> str:
+        return self.raw_path.decode("latin-1")
+
+    @property
+    def query(self) -> str:
+        return self.raw_query.decode("latin-1")
+
+    def header(self, name: str) -> str | None:
+        key = name.lower().encode()
+        values = [v.decode("latin-1") for k, v in self.headers if k == key]
+        return ",".join(values) if values else None
+
+
+@dataclass
+class Fault:
+    remaining: int | None  # None = until reset()
+    path_contains: str | None
+    status: int = 0
+    errortype: str | None = None
+    message: str | None = None
+    body: bytes | None = None
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+
+    def matches(self, raw_path: bytes) -> bool:
+        return self.path_contains is None or self.path_contains.encode() in raw_path
+
+
+class _Faults:
+    """Thread-safe FIFO of faults; each request consumes at most one of each kind."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: list[Fault] = []
+
+    def add(self, fault: Fault) -> None:
+        with self._lock:
+            self._items.append(fault)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+    def take(self, raw_path: bytes, delay: bool) -> Fault | None:
+        with self._lock:
+            for fault in self._items:
+                if (fault.delay > 0) == delay and fault.matches(raw_path):
+                    if fault.remaining is not None:
+                        fault.remaining -= 1
+                        if fault.remaining <= 0:
+                            self._items.remove(fault)
+                    return fault
+        return None
+
+
+class AmpStandin:
+    """AMP query API stand-in. Call :meth:`start` (or use :func:`start_amp`)."""
+
+    def __init__(
+        self,
+        workspaces: Mapping[str, str],
+        region: str = "us-east-1",
+        store: CredentialStore | None = None,
+    ) -> None:
+        self.region = region
+        self.credentials = store or CredentialStore()
+        self.verifier = SigV4Verifier(self.credentials, service="aps", region=region)
+        self.workspaces: dict[str, str] = {k: v.rstrip("/") for k, v in workspaces.items()}
+        self.access_key = STATIC_ACCESS_KEY
+        self.secret_key = STATIC_SECRET_KEY
+        self.credentials.add(self.access_key, self.secret_key)
+        self.requests: list[RecordedRequest] = []
+        self.recording = True
+        self._faults = _Faults()
+        self._client: httpx.AsyncClient | None = None
+        self._server = ThreadedServer(self, name="amp-standin")
+        self.url = self._server.url
+
+    # -- lifecycle -------------------------------------------------------------------
+    def start(self) -> AmpStandin:
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def workspace_url(self, workspace_id: str) -> str:
+        """Base URL of a workspace, no trailing slash (append ``/api/v1/query`` etc.)."""
+        return f"{self.url}/workspaces/{workspace_id}"
+
+    def add_workspace(self, workspace_id: str, prometheus_url: str) -> None:
+        self.workspaces[workspace_id] = prometheus_url.rstrip("/")
+
+    def add_credentials(
+        self,
+        access_key: str,
+        secret_key: str,
+        session_token: str | None = None,
+        expires_at: float | None = None,
+    ) -> None:
+        self.credentials.add(access_key, secret_key, session_token, expires_at)
+
+    # -- fault injection -------------------------------------------------------------
+    def inject(
+        self,
+        status: int,
+        count: int | None = 1,
+        errortype: str | None = None,
+        message: str | None = None,
+        *,
+        body: bytes | None = None,
+        content_type: str = "application/json",
+        headers: Mapping[str, str] | None = None,
+        path_contains: str | None = None,
+    ) -> None:
+        """Answer the next ``count`` authenticated requests (None: all until reset) with an error.
+
+        Default body is AMP's ``{"message": ...}`` with ``x-amzn-errortype``; pass ``body``
+        (and ``content_type``) to send e.g. a Prometheus/Cortex error envelope instead.
+        """
+        default_type, default_message = _FAULT_DEFAULTS.get(status, ("", "Error"))
+        self._faults.add(
+            Fault(
+                remaining=count,
+                path_contains=path_contains,
+                status=status,
+                errortype=errortype if errortype is not None else (default_type or None),
+                message=message if message is not None else default_message,
+                body=body,
+                content_type=content_type,
+                headers=dict(headers or {}),
+            )
+        )
+
+    def inject_delay(
+        self, seconds: float, count: int | None = 1, *, path_contains: str | None = None
+    ) -> None:
+        """Delay the next ``count`` authenticated requests by ``seconds`` before answering."""
+        self._faults.add(Fault(remaining=count, path_contains=path_contains, delay=seconds))
+
+    def reset(self) -> None:
+        """Drop injected faults and delays and clear recorded requests."""
+        self._faults.clear()
+        self.requests.clear()
+
+    @property
+    def forwarded(self) -> list[RecordedRequest]:
+        """Recorded requests that reached Prometheus."""
+        return [r for r in self.requests if r.forwarded]
+
+    # -- ASGI ------------------------------------------------------------------------
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        body = await read_body(receive)
+        wire = WireRequest(
+            method=scope["method"],
+            raw_path=scope.get("raw_path") or scope["path"].encode(),
+            raw_query=scope["query_string"],
+            headers=list(scope["headers"]),
+            body=body,
+        )
+        record = RecordedRequest(
+            wire.method, wire.raw_path, wire.raw_query, list(wire.headers), body, False
+        )
+        if self.recording:
+            self.requests.append(record)
+        request_id = str(uuid.uuid4())
+        try:
+            verified = self.verifier.verify(wire)
+        except SigV4Error as err:
+            status, errortype = _ERRORTYPES[err.kind]
+            await self._error(send, record, request_id, status, errortype, err.message)
+            return
+        record.signature_valid = True
+        record.access_key = verified.credential.access_key
+        await self._route(send, wire, record, request_id)
+
+    async def _route(
+        self, send: Send, wire: WireRequest, record: RecordedRequest, request_id: str
+    ) -> None:
+        match = _PATH.match(wire.raw_path)
+        workspace = match.group(1).decode("latin-1") if match else None
+        record.workspace = workspace
+        if match is None or workspace not in self.workspaces:
+            await self._error(
+                send, record, request_id, 404, "ResourceNotFoundException", "Workspace not found"
+            )
+            return
+        api_path = match.group(2) or b"/"
+        if not _FORWARDED_API.match(api_path):
+            record.status = 404
+            await respond(send, 404, b"404 page not found\n", _text_headers(request_id))
+            return
+        delay = self._faults.take(wire.raw_path, delay=True)
+        if delay is not None:
+            await asyncio.sleep(delay.delay)
+        fault = self._faults.take(wire.raw_path, delay=False)
+        if fault is not None:
+            await self._fault(send, record, request_id, fault)
+            return
+        await self._forward(send, wire, record, request_id, self.workspaces[workspace])
+
+    async def _forward(
+        self,
+        send: Send,
+        wire: WireRequest,
+        record: RecordedRequest,
+        request_id: str,
+        upstream: str,
+    ) -> None:
+        match = _PATH.match(wire.raw_path)
+        assert match is not None
+        url = upstream + (match.group(2) or b"").decode("latin-1")
+        if wire.raw_query:
+            url += "?" + wire.raw_query.decode("latin-1")
+        headers = [(k, v) for k, v in wire.headers if k in _FORWARD_REQUEST_HEADERS]
+        accept_encoding = wire.header("accept-encoding") or "identity"
+        headers.append((b"accept-encoding", accept_encoding.encode("latin-1")))
+        client = self._http()
+        try:
+            request = client.build_request(
+                wire.method, httpx.URL(url), headers=headers, content=wire.body
+            )
+            response = await client.send(request, stream=True)
+            try:
+                content = b"".join([chunk async for chunk in response.aiter_raw()])
+            finally:
+                await response.aclose()
+        except httpx.HTTPError as exc:
+            await self._error(
+                send, record, request_id, 503, "ServiceUnavailableException", str(exc)
+            )
+            return
+        record.forwarded = True
+        record.status = response.status_code
+        out = [(b"x-amzn-requestid", request_id.encode())]
+        for name in _RETURN_HEADERS:
+            value = response.headers.get(name)
+            if value is not None:
+                out.append((name.encode(), value.encode("latin-1")))
+        await respond(send, response.status_code, content, out)
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                timeout=httpx.Timeout(120.0),
+                limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+            )
+        return self._client
+
+    async def _fault(
+        self, send: Send, record: RecordedRequest, request_id: str, fault: Fault
+    ) -> None:
+        body = fault.body
+        if body is None:
+            body = orjson.dumps({"message": fault.message or ""})
+        await self._error(
+            send,
+            record,
+            request_id,
+            fault.status,
+            fault.errortype,
+            body,
+            content_type=fault.content_type,
+            extra=fault.headers,
+        )
+
+    async def _error(
+        self,
+        send: Send,
+        record: RecordedRequest,
+        request_id: str,
+        status: int,
+        errortype: str | None,
+        message: str | bytes,
+        *,
+        content_type: str = "application/json",
+        extra: Mapping[str, str] | None = None,
+    ) -> None:
+        """Send an AWS-style error; a str message becomes ``{"message": ...}``."""
+        record.status = status
+        record.errortype = errortype
+        body = orjson.dumps({"message": message}) if isinstance(message, str) else message
+        headers = [
+            (b"content-type", content_type.encode()),
+            (b"x-amzn-requestid", request_id.encode()),
+        ]
+        if errortype:
+            headers.append((b"x-amzn-errortype", errortype.encode()))
+        headers += [(k.lower().encode(), v.encode()) for k, v in (extra or {}).items()]
+        await respond(send, status, body, headers)
+
+
+def _text_headers(request_id: str) -> list[tuple[bytes, bytes]]:
+    return [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"x-amzn-requestid", request_id.encode()),
+    ]
+
+
+def start_amp(
+    workspaces: Mapping[str, str],
+    region: str = "us-east-1",
+    store: CredentialStore | None = None,
+) -> AmpStandin:
+    """Create and start an :class:`AmpStandin`."""
+    return AmpStandin(workspaces, region, store).start()
