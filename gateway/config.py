@@ -22,9 +22,7 @@ class ConfigError(Exception):
     """A setting that cannot be used; the message names the key."""
 
 
-_AMP_HOST_RE = re.compile(
-    r"^aps-workspaces(?:-fips)?\.([a-z0-9-]+)\.(?:amazonaws\.com(?:\.cn)?|api\.aws)$"
-)
+_AMP_HOST_RE = re.compile(r"^aps-workspaces(?:-fips)?\.([a-z0-9-]+)\.(?:amazonaws\.com(?:\.cn)?|api\.aws)$")
 _WORKSPACE_PATH_RE = re.compile(r"/workspaces/([A-Za-z0-9_-]+)/?$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -136,11 +134,25 @@ def load_settings(path: str | None = None, env: Mapping[str, str] | None = None)
 
 
 _TOP_KEYS = {
-    "listen", "workspaces", "default_workspace", "upstream", "aws", "cache", "panels",
-    "auth", "limits", "log_level", "access_log",
+    "listen",
+    "workspaces",
+    "default_workspace",
+    "upstream",
+    "aws",
+    "cache",
+    "panels",
+    "auth",
+    "limits",
+    "log_level",
+    "access_log",
     # single-workspace shorthands, same meaning as the GATEWAY_* variables
-    "upstream_url", "region", "sigv4", "role_arn", "external_id", "session_name",
-}  # fmt: skip
+    "upstream_url",
+    "region",
+    "sigv4",
+    "role_arn",
+    "external_id",
+    "session_name",
+}
 
 
 def build_settings(raw: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
@@ -150,10 +162,7 @@ def build_settings(raw: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
     listen = env.get("GATEWAY_LISTEN") or _str(raw, "listen", "127.0.0.1:8080")
     host, port = _parse_listen(listen)
 
-    workspaces = [
-        _workspace(item, f"workspaces[{i}]")
-        for i, item in enumerate(_list(raw, "workspaces"))
-    ]
+    workspaces = [_workspace(item, f"workspaces[{i}]") for i, item in enumerate(_list(raw, "workspaces"))]
     single = _single_workspace(raw, env)
     if single is not None:
         # GATEWAY_UPSTREAM_URL names the default workspace; it replaces a YAML one with its id.
@@ -179,8 +188,7 @@ def build_settings(raw: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
     _reject_unknown(aws_raw, "aws", {"sts_region", "sts_endpoint", "profile"})
     aws = AwsSettings(
         sts_region=env.get("GATEWAY_STS_REGION") or _str(aws_raw, "sts_region", None, "aws."),
-        sts_endpoint=env.get("GATEWAY_STS_ENDPOINT")
-        or _str(aws_raw, "sts_endpoint", None, "aws."),
+        sts_endpoint=env.get("GATEWAY_STS_ENDPOINT") or _str(aws_raw, "sts_endpoint", None, "aws."),
         profile=_str(aws_raw, "profile", None, "aws."),
     )
     return Settings(
@@ -238,9 +246,10 @@ def _workspace(item: Any, key: str, env_prefix: str | None = None) -> Workspace:
     if not isinstance(item, Mapping):
         raise ConfigError(f"{key}: must be a mapping with at least `url`")
     _reject_unknown(
-        item, key,
+        item,
+        key,
         {"id", "alias", "url", "region", "sigv4", "role_arn", "external_id", "session_name"},
-    )  # fmt: skip
+    )
     url = item.get("url")
     if not isinstance(url, str) or not url:
         raise ConfigError(f"{key}.url: required")

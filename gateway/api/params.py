@@ -22,9 +22,7 @@ _MAX_TIME_STRING = "292277025-08-18T07:12:54.999999999Z"
 
 _NS_PER_S = 1_000_000_000
 _INT64_MAX = 2**63 - 1
-_DURATION_RE = re.compile(
-    r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$"
-)
+_DURATION_RE = re.compile(r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$")
 _DURATION_UNITS_MS = (
     365 * 24 * 3600 * 1000,
     7 * 24 * 3600 * 1000,
@@ -181,8 +179,7 @@ def check_range(start_ms: int, end_ms: int, step_ns: int) -> None:
     if step_ns <= 0:
         raise ApiError(
             "bad_data",
-            "zero or negative query resolution step widths are not accepted. "
-            "Try a positive integer",
+            "zero or negative query resolution step widths are not accepted. Try a positive integer",
         )
     if (end_ms - start_ms) * 1_000_000 // step_ns > MAX_POINTS:
         raise ApiError(

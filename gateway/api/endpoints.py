@@ -1,0 +1,207 @@
+"""One builder per Prometheus endpoint: validate like Prometheus, then describe the upstream call.
+
+Each builder takes the request's parameters and returns the UpstreamRequest fields; nothing
+reaches the upstream unless every check here passed. The parameters forwarded are the ones
+each endpoint knows (AMP's query-cost thresholds included); anything else a client sends is
+dropped, so it cannot alter the signed request or the cache key.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.api.errors import ApiError
+from gateway.api.params import (
+    LABEL_NAME_RE,
+    MAX_TIME_MS,
+    MIN_TIME_MS,
+    Params,
+    check_range,
+)
+from gateway.api.promql import parse_expr, parse_matchers
+from gateway.pipeline.model import QueryWindow
+
+_QUERY_COMMON = (
+    "query",
+    "timeout",
+    "limit",
+    "stats",
+    "lookback_delta",
+    "max_samples_processed_warning_threshold",
+    "max_samples_processed_error_threshold",
+)
+
+
+@dataclass
+class Call:
+    """What a builder decides about one request."""
+
+    endpoint: str
+    path: str
+    method: str
+    params: list[tuple[str, str]]
+    expr: Any = None
+    window: QueryWindow | None = None
+    time_ms: int | None = None
+    client_timeout: float | None = None
+
+
+def _keep(params: Params, names: tuple[str, ...]) -> list[tuple[str, str]]:
+    wanted = set(names)
+    return [(k, v) for k, v in params.items if k in wanted]
+
+
+def _timeout(params: Params) -> float | None:
+    if params.get("timeout") == "":
+        return None
+    seconds = params.duration_ns("timeout") / 1e9
+    return seconds if seconds > 0 else None
+
+
+def _common_query_checks(params: Params) -> None:
+    if params.get("lookback_delta") != "" and params.duration_ns("lookback_delta") < 0:
+        raise ApiError("bad_data", 'invalid parameter "lookback_delta": must be non-negative')
+    params.limit()
+
+
+def query(params: Params) -> Call:
+    now_ms = int(time.time() * 1000)
+    time_ms = params.time_ms("time", default=now_ms)
+    timeout = _timeout(params)
+    _common_query_checks(params)
+    expr = parse_expr(params.get("query"))
+    kept = _keep(params, (*_QUERY_COMMON, "time"))
+    return Call(
+        "query",
+        "/api/v1/query",
+        "POST",
+        kept,
+        expr=expr,
+        time_ms=time_ms if params.get("time") else None,
+        client_timeout=timeout,
+    )
+
+
+def query_range(params: Params) -> Call:
+    start_ms = params.time_ms("start")
+    end_ms = params.time_ms("end")
+    if end_ms < start_ms:
+        raise ApiError("bad_data", "end timestamp must not be before start time")
+    step_ns = params.duration_ns("step")
+    check_range(start_ms, end_ms, step_ns)
+    timeout = _timeout(params)
+    _common_query_checks(params)
+    expr = parse_expr(params.get("query"))
+    kept = _keep(params, (*_QUERY_COMMON, "start", "end", "step"))
+    return Call(
+        "query_range",
+        "/api/v1/query_range",
+        "POST",
+        kept,
+        expr=expr,
+        window=QueryWindow(start_ms, end_ms, step_ns),
+        client_timeout=timeout,
+    )
+
+
+def _series_window(params: Params) -> None:
+    params.time_ms("start", default=MIN_TIME_MS)
+    params.time_ms("end", default=MAX_TIME_MS)
+    params.limit()
+
+
+def series(params: Params) -> Call:
+    matches = params.get_all("match[]")
+    if not matches:
+        raise ApiError("bad_data", "no match[] parameter provided")
+    _series_window(params)
+    parse_matchers(matches)
+    return Call("series", "/api/v1/series", "POST", _keep(params, ("match[]", "start", "end", "limit")))
+
+
+def labels(params: Params) -> Call:
+    _series_window(params)
+    parse_matchers(params.get_all("match[]"))
+    return Call("labels", "/api/v1/labels", "POST", _keep(params, ("match[]", "start", "end", "limit")))
+
+
+def label_values(params: Params, name: str) -> Call:
+    if not LABEL_NAME_RE.match(name):
+        raise ApiError("bad_data", f'invalid label name: "{name}"')
+    _series_window(params)
+    parse_matchers(params.get_all("match[]"))
+    # AMP serves label values by GET only.
+    return Call(
+        "label_values",
+        f"/api/v1/label/{name}/values",
+        "GET",
+        _keep(params, ("match[]", "start", "end", "limit")),
+    )
+
+
+def metadata(params: Params) -> Call:
+    for name in ("limit", "limit_per_metric"):
+        text = params.get(name)
+        if text:
+            try:
+                int(text)
+            except ValueError:
+                raise ApiError(
+                    "bad_data", f'invalid parameter "{name}": "{text}" is not a whole number'
+                ) from None
+    return Call("metadata", "/api/v1/metadata", "GET", _keep(params, ("limit", "limit_per_metric", "metric")))
+
+
+def query_exemplars(params: Params) -> Call:
+    # Grafana's probe sends millisecond timestamps; they parse as (far future) seconds here,
+    # exactly as in Prometheus, and must not be refused.
+    start_ms = params.time_ms("start", default=MIN_TIME_MS)
+    end_ms = params.time_ms("end", default=MAX_TIME_MS)
+    if end_ms < start_ms:
+        raise ApiError("bad_data", "end timestamp must not be before start time")
+    expr = parse_expr(params.get("query"))
+    return Call(
+        "query_exemplars",
+        "/api/v1/query_exemplars",
+        "POST",
+        _keep(params, ("query", "start", "end")),
+        expr=expr,
+    )
+
+
+_RULES_PARAMS = (
+    "type",
+    "rule_name[]",
+    "rule_group[]",
+    "file[]",
+    "exclude_alerts",
+    "match[]",
+    "group_limit",
+    "group_next_token",
+)
+
+
+def rules(params: Params) -> Call:
+    kind = params.get("type")
+    if kind not in ("", "alert", "record"):
+        raise ApiError("bad_data", f'invalid parameter "type": not supported value "{kind}"')
+    return Call("rules", "/api/v1/rules", "GET", _keep(params, _RULES_PARAMS))
+
+
+def alerts(params: Params) -> Call:
+    return Call("alerts", "/api/v1/alerts", "GET", [])
+
+
+BUILDERS: dict[str, Callable[[Params], Call]] = {
+    "query": query,
+    "query_range": query_range,
+    "series": series,
+    "labels": labels,
+    "metadata": metadata,
+    "query_exemplars": query_exemplars,
+    "rules": rules,
+    "alerts": alerts,
+}

@@ -1,0 +1,69 @@
+"""Builds the Starlette app; the request pipeline is composed here, in one place."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute, Route
+
+from gateway.api.errors import error_response
+from gateway.api.routes import PrometheusApi
+from gateway.config import Settings
+from gateway.metrics import Metrics
+from gateway.ops import AccessLog, Readiness, healthy, metrics_endpoint, ready_endpoint
+from gateway.pipeline.auth import Authenticator
+from gateway.pipeline.credentials import CredentialSource
+from gateway.pipeline.model import Handler
+from gateway.pipeline.upstream import Upstream
+
+log = logging.getLogger("gateway")
+
+
+def build_pipeline(settings: Settings, metrics: Metrics) -> tuple[Handler, Upstream]:
+    """limits → cache → sign + upstream. Each stage wraps the next."""
+    upstream = Upstream(settings.upstream, CredentialSource(settings.aws), metrics, settings.workspaces)
+    handler: Handler = upstream
+    return handler, upstream
+
+
+def create_app(settings: Settings) -> Starlette:
+    metrics = Metrics()
+    pipeline, upstream = build_pipeline(settings, metrics)
+    api = PrometheusApi(settings, pipeline, Authenticator(), metrics)
+    readiness = Readiness(settings, upstream)
+
+    routes: list[BaseRoute] = [
+        Route("/-/healthy", healthy, methods=["GET", "HEAD"]),
+        Route("/-/ready", ready_endpoint(readiness), methods=["GET", "HEAD"]),
+        Route("/metrics", metrics_endpoint(metrics), methods=["GET"]),
+        *api.routes(),
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await upstream.aclose()
+
+    async def not_found(request, exc):  # type: ignore[no-untyped-def]
+        return error_response("not_found", f"no such path: {request.url.path}", 404)
+
+    async def internal(request, exc):  # type: ignore[no-untyped-def]
+        log.exception("unhandled error on %s", request.url.path)
+        return error_response("internal", "internal error in the gateway; see its log", 500)
+
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={404: not_found, 405: _method_not_allowed, Exception: internal},
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.add_middleware(AccessLog, enabled=settings.access_log)
+    return app
+
+
+async def _method_not_allowed(request, exc):  # type: ignore[no-untyped-def]
+    return error_response("bad_data", f"method {request.method} is not allowed here", 405)

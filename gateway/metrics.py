@@ -1,0 +1,78 @@
+"""The gateway's own metrics, served at /metrics (prometheus-client)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    """One registry per app, so several apps (tests, benchmarks) can live in one process."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "gateway_requests_total",
+            "API requests answered, by endpoint, workspace and HTTP code.",
+            ["endpoint", "workspace", "code"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "gateway_request_duration_seconds",
+            "Time to answer an API request.",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.upstream_requests = Counter(
+            "gateway_upstream_requests_total",
+            "Requests sent upstream, by workspace and HTTP code ('error' when no answer came).",
+            ["workspace", "endpoint", "code"],
+            registry=r,
+        )
+        self.upstream_seconds = Histogram(
+            "gateway_upstream_duration_seconds",
+            "Time of one upstream attempt.",
+            ["workspace"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.upstream_retries = Counter(
+            "gateway_upstream_retries_total",
+            "Upstream attempts repeated, by reason.",
+            ["workspace", "reason"],
+            registry=r,
+        )
+        self.upstream_throttled = Counter(
+            "gateway_upstream_throttled_total",
+            "Upstream 429 answers (before retries).",
+            ["workspace"],
+            registry=r,
+        )
+        self.upstream_in_flight = Gauge(
+            "gateway_upstream_in_flight",
+            "Upstream requests in flight.",
+            ["workspace"],
+            registry=r,
+        )
+        self.upstream_queue_seconds = Histogram(
+            "gateway_upstream_queue_seconds",
+            "Time waited for a per-workspace upstream slot.",
+            ["workspace"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.signing_errors = Counter(
+            "gateway_signing_errors_total",
+            "Requests that could not be signed, or whose signature AMP refused.",
+            ["workspace"],
+            registry=r,
+        )
+        self.credential_errors = Counter(
+            "gateway_credential_errors_total",
+            "Failures to resolve or refresh AWS credentials.",
+            ["workspace"],
+            registry=r,
+        )

@@ -1,0 +1,1 @@
+"""The request pipeline: each module is one stage (limits, cache, signing, upstream)."""

@@ -1,0 +1,208 @@
+"""The last stage: sign and send one request to its workspace, with retries and a slot limit.
+
+One pooled httpx.AsyncClient per upstream host. Each attempt is signed anew (x-amz-date must
+be fresh). Throttling (429), 502/503/504 and connection errors are retried with exponential
+backoff and full jitter, bounded in count and in total waiting time; every workspace has a
+bounded number of requests in flight, the rest queue, since AMP throttles per workspace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+
+import httpx
+
+from gateway import __version__
+from gateway.api.errors import error_body
+from gateway.config import UpstreamSettings, Workspace
+from gateway.metrics import Metrics
+from gateway.pipeline.amp_errors import translate_error
+from gateway.pipeline.credentials import CredentialError, CredentialSource
+from gateway.pipeline.model import UpstreamRequest, UpstreamResponse
+from gateway.pipeline.sigv4 import encode_query, sign
+
+log = logging.getLogger("gateway.upstream")
+
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+RETRY_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError)
+_PASSED_HEADERS = ("x-amzn-requestid", "x-amzn-errortype", "x-amzn-errormessage", "retry-after")
+USER_AGENT = f"amp-gateway/{__version__}"
+
+
+class Upstream:
+    """Callable pipeline stage: UpstreamRequest -> UpstreamResponse."""
+
+    def __init__(
+        self,
+        settings: UpstreamSettings,
+        credentials: CredentialSource,
+        metrics: Metrics,
+        workspaces: tuple[Workspace, ...],
+    ) -> None:
+        self._settings = settings
+        self._credentials = credentials
+        self._metrics = metrics
+        self._clients: dict[str, httpx.AsyncClient] = {}
+        self._slots = {w.id: asyncio.Semaphore(settings.max_concurrency) for w in workspaces}
+        for workspace in workspaces:
+            self._client_for(workspace)
+
+    def _client_for(self, workspace: Workspace) -> httpx.AsyncClient:
+        client = self._clients.get(workspace.host)
+        if client is None:
+            limits = httpx.Limits(
+                max_connections=self._settings.max_connections,
+                max_keepalive_connections=self._settings.max_connections,
+                keepalive_expiry=30,
+            )
+            timeout = httpx.Timeout(self._settings.timeout, connect=self._settings.connect_timeout)
+            client = httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False)
+            self._clients[workspace.host] = client
+        return client
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+
+    async def __call__(self, request: UpstreamRequest) -> UpstreamResponse:
+        deadline = time.monotonic() + request.timeout
+        try:
+            async with asyncio.timeout(request.timeout):
+                return await self._with_retries(request, deadline)
+        except TimeoutError:
+            return _error(
+                "timeout",
+                503,
+                f"the upstream of {request.workspace.id} did not answer within "
+                f"{request.timeout:g}s; narrow the query or raise its timeout",
+            )
+
+    async def _with_retries(self, request: UpstreamRequest, deadline: float) -> UpstreamResponse:
+        settings, workspace = self._settings, request.workspace
+        waited = 0.0
+        attempt = 0
+        last_error = ""
+        while True:
+            failure: str
+            try:
+                response = await self._attempt(request, deadline)
+            except CredentialError as err:
+                self._metrics.credential_errors.labels(workspace.id).inc()
+                log.error("credentials for %s: %s", workspace.id, err)
+                return _error("unavailable", 502, f"the gateway has no usable AWS credentials: {err}")
+            except RETRY_ERRORS as err:
+                failure, response = "connection", None
+                last_error = f"{type(err).__name__}"
+            else:
+                if response.status not in RETRY_STATUSES:
+                    return response
+                failure = "throttled" if response.status == 429 else str(response.status)
+                if response.status == 429:
+                    self._metrics.upstream_throttled.labels(workspace.id).inc()
+            pause = _backoff(attempt, settings.retry_base, response)
+            out_of_budget = (
+                attempt >= settings.retries
+                or waited + pause > settings.retry_budget
+                or time.monotonic() + pause >= deadline
+            )
+            if out_of_budget:
+                if response is not None:
+                    return translate_error(
+                        response.status,
+                        response.headers,
+                        response.json_bytes(),
+                        workspace,
+                        request.path,
+                    )
+                return _error(
+                    "unavailable",
+                    503,
+                    f"the upstream of {workspace.id} ({workspace.host}) is unreachable: "
+                    f"{last_error} after {attempt + 1} attempt(s)",
+                )
+            self._metrics.upstream_retries.labels(workspace.id, failure).inc()
+            await asyncio.sleep(pause)
+            waited += pause
+            attempt += 1
+
+    async def _attempt(self, request: UpstreamRequest, deadline: float) -> UpstreamResponse:
+        """One signed round trip; non-2xx answers come back raw (headers kept) for retry logic."""
+        workspace = request.workspace
+        slots = self._slots.get(workspace.id)
+        queued = time.monotonic()
+        if slots is not None:
+            try:
+                async with asyncio.timeout(self._settings.queue_timeout):
+                    await slots.acquire()
+            except TimeoutError:
+                return _error(
+                    "too_many_requests",
+                    429,
+                    f"all {self._settings.max_concurrency} upstream slots of {workspace.id} stayed "
+                    f"busy for {self._settings.queue_timeout:g}s; retry later",
+                    {"Retry-After": "1"},
+                )
+        self._metrics.upstream_queue_seconds.labels(workspace.id).observe(time.monotonic() - queued)
+        in_flight = self._metrics.upstream_in_flight.labels(workspace.id)
+        in_flight.inc()
+        started = time.monotonic()
+        code = "error"
+        try:
+            response = await self._send(request)
+            code = str(response.status)
+            return response
+        finally:
+            in_flight.dec()
+            if slots is not None:
+                slots.release()
+            self._metrics.upstream_seconds.labels(workspace.id).observe(time.monotonic() - started)
+            self._metrics.upstream_requests.labels(workspace.id, request.endpoint, code).inc()
+
+    async def _send(self, request: UpstreamRequest) -> UpstreamResponse:
+        workspace = request.workspace
+        query = encode_query(request.params)
+        url = workspace.url + request.path
+        headers = {"accept-encoding": "gzip", "user-agent": USER_AGENT}
+        if request.method == "GET":
+            url, body = (f"{url}?{query}" if query else url), b""
+        else:
+            body = query.encode()
+            headers["content-type"] = "application/x-www-form-urlencoded"
+        if workspace.sigv4:
+            credentials = await self._credentials.get(workspace)
+            headers.update(sign(credentials, workspace.region, request.method, url, body))
+        client = self._client_for(workspace)
+        upstream_request = client.build_request(request.method, url, content=body, headers=headers)
+        response = await client.send(upstream_request, stream=True)
+        try:
+            raw = b"".join([chunk async for chunk in response.aiter_raw()])
+        finally:
+            await response.aclose()
+        encoding = response.headers.get("content-encoding", "")
+        if encoding not in ("", "gzip", "identity"):
+            return _error("unavailable", 502, f"the upstream sent an unsupported encoding {encoding!r}")
+        result = UpstreamResponse(status=response.status_code, body=raw, gzipped=encoding == "gzip")
+        if not result.ok:
+            result.headers = {h: response.headers[h] for h in _PASSED_HEADERS if h in response.headers}
+            if response.status_code == 403 and workspace.sigv4:
+                self._metrics.signing_errors.labels(workspace.id).inc()
+            if response.status_code not in RETRY_STATUSES:
+                return translate_error(
+                    result.status, result.headers, result.json_bytes(), workspace, request.path
+                )
+        return result
+
+
+def _backoff(attempt: int, base: float, response: UpstreamResponse | None) -> float:
+    if response is not None:
+        retry_after = response.headers.get("retry-after", "")
+        if retry_after.isdigit():
+            return float(retry_after)
+    return random.uniform(0, base * (2**attempt))
+
+
+def _error(kind: str, status: int, message: str, headers: dict[str, str] | None = None) -> UpstreamResponse:
+    return UpstreamResponse(status=status, body=error_body(kind, message), headers=headers or {})
