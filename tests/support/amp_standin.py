@@ -234,9 +234,7 @@ class AmpStandin:
             headers=list(scope["headers"]),
             body=body,
         )
-        record = RecordedRequest(
-            wire.method, wire.raw_path, wire.raw_query, list(wire.headers), body, False
-        )
+        record = RecordedRequest(wire.method, wire.raw_path, wire.raw_query, list(wire.headers), body, False)
         if self.recording:
             self.requests.append(record)
         request_id = str(uuid.uuid4())
@@ -250,9 +248,7 @@ class AmpStandin:
         record.access_key = verified.credential.access_key
         await self._route(send, wire, record, request_id)
 
-    async def _route(
-        self, send: Send, wire: WireRequest, record: RecordedRequest, request_id: str
-    ) -> None:
+    async def _route(self, send: Send, wire: WireRequest, record: RecordedRequest, request_id: str) -> None:
         match = _PATH.match(wire.raw_path)
         workspace = match.group(1).decode("latin-1") if match else None
         record.workspace = workspace
@@ -293,18 +289,14 @@ class AmpStandin:
         headers.append((b"accept-encoding", accept_encoding.encode("latin-1")))
         client = self._http()
         try:
-            request = client.build_request(
-                wire.method, httpx.URL(url), headers=headers, content=wire.body
-            )
+            request = client.build_request(wire.method, httpx.URL(url), headers=headers, content=wire.body)
             response = await client.send(request, stream=True)
             try:
                 content = b"".join([chunk async for chunk in response.aiter_raw()])
             finally:
                 await response.aclose()
         except httpx.HTTPError as exc:
-            await self._error(
-                send, record, request_id, 503, "ServiceUnavailableException", str(exc)
-            )
+            await self._error(send, record, request_id, 503, "ServiceUnavailableException", str(exc))
             return
         record.forwarded = True
         record.status = response.status_code
@@ -323,9 +315,7 @@ class AmpStandin:
             )
         return self._client
 
-    async def _fault(
-        self, send: Send, record: RecordedRequest, request_id: str, fault: Fault
-    ) -> None:
+    async def _fault(self, send: Send, record: RecordedRequest, request_id: str, fault: Fault) -> None:
         body = fault.body
         if body is None:
             body = orjson.dumps({"message": fault.message or ""})

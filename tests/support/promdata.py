@@ -253,10 +253,7 @@ def _histogram(out: _Out, rng: random.Random, w: DataWindow, inst: str, uptime: 
             total = _stochastic_round(rng, rate * w.interval)
             error_ratio = min(1.0, route.error_ratio * (10 if outage else 1))
             errors = _stochastic_round(rng, total * error_ratio)
-            if route.error_ratio == 0:
-                counts = {"404": total}
-            else:
-                counts = {"200": total - errors, "500": errors}
+            counts = {"200": total - errors, "500": errors} if route.error_ratio else {"404": total}
             for status, n in counts.items():
                 cum = buckets[status]
                 for i, le in enumerate(_LE_VALUES):

@@ -251,8 +251,7 @@ class SigV4Verifier:
         for name, value in req.headers:
             by_name.setdefault(name.lower(), []).append(value)
         lines = [
-            f"{name}:{canonical_header_value(by_name.get(name.encode(), []))}"
-            for name in auth.signed_headers
+            f"{name}:{canonical_header_value(by_name.get(name.encode(), []))}" for name in auth.signed_headers
         ]
         return "\n".join(
             [
@@ -340,9 +339,7 @@ class SigV4Verifier:
         if token is None or not hmac.compare_digest(token, credential.session_token):
             raise SigV4Error(Failure.UNKNOWN_KEY, invalid)
         if credential.expires_at is not None and self.clock() >= credential.expires_at:
-            raise SigV4Error(
-                Failure.EXPIRED_TOKEN, "The security token included in the request is expired"
-            )
+            raise SigV4Error(Failure.EXPIRED_TOKEN, "The security token included in the request is expired")
         return credential
 
     def _check_clock(self, amz_date: str) -> None:

@@ -1,0 +1,87 @@
+"""Shared fixtures: a real backfilled Prometheus, and AMP/STS stand-ins in front of it."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+if str(Path(__file__).parent) not in sys.path:  # keep `import support` working
+    sys.path.insert(0, str(Path(__file__).parent))
+
+from support.amp_standin import AmpStandin, start_amp
+from support.prometheus import PrometheusServer, start_prometheus
+from support.sts_standin import StsStandin, start_sts
+from support.testenv import (
+    AMP_REGION,
+    EXTERNAL_ID,
+    EXTERNAL_ROLE_ARN,
+    ROLE_ARN,
+    WEB_IDENTITY_TOKEN,
+    WEB_ROLE_ARN,
+    WORKSPACES,
+)
+
+
+@pytest.fixture(scope="session")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
+    server = start_prometheus(tmp_path_factory.mktemp("prometheus"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def amp(prometheus: PrometheusServer) -> Iterator[AmpStandin]:
+    standin = start_amp({ws: prometheus.url for ws in WORKSPACES}, region=AMP_REGION)
+    yield standin
+    standin.stop()
+
+
+@pytest.fixture(scope="session")
+def sts(amp: AmpStandin) -> Iterator[StsStandin]:
+    standin = start_sts(amp.credentials)
+    standin.add_role(ROLE_ARN)
+    standin.add_role(EXTERNAL_ROLE_ARN, external_id=EXTERNAL_ID)
+    standin.add_role(WEB_ROLE_ARN, web_identity_token=WEB_IDENTITY_TOKEN)
+    yield standin
+    standin.stop()
+
+
+@pytest.fixture
+def fresh_amp(amp: AmpStandin) -> Iterator[AmpStandin]:
+    """The session AMP stand-in with no faults and an empty request log, before and after."""
+    amp.reset()
+    yield amp
+    amp.reset()
+
+
+@pytest.fixture
+def fresh_sts(sts: StsStandin) -> Iterator[StsStandin]:
+    """The session STS stand-in with no recorded calls and default duration, before and after."""
+    sts.reset()
+    yield sts
+    sts.reset()
+
+
+@pytest.fixture
+def aws_env(
+    amp: AmpStandin, sts: StsStandin, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> dict[str, str]:
+    """Environment for botocore: the static AMP key, region, STS endpoint, no user config."""
+    for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    env = {
+        "AWS_ACCESS_KEY_ID": amp.access_key,
+        "AWS_SECRET_ACCESS_KEY": amp.secret_key,
+        "AWS_REGION": AMP_REGION,
+        "AWS_DEFAULT_REGION": AMP_REGION,
+        "AWS_ENDPOINT_URL_STS": sts.url,
+        "AWS_CONFIG_FILE": str(tmp_path / "aws-config-absent"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "aws-credentials-absent"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
