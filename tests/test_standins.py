@@ -183,6 +183,25 @@ def test_signed_post_form_and_encoded_params(
     assert values == ["buffers", "cached", "free", "used"]
 
 
+@pytest.mark.parametrize("encoding", ["identity", "gzip"])
+def test_large_range_answer_is_byte_identical(
+    http: httpx.Client, prometheus: PrometheusServer, fresh_amp: AmpStandin, encoding: str
+) -> None:
+    params = (
+        f"query=demo_api_request_duration_seconds_bucket&start={prometheus.data_end - 3600}"
+        f"&end={prometheus.data_end}&step=15"
+    )
+    direct = httpx.get(f"{prometheus.url}/api/v1/query_range?{params}", headers={"Accept-Encoding": encoding})
+    url = f"{fresh_amp.workspace_url('ws-test1')}/api/v1/query_range?{params}"
+    request = sign("GET", url, headers={"Accept-Encoding": encoding}, **_keys(fresh_amp))
+    response = http.send(http.build_request("GET", url, headers=dict(request.headers.items())), stream=True)
+    raw = b"".join(response.iter_raw())
+    assert response.status_code == 200
+    assert len(raw) > 100_000 or encoding == "gzip"
+    assert response.headers.get("content-encoding") == direct.headers.get("content-encoding")
+    assert httpx.Response(200, headers=response.headers, content=raw).read() == direct.content
+
+
 def test_gzip_passes_through(http: httpx.Client, prometheus: PrometheusServer, fresh_amp: AmpStandin) -> None:
     url = query_url(fresh_amp, "demo_num_cpus", prometheus.data_end)
     request = sign("GET", url, headers={"Accept-Encoding": "gzip"}, **_keys(fresh_amp))
@@ -460,3 +479,27 @@ def test_canonical_forms_follow_the_spec() -> None:
     assert canonical_uri(b"/a/./b//c/../d/") == "/a/b/d/"
     assert canonical_query(b"b=2&a=%7Bx%7D&a=1&c") == "a=%7Bx%7D&a=1&b=2&c="
     assert canonical_query(b"q=a+b~c*") == "q=a%20b~c%2A"
+
+
+def test_botocore_assume_role_profile_refreshes_through_standin(
+    aws_env: dict[str, str], fresh_sts: StsStandin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "config"
+    config.write_text(
+        "[profile amp]\n"
+        f"role_arn = {EXTERNAL_ROLE_ARN}\n"
+        f"external_id = {EXTERNAL_ID}\n"
+        "role_session_name = gateway\n"
+        "credential_source = Environment\n"
+    )
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    fresh_sts.issued_duration = 120  # under botocore's 10 min mandatory refresh window
+    credentials = botocore.session.Session(profile="amp").get_credentials()
+    first = credentials.get_frozen_credentials()
+    second = credentials.get_frozen_credentials()
+    assert first.access_key.startswith("ASIA") and first.token
+    assert second.access_key != first.access_key
+    calls = fresh_sts.calls_for("AssumeRole")
+    assert [(c.role_arn, c.external_id, c.session_name) for c in calls] == [
+        (EXTERNAL_ROLE_ARN, EXTERNAL_ID, "gateway")
+    ] * 2

@@ -17,11 +17,11 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-import httpx
 import orjson
 
 from .asgi_server import Receive, Scope, Send, ThreadedServer, read_body, respond
 from .sigv4_verify import CredentialStore, Failure, SigV4Error, SigV4Verifier, WireRequest
+from .upstream import UpstreamError, UpstreamPool
 
 STATIC_ACCESS_KEY = "AKIAAMPSTANDIN000001"
 STATIC_SECRET_KEY = "ampStandinSecretKey/0000000000000000000000"
@@ -50,7 +50,7 @@ _FORWARD_REQUEST_HEADERS = (
     b"content-encoding",
     b"x-prometheus-remote-write-version",
 )
-_RETURN_HEADERS = ("content-type", "content-encoding", "vary")
+_RETURN_HEADERS = (b"content-type", b"content-encoding", b"vary")
 
 
 @dataclass
@@ -146,7 +146,7 @@ class AmpStandin:
         self.requests: list[RecordedRequest] = []
         self.recording = True
         self._faults = _Faults()
-        self._client: httpx.AsyncClient | None = None
+        self._pools: dict[str, UpstreamPool] = {}
         self._server = ThreadedServer(self, name="amp-standin")
         self.url = self._server.url
 
@@ -281,39 +281,28 @@ class AmpStandin:
     ) -> None:
         match = _PATH.match(wire.raw_path)
         assert match is not None
-        url = upstream + (match.group(2) or b"").decode("latin-1")
+        target = match.group(2) or b"/"
         if wire.raw_query:
-            url += "?" + wire.raw_query.decode("latin-1")
+            target += b"?" + wire.raw_query
         headers = [(k, v) for k, v in wire.headers if k in _FORWARD_REQUEST_HEADERS]
         accept_encoding = wire.header("accept-encoding") or "identity"
         headers.append((b"accept-encoding", accept_encoding.encode("latin-1")))
-        client = self._http()
+        pool = self._pools.get(upstream)
+        if pool is None:
+            pool = self._pools[upstream] = UpstreamPool(upstream)
         try:
-            request = client.build_request(wire.method, httpx.URL(url), headers=headers, content=wire.body)
-            response = await client.send(request, stream=True)
-            try:
-                content = b"".join([chunk async for chunk in response.aiter_raw()])
-            finally:
-                await response.aclose()
-        except httpx.HTTPError as exc:
+            response = await pool.request(wire.method, target, headers, wire.body)
+        except UpstreamError as exc:
             await self._error(send, record, request_id, 503, "ServiceUnavailableException", str(exc))
             return
         record.forwarded = True
-        record.status = response.status_code
+        record.status = response.status
         out = [(b"x-amzn-requestid", request_id.encode())]
         for name in _RETURN_HEADERS:
-            value = response.headers.get(name)
+            value = response.header(name)
             if value is not None:
-                out.append((name.encode(), value.encode("latin-1")))
-        await respond(send, response.status_code, content, out)
-
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                timeout=httpx.Timeout(120.0),
-                limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
-            )
-        return self._client
+                out.append((name, value))
+        await respond(send, response.status, response.body, out)
 
     async def _fault(self, send: Send, record: RecordedRequest, request_id: str, fault: Fault) -> None:
         body = fault.body
