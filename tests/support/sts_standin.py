@@ -106,8 +106,11 @@ class StsStandin:
         return role
 
     def reset(self) -> None:
-        """Forget recorded calls and restore the default credential duration."""
+        """Forget recorded calls and issued credentials (which stay valid in the store) and
+        restore the default credential duration."""
         self.calls.clear()
+        with self._lock:
+            self.issued.clear()
         self.issued_duration = None
 
     def calls_for(self, action: str) -> list[StsCall]:
