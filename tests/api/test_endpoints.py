@@ -17,15 +17,41 @@ def _cases(prometheus: PrometheusServer) -> list[tuple[str, list[tuple[str, str]
     end = int(prometheus.data_end) - 60
     start = end - 3600
     return [
-        ("/api/v1/query", [("query", 'sum by (path) (rate(http_requests_total{job="recommender"}[5m]))'),
-                           ("time", str(end))]),
+        (
+            "/api/v1/query",
+            [
+                ("query", 'sum by (path) (rate(http_requests_total{job="recommender"}[5m]))'),
+                ("time", str(end)),
+            ],
+        ),
         ("/api/v1/query", [("query", "demo_num_cpus"), ("time", f"{end}.5")]),
-        ("/api/v1/query_range", [("query", "rate(demo_cpu_usage_seconds_total[1m])"),
-                                 ("start", str(start)), ("end", str(end)), ("step", "60")]),
-        ("/api/v1/query_range", [("query", 'demo_memory_usage_bytes{type="used"}'),
-                                 ("start", str(start)), ("end", str(end)), ("step", "1m30s")]),
-        ("/api/v1/series", [("match[]", "demo_num_cpus"), ("match[]", 'up{job="x"}'),
-                            ("start", str(start)), ("end", str(end))]),
+        (
+            "/api/v1/query_range",
+            [
+                ("query", "rate(demo_cpu_usage_seconds_total[1m])"),
+                ("start", str(start)),
+                ("end", str(end)),
+                ("step", "60"),
+            ],
+        ),
+        (
+            "/api/v1/query_range",
+            [
+                ("query", 'demo_memory_usage_bytes{type="used"}'),
+                ("start", str(start)),
+                ("end", str(end)),
+                ("step", "1m30s"),
+            ],
+        ),
+        (
+            "/api/v1/series",
+            [
+                ("match[]", "demo_num_cpus"),
+                ("match[]", 'up{job="x"}'),
+                ("start", str(start)),
+                ("end", str(end)),
+            ],
+        ),
         ("/api/v1/labels", [("start", str(start)), ("end", str(end))]),
         ("/api/v1/labels", [("match[]", 'http_requests_total{status="500"}')]),
         ("/api/v1/label/instance/values", [("match[]", "demo_num_cpus")]),
@@ -34,7 +60,7 @@ def _cases(prometheus: PrometheusServer) -> list[tuple[str, list[tuple[str, str]
         ("/api/v1/query_exemplars", [("query", "demo_num_cpus"), ("start", str(start)), ("end", str(end))]),
         ("/api/v1/rules", []),
         ("/api/v1/alerts", []),
-    ]  # fmt: skip
+    ]
 
 
 @pytest.mark.parametrize("method", ["GET", "POST"])
@@ -62,8 +88,12 @@ async def test_every_endpoint_matches_direct(
 
 
 async def test_workspace_paths_and_alias(gateway: httpx.AsyncClient, fresh_amp: AmpStandin) -> None:
-    for prefix, workspace in (("", "ws-test1"), ("/workspaces/ws-test1", "ws-test1"),
-                              ("/workspaces/test", "ws-test1"), ("/workspaces/ws-test2", "ws-test2")):  # fmt: skip
+    for prefix, workspace in (
+        ("", "ws-test1"),
+        ("/workspaces/ws-test1", "ws-test1"),
+        ("/workspaces/test", "ws-test1"),
+        ("/workspaces/ws-test2", "ws-test2"),
+    ):
         fresh_amp.requests.clear()
         answer = await gateway.get(f"{prefix}/api/v1/query", params={"query": "demo_num_cpus"})
         assert answer.status_code == 200, answer.text
@@ -110,10 +140,17 @@ async def test_local_endpoints(gateway: httpx.AsyncClient, fresh_amp: AmpStandin
     selector = parsed["data"]["args"][0]
     assert parsed["data"]["type"] == "call" and parsed["data"]["func"]["name"] == "rate"
     assert selector == {
-        "type": "matrixSelector", "name": "x", "range": 300000, "offset": 60000,
-        "matchers": [{"name": "__name__", "value": "x", "type": "="}, {"name": "a", "value": "b", "type": "=~"}],
-        "timestamp": None, "startOrEnd": None,
-    }  # fmt: skip
+        "type": "matrixSelector",
+        "name": "x",
+        "range": 300000,
+        "offset": 60000,
+        "matchers": [
+            {"name": "__name__", "value": "x", "type": "="},
+            {"name": "a", "value": "b", "type": "=~"},
+        ],
+        "timestamp": None,
+        "startOrEnd": None,
+    }
     bad = await gateway.get("/api/v1/format_query", params={"query": "sum("})
     assert bad.status_code == 400 and bad.json()["errorType"] == "bad_data"
     assert fresh_amp.requests == []
