@@ -72,9 +72,23 @@ class PrometheusApi:
 
     # ------------------------------------------------------------ request handling
 
-    async def _admit(self, request: Request) -> tuple[Principal, Workspace]:
+    async def run(
+        self,
+        request: Request,
+        endpoint: str,
+        params: Params,
+        workspace: str | None = None,
+        label: str = "",
+    ) -> UpstreamResponse:
+        """One API call made on behalf of `request` (panels use it): the same authentication,
+        authorization, validation and pipeline as /api/v1/<endpoint>; raises ApiError."""
+        principal, target = await self._admit(request, workspace)
+        call = label_values(params, label) if endpoint == "label_values" else BUILDERS[endpoint](params)
+        return await self.pipeline(self._upstream_request(request, call, principal, target))
+
+    async def _admit(self, request: Request, name: str | None = None) -> tuple[Principal, Workspace]:
         principal = await self.authenticator.authenticate(request)
-        name = request.path_params.get("workspace")
+        name = name or request.path_params.get("workspace")
         workspace = self.settings.workspace(name)
         if workspace is None:
             raise ApiError("not_found", f'workspace "{name}" is not configured in this gateway')
