@@ -89,6 +89,8 @@ class Upstream:
             failure: str
             try:
                 response = await self._attempt(request, deadline)
+            except _Final as err:
+                return err.response
             except CredentialError as err:
                 self._metrics.credential_errors.labels(workspace.id).inc()
                 log.error("credentials for %s: %s", workspace.id, err)
@@ -97,8 +99,12 @@ class Upstream:
                 failure, response = "connection", None
                 last_error = f"{type(err).__name__}"
             else:
-                if response.status not in RETRY_STATUSES:
+                if response.ok:
                     return response
+                if response.status not in RETRY_STATUSES:
+                    return translate_error(
+                        response.status, response.headers, response.json_bytes(), workspace, request.path
+                    )
                 failure = "throttled" if response.status == 429 else str(response.status)
                 if response.status == 429:
                     self._metrics.upstream_throttled.labels(workspace.id).inc()
@@ -138,13 +144,15 @@ class Upstream:
                 async with asyncio.timeout(self._settings.queue_timeout):
                     await slots.acquire()
             except TimeoutError:
-                return _error(
-                    "too_many_requests",
-                    429,
-                    f"all {self._settings.max_concurrency} upstream slots of {workspace.id} stayed "
-                    f"busy for {self._settings.queue_timeout:g}s; retry later",
-                    {"Retry-After": "1"},
-                )
+                raise _Final(
+                    _error(
+                        "too_many_requests",
+                        429,
+                        f"all {self._settings.max_concurrency} upstream slots of {workspace.id} stayed "
+                        f"busy for {self._settings.queue_timeout:g}s; retry later",
+                        {"Retry-After": "1"},
+                    )
+                ) from None
         self._metrics.upstream_queue_seconds.labels(workspace.id).observe(time.monotonic() - queued)
         in_flight = self._metrics.upstream_in_flight.labels(workspace.id)
         in_flight.inc()
@@ -183,17 +191,22 @@ class Upstream:
             await response.aclose()
         encoding = response.headers.get("content-encoding", "")
         if encoding not in ("", "gzip", "identity"):
-            return _error("unavailable", 502, f"the upstream sent an unsupported encoding {encoding!r}")
+            raise _Final(
+                _error("unavailable", 502, f"the upstream sent an unsupported encoding {encoding!r}")
+            )
         result = UpstreamResponse(status=response.status_code, body=raw, gzipped=encoding == "gzip")
         if not result.ok:
             result.headers = {h: response.headers[h] for h in _PASSED_HEADERS if h in response.headers}
             if response.status_code == 403 and workspace.sigv4:
                 self._metrics.signing_errors.labels(workspace.id).inc()
-            if response.status_code not in RETRY_STATUSES:
-                return translate_error(
-                    result.status, result.headers, result.json_bytes(), workspace, request.path
-                )
         return result
+
+
+class _Final(Exception):
+    """An answer the gateway decided itself, for the client as it is (never retried)."""
+
+    def __init__(self, response: UpstreamResponse) -> None:
+        self.response = response
 
 
 def _backoff(attempt: int, base: float, response: UpstreamResponse | None) -> float:
