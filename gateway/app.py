@@ -13,7 +13,7 @@ from gateway.api.errors import error_response
 from gateway.api.routes import PrometheusApi
 from gateway.config import Settings
 from gateway.metrics import Metrics
-from gateway.ops import AccessLog, Readiness, healthy, metrics_endpoint, ready_endpoint
+from gateway.ops import AccessLog, Readiness, healthy, index, metrics_endpoint, ready_endpoint
 from gateway.pipeline.auth import Authenticator
 from gateway.pipeline.credentials import CredentialSource
 from gateway.pipeline.model import Handler
@@ -36,6 +36,7 @@ def create_app(settings: Settings) -> Starlette:
     readiness = Readiness(settings, upstream)
 
     routes: list[BaseRoute] = [
+        Route("/", index, methods=["GET", "HEAD"]),
         Route("/-/healthy", healthy, methods=["GET", "HEAD"]),
         Route("/-/ready", ready_endpoint(readiness), methods=["GET", "HEAD"]),
         Route("/metrics", metrics_endpoint(metrics), methods=["GET"]),

@@ -9,7 +9,7 @@ import time
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.config import Settings
@@ -61,6 +61,18 @@ class Readiness:
         results = await asyncio.gather(*(one(w.id) for w in self._settings.workspaces))
         states = dict(results)
         return all(state == "ok" for state in states.values()), states
+
+
+_INDEX = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>amp-gateway</title></head>
+<body><h1>amp-gateway</h1><p>Prometheus HTTP API for Amazon Managed Service for Prometheus.</p><ul>
+<li><a href="/dashboards">Dashboards</a></li>
+<li><a href="/api/v1/status/buildinfo">/api/v1</a> (the query API)</li>
+<li><a href="/-/ready">Readiness</a></li><li><a href="/metrics">Metrics</a></li></ul></body></html>
+"""
+
+
+async def index(request: Request) -> Response:
+    return HTMLResponse(_INDEX, headers={"content-security-policy": "default-src 'none'"})
 
 
 async def healthy(request: Request) -> Response:
