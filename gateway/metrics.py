@@ -76,3 +76,48 @@ class Metrics:
             ["workspace"],
             registry=r,
         )
+        # results cache (gateway.pipeline.cache)
+        self.cache_requests = Counter(
+            "gateway_cache_requests_total",
+            "Requests seen by the results cache, by endpoint and result (hit, miss, partial, bypass).",
+            ["endpoint", "result"],
+            registry=r,
+        )
+        self.cache_not_cached = Counter(
+            "gateway_cache_not_cached_total",
+            "Answers the results cache did not store or serve, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.cache_samples = Counter(
+            "gateway_cache_samples_total",
+            "Samples in answers, by source: 'cache' (upstream work avoided) or 'upstream' (fetched).",
+            ["source"],
+            registry=r,
+        )
+        self.cache_stored_bytes = Counter(
+            "gateway_cache_stored_bytes_total",
+            "Bytes of (compressed) entries written to the cache.",
+            registry=r,
+        )
+        self.cache_served_bytes = Counter(
+            "gateway_cache_served_bytes_total",
+            "Bytes of answers served from the cache.",
+            registry=r,
+        )
+        self.cache_memory_bytes = Gauge(
+            "gateway_cache_memory_bytes",
+            "Bytes held by the in-process cache tier.",
+            registry=r,
+        )
+        self.cache_coalesced = Counter(
+            "gateway_cache_coalesced_total",
+            "Upstream requests saved by joining an identical request already in flight.",
+            registry=r,
+        )
+        self.cache_backend_errors = Counter(
+            "gateway_cache_backend_errors_total",
+            "Errors and timeouts of a shared cache tier; the gateway went on without it.",
+            ["tier"],
+            registry=r,
+        )
