@@ -251,8 +251,10 @@ def _workspace(item: Any, key: str, env_prefix: str | None = None) -> Workspace:
         {"id", "alias", "url", "region", "sigv4", "role_arn", "external_id", "session_name"},
     )
     url = item.get("url")
-    if not isinstance(url, str) or not url:
+    if not url:
         raise ConfigError(f"{key}.url: required")
+    if not isinstance(url, str):
+        raise ConfigError(f"{key}.url: must be a URL string, got {url!r}")
     url_key = env_prefix or f"{key}.url"
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
