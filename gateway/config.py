@@ -76,6 +76,7 @@ class CacheSettings:
     recent_ttl: float = 15.0
     metadata_ttl: float = 60.0
     parallel_fetches: int = 4
+    results_ttl: float = 7 * 24 * 3600.0  # how long final (older than max_freshness) results are kept
 
 
 @dataclass(frozen=True)
@@ -333,6 +334,7 @@ def _cache(raw: Mapping[str, Any], env: Mapping[str, str]) -> CacheSettings:
         recent_ttl=_seconds(raw, "recent_ttl", d.recent_ttl, "cache."),
         metadata_ttl=_seconds(raw, "metadata_ttl", d.metadata_ttl, "cache."),
         parallel_fetches=_int(raw, "parallel_fetches", d.parallel_fetches, "cache.", minimum=1),
+        results_ttl=_seconds(raw, "results_ttl", d.results_ttl, "cache."),
     )
 
 
