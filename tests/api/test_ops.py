@@ -1,0 +1,57 @@
+"""Operations: health, readiness, /metrics and the access log — and no secret in any of them."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+import pytest
+from support.amp_standin import AmpStandin
+from support.gateway import gateway_client, gateway_settings
+
+
+async def test_health_ready_and_metrics(gateway: httpx.AsyncClient, fresh_amp: AmpStandin) -> None:
+    assert (await gateway.get("/-/healthy")).status_code == 200
+    ready = await gateway.get("/-/ready")
+    assert ready.status_code == 200
+    assert ready.json() == {"ready": True, "workspaces": {"ws-test1": "ok", "ws-test2": "ok"}}
+    probes = len(fresh_amp.requests)
+    assert (await gateway.get("/-/ready")).status_code == 200
+    assert len(fresh_amp.requests) == probes  # the probe result is cached
+
+    await gateway.get("/api/v1/query", params={"query": "demo_num_cpus"})
+    await gateway.get("/api/v1/query", params={"query": "sum("})
+    metrics = (await gateway.get("/metrics")).text
+    assert 'gateway_requests_total{code="200",endpoint="query",workspace="ws-test1"} 1.0' in metrics
+    assert 'gateway_requests_total{code="400",endpoint="query",workspace="ws-test1"} 1.0' in metrics
+    assert 'gateway_upstream_requests_total{code="200",endpoint="query",workspace="ws-test1"} 1.0' in metrics
+    assert "gateway_request_duration_seconds_bucket" in metrics
+    assert "gateway_upstream_duration_seconds_bucket" in metrics
+
+
+async def test_ready_names_the_failing_workspace(gateway: httpx.AsyncClient, fresh_amp: AmpStandin) -> None:
+    fresh_amp.inject(
+        403, count=None, errortype="AccessDeniedException", message="not authorized", path_contains="ws-test2"
+    )
+    ready = await gateway.get("/-/ready")
+    assert ready.status_code == 503
+    states = ready.json()["workspaces"]
+    assert states["ws-test1"] == "ok" and "aps:QueryMetrics" in states["ws-test2"]
+
+
+async def test_access_log_is_json_with_request_id_and_no_secrets(
+    fresh_amp: AmpStandin, aws_env: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = gateway_settings(fresh_amp, raw={"access_log": True})
+    with caplog.at_level(logging.INFO, logger="gateway.access"):
+        async with gateway_client(settings) as client:
+            answer = await client.get(
+                "/api/v1/query",
+                params={"query": 'demo_num_cpus{secret="hunter2"}'},
+                headers={"authorization": "Bearer sekret-token", "x-request-id": "req-42"},
+            )
+    assert answer.headers["x-request-id"] == "req-42"
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "gateway.access"]
+    assert '"request_id":"req-42"' in line and '"status":200' in line and '"path":"/api/v1/query"' in line
+    for secret in ("hunter2", "sekret-token", aws_env["AWS_SECRET_ACCESS_KEY"], "AWS4-HMAC"):
+        assert secret not in line
