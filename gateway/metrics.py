@@ -121,3 +121,15 @@ class Metrics:
             ["tier"],
             registry=r,
         )
+        self.auth_failures = Counter(
+            "gateway_auth_failures_total",
+            "Requests refused by inbound authentication, by reason (never the credential).",
+            ["reason"],
+            registry=r,
+        )
+        self.limited = Counter(
+            "gateway_limited_total",
+            "Requests refused by a limit, by principal and reason (rate, concurrency, size).",
+            ["principal", "reason"],
+            registry=r,
+        )
