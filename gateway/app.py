@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Protocol
 
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Route
@@ -15,6 +16,7 @@ from gateway.config import Settings
 from gateway.metrics import Metrics
 from gateway.ops import AccessLog, Readiness, healthy, index, metrics_endpoint, ready_endpoint
 from gateway.pipeline.auth import Authenticator
+from gateway.pipeline.cache import ResultsCache
 from gateway.pipeline.credentials import CredentialSource
 from gateway.pipeline.model import Handler
 from gateway.pipeline.upstream import Upstream
@@ -22,16 +24,30 @@ from gateway.pipeline.upstream import Upstream
 log = logging.getLogger("gateway")
 
 
-def build_pipeline(settings: Settings, metrics: Metrics) -> tuple[Handler, Upstream]:
+class Closeable(Protocol):
+    async def aclose(self) -> None: ...
+
+
+def build_pipeline(
+    settings: Settings,
+    metrics: Metrics,
+    on_close: list[Closeable] | None = None,
+) -> tuple[Handler, Upstream]:
     """limits → cache → sign + upstream. Each stage wraps the next."""
     upstream = Upstream(settings.upstream, CredentialSource(settings.aws), metrics, settings.workspaces)
     handler: Handler = upstream
+    if settings.cache.mode != "off":
+        cache = ResultsCache(settings.cache, metrics, handler)
+        handler = cache
+        if on_close is not None:
+            on_close.append(cache)
     return handler, upstream
 
 
 def create_app(settings: Settings) -> Starlette:
     metrics = Metrics()
-    pipeline, upstream = build_pipeline(settings, metrics)
+    closers: list[Closeable] = []
+    pipeline, upstream = build_pipeline(settings, metrics, closers)
     api = PrometheusApi(settings, pipeline, Authenticator(), metrics)
     readiness = Readiness(settings, upstream)
 
@@ -46,6 +62,8 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
+        for part in closers:
+            await part.aclose()
         await upstream.aclose()
 
     async def not_found(request, exc):  # type: ignore[no-untyped-def]
@@ -62,6 +80,7 @@ def create_app(settings: Settings) -> Starlette:
     )
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.cache = next((c for c in closers if isinstance(c, ResultsCache)), None)
     app.add_middleware(AccessLog, enabled=settings.access_log)
     return app
 
