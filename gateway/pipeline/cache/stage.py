@@ -1,0 +1,369 @@
+"""The results cache stage: answers from the cache what it can, asks the upstream for the rest.
+
+Every answer says how it was made in `UpstreamResponse.cache` (the client's `x-cache`):
+`hit`, `miss`, `partial` (some sub-ranges fetched) or `bypass; reason=<why>`.
+
+Range queries are kept as extents per split bucket (see extents.py): a request reads the
+buckets it spans, fetches only the grid runs they lack (in parallel, bounded), merges, and
+stores the result both as extents and as a whole response (so that the very same request,
+the usual dashboard refresh, is answered without any merging). Points newer than the
+freshness horizon are never written into extents; answers that include them live only
+`recent_ttl`. Instant queries with an explicit time and the metadata endpoints are whole-
+response entries with a TTL. Errors are never stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+import promql_parser
+from cachetools import LRUCache
+
+from gateway.config import CacheSettings
+from gateway.metrics import Metrics
+from gateway.pipeline.cache import codec
+from gateway.pipeline.cache.coalesce import Coalescer
+from gateway.pipeline.cache.extents import Run, add_run, bucket_runs, floor_grid, grid_last, missing_runs
+from gateway.pipeline.cache.matrix import (
+    Matrix,
+    NotCacheable,
+    assemble,
+    dump_extent,
+    load_extent,
+    parse_matrix,
+    render,
+    replace_range,
+)
+from gateway.pipeline.cache.safety import Analysis, analyse, final_until, format_seconds, pin_start_end
+from gateway.pipeline.cache.tiers import MemoryTier, RedisTier, Store
+from gateway.pipeline.model import Handler, UpstreamRequest, UpstreamResponse
+
+log = logging.getLogger("gateway.cache")
+
+# Parameters keyed separately (normalised) or that do not change the answer.
+_UNKEYED = frozenset({"query", "start", "end", "step", "time", "timeout"})
+# Range-query parameters whose effect depends on the whole window: splitting would change the answer.
+_WINDOW_PARAMS = {
+    "stats": "stats",
+    "limit": "limit",
+    "max_samples_processed_warning_threshold": "sample-threshold",
+    "max_samples_processed_error_threshold": "sample-threshold",
+}
+_METADATA_ENDPOINTS = frozenset({"series", "labels", "label_values", "metadata"})
+
+
+class ResultsCache:
+    """Pipeline stage in front of the upstream (sign + send)."""
+
+    def __init__(
+        self,
+        settings: CacheSettings,
+        metrics: Metrics,
+        upstream: Handler,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self.clock = clock  # replaceable (benchmarks simulate time)
+        self._clock: Callable[[], float] = lambda: self.clock()
+        self._fetch = Coalescer(upstream, on_shared=metrics.cache_coalesced.inc)
+        redis = None
+        if settings.mode == "redis" and settings.redis_url:
+            redis = RedisTier(settings.redis_url, metrics)
+        self.store = Store(MemoryTier(settings.memory_bytes, self._clock), redis, self._clock)
+        self._split_ms = max(1000, round(settings.split_interval * 1000))
+        self._analyses: LRUCache[str, Analysis] = LRUCache(maxsize=4096)
+        self._handlers: dict[str, Callable[[UpstreamRequest], Awaitable[UpstreamResponse]]] = {
+            "query_range": self._range,
+            "query": self._instant,
+            **{name: self._metadata for name in _METADATA_ENDPOINTS},
+        }
+
+    async def aclose(self) -> None:
+        await self.store.aclose()
+
+    async def __call__(self, request: UpstreamRequest) -> UpstreamResponse:
+        handler = self._handlers.get(request.endpoint)
+        if handler is None:
+            answer = await self._bypass(request, "endpoint-not-cached")
+        else:
+            answer = await handler(request)
+        result = answer.cache.split(";", 1)[0] or "bypass"
+        self._metrics.cache_requests.labels(request.endpoint, result).inc()
+        self._metrics.cache_memory_bytes.set(self.store.memory.bytes)
+        return answer
+
+    # ------------------------------------------------------------ helpers
+
+    def _key(self, request: UpstreamRequest, kind: str, *parts: Any) -> str:
+        digest = hashlib.blake2b(digest_size=20)
+        extra = [(k, v) for k, v in request.params if k not in _UNKEYED]
+        for part in (
+            codec.SCHEMA_VERSION,
+            kind,
+            request.workspace.id,
+            request.endpoint,
+            request.path,
+            request.principal.enforce,
+            extra,
+            *parts,
+        ):
+            data = repr(part).encode()
+            digest.update(len(data).to_bytes(4, "big"))
+            digest.update(data)
+        return f"gwc:{digest.hexdigest()}"
+
+    def _analyse(self, query: str) -> Analysis:
+        analysis = self._analyses.get(query)
+        if analysis is None:
+            try:
+                analysis = analyse(promql_parser.parse(query))
+            except ValueError:
+                analysis = Analysis("", 0, (), 0, reason="unparsable-query")
+            self._analyses[query] = analysis
+        return analysis
+
+    def _not_cached(self, answer: UpstreamResponse, reason: str) -> UpstreamResponse:
+        self._metrics.cache_not_cached.labels(reason).inc()
+        answer.cache = f"bypass; reason={reason}"
+        return answer
+
+    async def _bypass(self, request: UpstreamRequest, reason: str) -> UpstreamResponse:
+        return self._not_cached(await self._fetch(request), reason)
+
+    def _serve(self, entry: codec.Entry) -> UpstreamResponse:
+        self._metrics.cache_samples.labels("cache").inc(entry.samples)
+        self._metrics.cache_served_bytes.inc(len(entry.payload))
+        return UpstreamResponse(200, entry.payload, gzipped=True, cache="hit")
+
+    def _put(self, key: str, kind: int, ttl: float, samples: int, payload: bytes, compressed: bool) -> None:
+        if ttl <= 0:
+            return
+        blob = codec.encode(kind, self._clock() + ttl, samples, payload, compressed)
+        self._metrics.cache_stored_bytes.inc(len(blob))
+        self.store.put(key, blob)
+
+    def _horizon_ms(self) -> int:
+        return int((self._clock() - self._settings.max_freshness) * 1000)
+
+    # ------------------------------------------------------------ whole responses
+
+    async def _whole(self, request: UpstreamRequest, key: str, ttl: float) -> UpstreamResponse:
+        if not request.no_cache:
+            entry = await self.store.get(key)
+            if entry is not None:
+                return self._serve(entry)
+        answer = await self._fetch(request)
+        if not answer.ok:
+            return self._not_cached(answer, "error-not-cached")
+        raw, gzipped = answer.body, answer.gzipped
+        try:
+            doc = orjson.loads(answer.json_bytes())
+        except orjson.JSONDecodeError:
+            return self._not_cached(answer, "invalid-json")
+        if not isinstance(doc, dict) or doc.get("status") != "success":
+            return self._not_cached(answer, "error-not-cached")
+        samples = _samples(doc.get("data"))
+        self._metrics.cache_samples.labels("upstream").inc(samples)
+        self._put(key, codec.KIND_RESPONSE, ttl, samples, raw if gzipped else answer.body, gzipped)
+        if request.no_cache:
+            return self._not_cached(answer, "no-cache-header")
+        answer.cache = "miss"
+        return answer
+
+    async def _metadata(self, request: UpstreamRequest) -> UpstreamResponse:
+        key = self._key(request, "meta", request.params)
+        return await self._whole(request, key, self._settings.metadata_ttl)
+
+    async def _instant(self, request: UpstreamRequest) -> UpstreamResponse:
+        if request.time_ms is None:
+            return await self._bypass(request, "no-time")
+        if request.param("stats"):
+            return await self._bypass(request, "stats")
+        analysis = self._analyse(request.param("query"))
+        if analysis.reason:
+            return await self._bypass(request, analysis.reason)
+        time_ms = request.time_ms
+        final = final_until(analysis, self._horizon_ms(), (time_ms,))
+        long_lived = final is not None and time_ms <= final
+        ttl = self._settings.results_ttl if long_lived else self._settings.recent_ttl
+        key = self._key(request, "instant", analysis.normalized, time_ms)
+        return await self._whole(request, key, ttl)
+
+    # ------------------------------------------------------------ range queries
+
+    async def _range(self, request: UpstreamRequest) -> UpstreamResponse:
+        window = request.window
+        if window is None:
+            return await self._bypass(request, "no-window")
+        for name, reason in _WINDOW_PARAMS.items():
+            if request.param(name):
+                return await self._bypass(request, reason)
+        if window.step_ns % 1_000_000:
+            return await self._bypass(request, "sub-millisecond-step")
+        analysis = self._analyse(request.param("query"))
+        if analysis.reason:
+            return await self._bypass(request, analysis.reason)
+        step = window.step_ns // 1_000_000
+        start = window.start_ms
+        last = grid_last(start, window.end_ms, step)
+        pinned_query: str | None = None
+        key_query = analysis.normalized
+        if analysis.start_end:
+            pinned_query = key_query = pin_start_end(analysis, window.start_ms, window.end_ms)
+        base = self._key(request, "range", key_query, step, start % step)
+        whole_key = f"{base}:{start}:{last}"
+        if not request.no_cache:
+            entry = self.store.get_memory(whole_key) or await self.store.get(whole_key)
+            if entry is not None:
+                return self._serve(entry)
+
+        final = final_until(analysis, self._horizon_ms(), (window.start_ms, window.end_ms))
+        hist_last = start - step if final is None else min(last, floor_grid(final, start % step, step))
+        buckets = list(bucket_runs(start, hist_last, step, self._split_ms)) if hist_last >= start else []
+        bucket_keys = [f"{base}:b{index}" for index, _ in buckets]
+        extents = await self._load_extents(bucket_keys)
+
+        if request.no_cache or not any(coverage for coverage, _ in extents):
+            return await self._range_whole(
+                request, buckets, bucket_keys, extents, step, hist_last, last, whole_key
+            )
+
+        fetch_runs: list[Run] = []
+        for (_, run), (coverage, _) in zip(buckets, extents, strict=True):
+            fetch_runs.extend(missing_runs(coverage, run[0], run[1], step))
+        recent: Run | None = (max(start, hist_last + step), last) if hist_last < last else None
+        if recent is not None:
+            if fetch_runs and fetch_runs[-1][1] + step == recent[0]:
+                fetch_runs[-1] = (fetch_runs[-1][0], last)
+            else:
+                fetch_runs.append(recent)
+
+        fetched = await self._fetch_runs(request, fetch_runs, pinned_query)
+        for answer in fetched:
+            if isinstance(answer, UpstreamResponse):
+                return self._not_cached(answer, "error-not-cached")
+            if isinstance(answer, NotCacheable):
+                return await self._bypass(request, str(answer))
+        matrices: list[Matrix] = [m for m in fetched if isinstance(m, Matrix)]
+        fetched_samples = sum(m.samples() for m in matrices)
+        self._metrics.cache_samples.labels("upstream").inc(fetched_samples)
+
+        parts: list[tuple[Matrix, int, int]] = []
+        for (_, run), key, (coverage, stored) in zip(buckets, bucket_keys, extents, strict=True):
+            changed = False
+            for fetch_run, matrix in zip(fetch_runs, matrices, strict=True):
+                lo, hi = max(run[0], fetch_run[0]), min(run[1], fetch_run[1])
+                if lo <= hi:
+                    replace_range(stored, matrix, lo, hi)
+                    coverage = add_run(coverage, (lo, hi), step)
+                    changed = True
+            if changed:
+                self._put_extent(key, coverage, stored)
+            parts.append((stored, run[0], run[1]))
+        if recent is not None:
+            parts.append((matrices[-1], recent[0], recent[1]))
+        merged = assemble(parts)
+        body = render(merged)
+        total = merged.samples()
+        self._metrics.cache_samples.labels("cache").inc(max(0, total - fetched_samples))
+        ttl = self._settings.results_ttl if hist_last == last else self._settings.recent_ttl
+        self._put(whole_key, codec.KIND_RESPONSE, ttl, total, body, compressed=False)
+        return UpstreamResponse(200, body, cache="partial" if fetch_runs else "hit")
+
+    async def _range_whole(
+        self,
+        request: UpstreamRequest,
+        buckets: list[tuple[int, Run]],
+        bucket_keys: list[str],
+        extents: list[tuple[list[Run], Matrix]],
+        step: int,
+        hist_last: int,
+        last: int,
+        whole_key: str,
+    ) -> UpstreamResponse:
+        """Nothing cached (or the client asked for a fresh answer): send the client's own
+        request, answer with exactly what came back, and keep it as extents."""
+        answer = await self._fetch(request)
+        if not answer.ok:
+            return self._not_cached(answer, "error-not-cached")
+        raw, gzipped = answer.body, answer.gzipped
+        try:
+            matrix = parse_matrix(answer.json_bytes())
+        except NotCacheable as err:
+            return self._not_cached(answer, str(err))
+        samples = matrix.samples()
+        self._metrics.cache_samples.labels("upstream").inc(samples)
+        for (_, run), key, (coverage, stored) in zip(buckets, bucket_keys, extents, strict=True):
+            replace_range(stored, matrix, run[0], run[1])
+            self._put_extent(key, add_run(coverage, run, step), stored)
+        ttl = self._settings.results_ttl if hist_last == last else self._settings.recent_ttl
+        self._put(whole_key, codec.KIND_RESPONSE, ttl, samples, raw if gzipped else answer.body, gzipped)
+        if request.no_cache:
+            return self._not_cached(answer, "no-cache-header")
+        answer.cache = "miss"
+        return answer
+
+    async def _load_extents(self, keys: list[str]) -> list[tuple[list[Run], Matrix]]:
+        out: list[tuple[list[Run], Matrix]] = []
+        for entry in await self.store.get_many(keys):
+            loaded: tuple[list[Run], Matrix] = ([], Matrix())
+            if entry is not None and entry.kind == codec.KIND_EXTENT:
+                try:
+                    loaded = load_extent(entry.data())
+                except (OSError, EOFError, ValueError, KeyError, TypeError):
+                    log.warning("cache: dropped a damaged extent entry")
+            out.append(loaded)
+        return out
+
+    def _put_extent(self, key: str, coverage: list[Run], matrix: Matrix) -> None:
+        payload = dump_extent(coverage, matrix)
+        self._put(key, codec.KIND_EXTENT, self._settings.results_ttl, matrix.samples(), payload, False)
+
+    async def _fetch_runs(
+        self, request: UpstreamRequest, runs: list[Run], query: str | None
+    ) -> list[Matrix | UpstreamResponse | NotCacheable]:
+        slots = asyncio.Semaphore(self._settings.parallel_fetches)
+
+        async def one(run: Run) -> Matrix | UpstreamResponse | NotCacheable:
+            async with slots:
+                answer = await self._fetch(_sub_request(request, run, query))
+            if not answer.ok:
+                return answer
+            try:
+                return parse_matrix(answer.json_bytes())
+            except NotCacheable as err:
+                return err
+
+        return list(await asyncio.gather(*(one(run) for run in runs)))
+
+
+def _sub_request(request: UpstreamRequest, run: Run, query: str | None) -> UpstreamRequest:
+    params = []
+    for name, value in request.params:
+        if name == "start":
+            value = format_seconds(run[0])
+        elif name == "end":
+            value = format_seconds(run[1])
+        elif name == "query" and query is not None:
+            value = query
+        params.append((name, value))
+    return request.replace(params=params)
+
+
+def _samples(data: Any) -> int:
+    """Samples in an instant or range answer (0 for the metadata endpoints)."""
+    if not isinstance(data, dict):
+        return 0
+    result = data.get("result")
+    if not isinstance(result, list):
+        return 0
+    if data.get("resultType") == "matrix":
+        return sum(len(s.get("values") or ()) + len(s.get("histograms") or ()) for s in result)
+    return len(result) if data.get("resultType") == "vector" else 1

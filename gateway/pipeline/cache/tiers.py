@@ -1,0 +1,175 @@
+"""Where entries live: an in-process tier bounded by bytes, and optionally Redis behind it.
+
+Entries are opaque bytes (see codec) carrying their own expiry. Redis is a helper, never a
+dependency: any error or slowness marks it down for a back-off period (logged once, counted),
+during which the gateway works from memory and the upstream alone. Writes to Redis run in
+the background so that a slow Redis never delays an answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+import redis.asyncio as redis_asyncio
+from cachetools import TLRUCache
+from redis.exceptions import RedisError
+
+from gateway.metrics import Metrics
+from gateway.pipeline.cache import codec
+
+log = logging.getLogger("gateway.cache")
+
+_ENTRY_OVERHEAD = 160  # bytes of bookkeeping per entry beyond key and value (dict slot, links)
+_MAX_PENDING_WRITES = 256
+
+
+class MemoryTier:
+    """LRU with per-entry expiry, bounded by the bytes of keys and values it holds."""
+
+    def __init__(self, max_bytes: int, clock: Callable[[], float]) -> None:
+        self._cache: TLRUCache[str, bytes] = TLRUCache(
+            maxsize=max_bytes,
+            ttu=lambda _key, blob, _now: codec.expires_at(blob),
+            timer=clock,
+            getsizeof=lambda blob: len(blob) + _ENTRY_OVERHEAD,
+        )
+        self._max_bytes = max_bytes
+
+    def get(self, key: str) -> bytes | None:
+        return self._cache.get(key)
+
+    def put(self, key: str, blob: bytes) -> None:
+        if len(blob) + _ENTRY_OVERHEAD > self._max_bytes:
+            return
+        self._cache[key] = blob
+
+    def delete(self, key: str) -> None:
+        self._cache.pop(key, None)
+
+    @property
+    def bytes(self) -> int:
+        return int(self._cache.currsize)
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+
+class RedisTier:
+    def __init__(self, url: str, metrics: Metrics, timeout: float = 0.25) -> None:
+        self._client = redis_asyncio.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry_on_timeout=False,
+            health_check_interval=0,
+        )
+        self._timeout = timeout
+        self._metrics = metrics
+        self._down_until = 0.0
+        self._backoff = 1.0
+        self._down = False
+        self._pending: set[asyncio.Task[None]] = set()
+
+    @property
+    def available(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    def _failed(self, err: BaseException) -> None:
+        self._metrics.cache_backend_errors.labels("redis").inc()
+        if not self._down:
+            # Once per outage; the address may carry a password, so it is not logged.
+            log.warning("cache: Redis unavailable (%s); using memory and upstream only", type(err).__name__)
+            self._down = True
+        self._down_until = time.monotonic() + self._backoff
+        self._backoff = min(self._backoff * 2, 30.0)
+
+    def _succeeded(self) -> None:
+        if self._down:
+            log.warning("cache: Redis is back")
+            self._down = False
+        self._backoff = 1.0
+
+    async def get_many(self, keys: list[str]) -> list[bytes | None]:
+        if not keys or not self.available:
+            return [None] * len(keys)
+        try:
+            async with asyncio.timeout(self._timeout):
+                values = await self._client.mget(keys)
+        except (RedisError, OSError, TimeoutError) as err:
+            self._failed(err)
+            return [None] * len(keys)
+        self._succeeded()
+        return list(values)
+
+    def put(self, key: str, blob: bytes, ttl: float) -> None:
+        if not self.available or len(self._pending) >= _MAX_PENDING_WRITES or ttl <= 0:
+            return
+        task = asyncio.get_running_loop().create_task(self._put(key, blob, ttl))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _put(self, key: str, blob: bytes, ttl: float) -> None:
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._client.set(key, blob, px=max(1, int(ttl * 1000)))
+        except (RedisError, OSError, TimeoutError) as err:
+            self._failed(err)
+        else:
+            self._succeeded()
+
+    async def flush(self) -> None:
+        """Wait for background writes (tests and shutdown)."""
+        if self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
+
+    async def aclose(self) -> None:
+        for task in list(self._pending):
+            task.cancel()
+        await self.flush()
+        with contextlib.suppress(RedisError, OSError):
+            await self._client.aclose()
+
+
+class Store:
+    """Memory first, then Redis (promoting what it finds into memory)."""
+
+    def __init__(self, memory: MemoryTier, redis: RedisTier | None, clock: Callable[[], float]) -> None:
+        self.memory = memory
+        self.redis = redis
+        self._clock = clock
+
+    async def get_many(self, keys: list[str]) -> list[codec.Entry | None]:
+        now = self._clock()
+        found: list[codec.Entry | None] = [codec.decode(self.memory.get(k), now) for k in keys]
+        if self.redis is not None:
+            absent = [i for i, entry in enumerate(found) if entry is None]
+            if absent:
+                blobs = await self.redis.get_many([keys[i] for i in absent])
+                for i, blob in zip(absent, blobs, strict=True):
+                    entry = codec.decode(blob, now)
+                    if entry is not None and blob is not None:
+                        self.memory.put(keys[i], blob)
+                        found[i] = entry
+        return found
+
+    async def get(self, key: str) -> codec.Entry | None:
+        return (await self.get_many([key]))[0]
+
+    def get_memory(self, key: str) -> codec.Entry | None:
+        return codec.decode(self.memory.get(key), self._clock())
+
+    def put(self, key: str, blob: bytes) -> None:
+        ttl = codec.expires_at(blob) - self._clock()
+        if ttl <= 0:
+            return
+        self.memory.put(key, blob)
+        if self.redis is not None:
+            self.redis.put(key, blob, ttl)
+
+    async def aclose(self) -> None:
+        if self.redis is not None:
+            await self.redis.aclose()
