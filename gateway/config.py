@@ -192,7 +192,7 @@ def build_settings(raw: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
         sts_endpoint=env.get("GATEWAY_STS_ENDPOINT") or _str(aws_raw, "sts_endpoint", None, "aws."),
         profile=_str(aws_raw, "profile", None, "aws."),
     )
-    return Settings(
+    settings = Settings(
         listen_host=host,
         listen_port=port,
         workspaces=tuple(workspaces),
@@ -201,11 +201,16 @@ def build_settings(raw: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
         aws=aws,
         cache=_cache(_map(raw, "cache"), env),
         panels=_panels(_map(raw, "panels")),
-        auth=raw.get("auth"),
+        auth="none" if env.get("GATEWAY_AUTH", "").lower() == "none" else raw.get("auth"),
         limits=_map(raw, "limits"),
         log_level=(env.get("GATEWAY_LOG_LEVEL") or _str(raw, "log_level", "info")).lower(),
         access_log=_bool_value(raw.get("access_log", True), "access_log"),
     )
+    # auth and limits are validated by their own module (imported here: it imports this one).
+    from gateway.pipeline.auth import parse_auth
+
+    parse_auth(settings)
+    return settings
 
 
 def _single_workspace(raw: Mapping[str, Any], env: Mapping[str, str]) -> Workspace | None:
