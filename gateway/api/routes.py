@@ -107,7 +107,7 @@ class PrometheusApi:
             try:
                 principal, workspace = await self._admit(request)
                 workspace_id = workspace.id
-                params = await read_params(request)
+                params = await read_params(request, max_body_bytes(principal))
                 if builder is None:
                     call = label_values(params, request.path_params["name"])
                 else:
@@ -179,17 +179,29 @@ def request_id(request: Request) -> str:
     return cached
 
 
-async def read_params(request: Request) -> Params:
+def max_body_bytes(principal: Principal) -> int:
+    """The principal's `limits.max_body_bytes`."""
+    return getattr(principal.limits, "max_body_bytes", MAX_BODY_BYTES)
+
+
+async def read_params(request: Request, max_body: int = MAX_BODY_BYTES) -> Params:
     """URL query and form body, body first (Go's r.Form order: body values win FormValue)."""
     items: list[tuple[str, str]] = []
     if request.method == "POST":
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        too_large = ApiError("bad_data", f"request body is larger than {max_body} bytes", 413)
         declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-            raise ApiError("bad_data", f"request body is larger than {MAX_BODY_BYTES} bytes", 413)
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
-            raise ApiError("bad_data", f"request body is larger than {MAX_BODY_BYTES} bytes", 413)
+        if declared and declared.isdigit() and int(declared) > max_body:
+            raise too_large
+        # Read in chunks: a body without Content-Length must not be buffered past the limit.
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_body:
+                raise too_large
+            chunks.append(chunk)
+        body = b"".join(chunks)
         if content_type == "application/x-www-form-urlencoded" and body:
             items.extend(_parse_form(body.decode("utf-8", "replace"), "body"))
     query_string = request.scope.get("query_string", b"").decode("latin-1")
