@@ -150,8 +150,8 @@ class PrometheusApi:
     def _local(self, name: str) -> Callable[[Request], Awaitable[Response]]:
         async def handle(request: Request) -> Response:
             try:
-                await self._admit(request)
-                params = await read_params(request)
+                principal, _ = await self._admit(request)
+                params = await read_params(request, max_body_bytes(principal))
                 if name == "buildinfo":
                     response = success(local.buildinfo())
                 elif name == "format_query":
