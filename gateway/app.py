@@ -15,11 +15,14 @@ from gateway.api.routes import PrometheusApi
 from gateway.config import Settings
 from gateway.metrics import Metrics
 from gateway.ops import AccessLog, Readiness, healthy, index, metrics_endpoint, ready_endpoint
-from gateway.pipeline.auth import Authenticator
+from gateway.pipeline.auth import Authenticator, is_loopback, parse_auth
 from gateway.pipeline.cache import ResultsCache
 from gateway.pipeline.credentials import CredentialSource
+from gateway.pipeline.enforce import EnforceSettings, enforcement_stage
+from gateway.pipeline.limits import LimitsStage
 from gateway.pipeline.model import Handler
 from gateway.pipeline.upstream import Upstream
+from gateway.security import CORSMiddleware, SecurityHeaders, cors_options
 
 log = logging.getLogger("gateway")
 
@@ -33,7 +36,7 @@ def build_pipeline(
     metrics: Metrics,
     on_close: list[Closeable] | None = None,
 ) -> tuple[Handler, Upstream]:
-    """limits → cache → sign + upstream. Each stage wraps the next."""
+    """limits → label enforcement → cache → sign + upstream. Each stage wraps the next."""
     upstream = Upstream(settings.upstream, CredentialSource(settings.aws), metrics, settings.workspaces)
     handler: Handler = upstream
     if settings.cache.mode != "off":
@@ -41,6 +44,9 @@ def build_pipeline(
         handler = cache
         if on_close is not None:
             on_close.append(cache)
+    access = parse_auth(settings)
+    handler = enforcement_stage(EnforceSettings(override=access.override))(handler)
+    handler = LimitsStage(access.defaults, metrics)(handler)
     return handler, upstream
 
 
@@ -48,7 +54,10 @@ def create_app(settings: Settings) -> Starlette:
     metrics = Metrics()
     closers: list[Closeable] = []
     pipeline, upstream = build_pipeline(settings, metrics, closers)
-    api = PrometheusApi(settings, pipeline, Authenticator(), metrics)
+    access = parse_auth(settings)
+    if not access.enabled and not is_loopback(settings.listen_host):
+        log.warning("auth: none; anyone who reaches %s can query every workspace", settings.listen_host)
+    api = PrometheusApi(settings, pipeline, Authenticator(access, metrics), metrics)
     readiness = Readiness(settings, upstream)
 
     routes: list[BaseRoute] = [
@@ -81,6 +90,9 @@ def create_app(settings: Settings) -> Starlette:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.cache = next((c for c in closers if isinstance(c, ResultsCache)), None)
+    app.add_middleware(SecurityHeaders, frame_ancestors=settings.panels.frame_ancestors)
+    if access.cors_origins:
+        app.add_middleware(CORSMiddleware, **cors_options(access.cors_origins))
     app.add_middleware(AccessLog, enabled=settings.access_log)
     return app
 
