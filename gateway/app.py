@@ -15,6 +15,7 @@ from gateway.api.routes import PrometheusApi
 from gateway.config import Settings
 from gateway.metrics import Metrics
 from gateway.ops import AccessLog, Readiness, healthy, index, metrics_endpoint, ready_endpoint
+from gateway.panels.routes import panel_routes
 from gateway.pipeline.auth import Authenticator, is_loopback, parse_auth
 from gateway.pipeline.cache import ResultsCache
 from gateway.pipeline.credentials import CredentialSource
@@ -66,6 +67,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/-/ready", ready_endpoint(readiness), methods=["GET", "HEAD"]),
         Route("/metrics", metrics_endpoint(metrics), methods=["GET"]),
         *api.routes(),
+        *panel_routes(settings, api),
     ]
 
     @contextlib.asynccontextmanager
