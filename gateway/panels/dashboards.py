@@ -1,0 +1,377 @@
+"""Dashboards defined in YAML files: loading, validation with file and line, reload on change.
+
+    title: HTTP requests                 # required
+    description: Request rates of the recommender
+    workspace: ws-1                      # default: the gateway's default workspace
+    range: 1h                            # default time range
+    refresh: 30s                         # default: off
+    variables:
+      - name: job                        # used as $job or ${job}
+        label: job                       # label whose values are offered (default: name)
+        match: http_requests_total       # series selector limiting them (optional)
+        default: recommender             # default: the first value (or All)
+        all: false                       # offer All (.*), for job=~"$job"
+    panels:
+      - title: Requests by path
+        rate: {metric: http_requests_total, by: [path], match: 'job="$job"', window: 5m}
+        unit: reqps                      # Grafana unit id
+        legend: "{{path}}"
+        width: 12                        # of 24 columns (default 12)
+        height: 8                        # Grafana grid rows (default 8)
+      - title: Anything else
+        query: sum(rate(node_network_transmit_bytes_total{job="$job"}[$__rate_interval]))
+
+A file that cannot be used is reported (name, line, what is wrong) in the log and on the index
+page; the other files keep working. Files are checked for changes (mtime, size) on every use:
+a directory listing and a few stats, far cheaper than the query each page makes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gateway.api.errors import ApiError
+from gateway.api.params import LABEL_NAME_RE, Params, parse_prometheus_duration_ms
+from gateway.api.promql import parse_matchers
+from gateway.panels.spec import parse_panel
+from gateway.panels.units import MAX_UNIT_LENGTH
+
+log = logging.getLogger("gateway.dashboards")
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+GRID_COLUMNS = 24
+MAX_FILE_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Variable:
+    name: str
+    label: str
+    match: str = ""
+    default: str = ""
+    include_all: bool = False  # offer "All" (the regex .*, for `label=~"$name"`)
+
+
+ALL_VALUE = ".*"
+
+
+@dataclass(frozen=True)
+class PanelDef:
+    title: str
+    kind: str  # rate | query
+    fields: tuple[tuple[str, str], ...]  # the /panels/<kind> parameters that define it
+    unit: str = ""
+    legend: str = ""
+    width: int = 12
+    height: int = 8
+
+    def params(self) -> list[tuple[str, str]]:
+        extra = [("unit", self.unit), ("legend", self.legend), ("title", self.title)]
+        return [*self.fields, *((k, v) for k, v in extra if v)]
+
+    def get(self, name: str) -> str:
+        return dict(self.fields).get(name, "")
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    name: str
+    title: str
+    file: str
+    description: str = ""
+    workspace: str | None = None
+    range: str = "1h"
+    refresh: str = ""
+    variables: tuple[Variable, ...] = ()
+    panels: tuple[PanelDef, ...] = ()
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f" line {self.line}" if self.line else ""
+        return f"{self.file}{where}: {self.message}"
+
+
+class DashboardError(Exception):
+    def __init__(self, message: str, line: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+
+
+# ---------------------------------------------------------------- YAML with line numbers
+
+
+class _Located(dict):  # type: ignore[type-arg]
+    """A mapping that remembers the line of itself and of each key."""
+
+    line: int = 0
+    lines: dict[str, int]
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _Located:
+    loader.flatten_mapping(node)
+    mapping = _Located(loader.construct_mapping(node, deep=True))
+    mapping.line = node.start_mark.line + 1
+    mapping.lines = {
+        str(key.value): key.start_mark.line + 1 for key, _ in node.value if isinstance(key, yaml.ScalarNode)
+    }
+    return mapping
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)  # type: ignore[arg-type]
+
+
+def _line(mapping: Any, key: str | None = None) -> int | None:
+    if not isinstance(mapping, _Located):
+        return None
+    if key is not None and key in mapping.lines:
+        return mapping.lines[key]
+    return mapping.line
+
+
+def _reject_unknown(raw: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    for key in raw:
+        if key not in allowed:
+            raise DashboardError(
+                f"{where}{key}: unknown key (expected one of {', '.join(sorted(allowed))})", _line(raw, key)
+            )
+
+
+def _string(raw: Mapping[str, Any], key: str, where: str, default: str = "", limit: int = 2000) -> str:
+    value = raw.get(key, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise DashboardError(f"{where}{key}: must be text", _line(raw, key))
+    text = str(value)
+    if len(text) > limit:
+        raise DashboardError(f"{where}{key}: longer than {limit} characters", _line(raw, key))
+    return text
+
+
+def _whole(raw: Mapping[str, Any], key: str, where: str, default: int, low: int, high: int) -> int:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise DashboardError(f"{where}{key}: must be a whole number from {low} to {high}", _line(raw, key))
+    return value
+
+
+def _duration(raw: Mapping[str, Any], key: str, where: str, default: str) -> str:
+    text = _string(raw, key, where, default)
+    if text and text != "off" and not parse_prometheus_duration_ms(text):
+        raise DashboardError(f"{where}{key}: {text!r} is not a duration such as 30s or 1h", _line(raw, key))
+    return text
+
+
+# ---------------------------------------------------------------- validation
+
+
+def parse_dashboard(name: str, file: str, text: str) -> Dashboard:
+    try:
+        raw = yaml.load(text, Loader=_Loader)  # a SafeLoader subclass
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+        problem = getattr(err, "problem", None) or "not valid YAML"
+        raise DashboardError(f"not valid YAML: {problem}", mark.line + 1 if mark else None) from None
+    if not isinstance(raw, Mapping):
+        raise DashboardError("must be a mapping with `title` and `panels`", 1)
+    _reject_unknown(raw, {"title", "description", "workspace", "range", "refresh", "variables", "panels"}, "")
+    title = _string(raw, "title", "", limit=200)
+    if not title:
+        raise DashboardError("title: required", _line(raw, "title") or 1)
+    variables = tuple(_variable(item, i, raw) for i, item in enumerate(_items(raw, "variables")))
+    names = [v.name for v in variables]
+    for i, duplicate in enumerate(names):
+        if duplicate in names[:i]:
+            raise DashboardError(
+                f"variables[{i}].name: {duplicate!r} is defined twice", _line(raw, "variables")
+            )
+    panel_items = _items(raw, "panels")
+    if not panel_items:
+        raise DashboardError("panels: at least one panel is required", _line(raw, "panels") or 1)
+    dummy = {v.name: v.default or "x" for v in variables}
+    panels = tuple(_panel(item, i, raw, dummy) for i, item in enumerate(panel_items))
+    workspace = _string(raw, "workspace", "") or None
+    return Dashboard(
+        name=name,
+        title=title,
+        file=file,
+        description=_string(raw, "description", ""),
+        workspace=workspace,
+        range=_duration(raw, "range", "", "1h"),
+        refresh=_duration(raw, "refresh", "", ""),
+        variables=variables,
+        panels=panels,
+    )
+
+
+def _items(raw: Mapping[str, Any], key: str) -> list[Any]:
+    value = raw.get(key) or []
+    if not isinstance(value, list):
+        raise DashboardError(f"{key}: must be a list", _line(raw, key))
+    return value
+
+
+def _variable(item: Any, index: int, parent: Mapping[str, Any]) -> Variable:
+    where = f"variables[{index}]."
+    if not isinstance(item, Mapping):
+        raise DashboardError(f"variables[{index}]: must be a mapping with `name`", _line(parent, "variables"))
+    _reject_unknown(item, {"name", "label", "match", "default", "all"}, where)
+    include_all = item.get("all", False)
+    if not isinstance(include_all, bool):
+        raise DashboardError(f"{where}all: must be true or false", _line(item, "all"))
+    name = _string(item, "name", where)
+    if not LABEL_NAME_RE.match(name) or name.startswith("__"):
+        raise DashboardError(f"{where}name: {name!r} is not a variable name", _line(item, "name"))
+    label = _string(item, "label", where, name)
+    if not LABEL_NAME_RE.match(label):
+        raise DashboardError(f"{where}label: {label!r} is not a label name", _line(item, "label"))
+    match = _string(item, "match", where)
+    if match:
+        try:
+            parse_matchers([match])
+        except ApiError as err:
+            raise DashboardError(f"{where}match: {err.message}", _line(item, "match")) from None
+    default = _string(item, "default", where, ALL_VALUE if include_all else "")
+    return Variable(name=name, label=label, match=match, default=default, include_all=include_all)
+
+
+_RATE_KEYS = {"metric", "by", "match", "window", "fn", "agg"}
+
+
+def _panel(item: Any, index: int, parent: Mapping[str, Any], dummy: Mapping[str, str]) -> PanelDef:
+    where = f"panels[{index}]."
+    if not isinstance(item, Mapping):
+        raise DashboardError(f"panels[{index}]: must be a mapping", _line(parent, "panels"))
+    _reject_unknown(item, {"title", "rate", "query", "unit", "legend", "width", "height"}, where)
+    if ("rate" in item) == ("query" in item):
+        raise DashboardError(f"panels[{index}]: needs exactly one of `rate` or `query`", _line(item))
+    fields: list[tuple[str, str]] = []
+    if "rate" in item:
+        kind, rate = "rate", item["rate"]
+        if not isinstance(rate, Mapping):
+            raise DashboardError(f"{where}rate: must be a mapping with `metric`", _line(item, "rate"))
+        _reject_unknown(rate, _RATE_KEYS, f"{where}rate.")
+        for key in ("metric", "match", "window", "fn", "agg"):
+            text = _string(rate, key, f"{where}rate.")
+            if text:
+                fields.append((key, text))
+        by = rate.get("by", [])
+        if isinstance(by, str):
+            by = [part.strip() for part in by.split(",") if part.strip()]
+        if not isinstance(by, list) or not all(isinstance(b, str) for b in by):
+            raise DashboardError(f"{where}rate.by: must be a list of label names", _line(rate, "by"))
+        if by:
+            fields.append(("by", ",".join(by)))
+        key_line = _line(item, "rate")
+    else:
+        kind = "query"
+        fields.append(("query", _string(item, "query", where, limit=20_000)))
+        key_line = _line(item, "query")
+    panel = PanelDef(
+        title=_string(item, "title", where, limit=200),
+        kind=kind,
+        fields=tuple(fields),
+        unit=_string(item, "unit", where, limit=MAX_UNIT_LENGTH),
+        legend=_string(item, "legend", where),
+        width=_whole(item, "width", where, 12, 1, GRID_COLUMNS),
+        height=_whole(item, "height", where, 8, 2, 40),
+    )
+    try:
+        parse_panel(Params(panel.params()), kind, dummy)
+    except ApiError as err:
+        raise DashboardError(f"panels[{index}]: {err.message}", key_line) from None
+    return panel
+
+
+# ---------------------------------------------------------------- the directory
+
+
+@dataclass
+class _Entry:
+    stamp: tuple[int, int]
+    dashboard: Dashboard | None
+    problem: Problem | None
+
+
+@dataclass
+class DashboardStore:
+    """The dashboards of one directory, re-read when a file changes, appears or goes."""
+
+    directory: str
+    _entries: dict[str, _Entry] = field(default_factory=dict)
+
+    def refresh(self) -> None:
+        seen: set[str] = set()
+        try:
+            listing = list(os.scandir(self.directory))
+        except OSError:
+            listing = []
+        for item in listing:
+            if not item.name.endswith((".yml", ".yaml")) or item.name.startswith("."):
+                continue
+            try:
+                info = item.stat()
+            except OSError:
+                continue
+            seen.add(item.name)
+            stamp = (info.st_mtime_ns, info.st_size)
+            entry = self._entries.get(item.name)
+            if entry is not None and entry.stamp == stamp:
+                continue
+            entry = self._load(Path(item.path), stamp)
+            self._entries[item.name] = entry
+            if entry.problem:  # at start-up and whenever the file changes
+                log.warning("dashboard %s", entry.problem)
+        for gone in set(self._entries) - seen:
+            del self._entries[gone]
+
+    def _load(self, path: Path, stamp: tuple[int, int]) -> _Entry:
+        name = path.name.rsplit(".", 1)[0]
+        try:
+            if not NAME_RE.match(name):
+                raise DashboardError("the file name must be letters, digits, '_' or '-' before .yml")
+            if stamp[1] > MAX_FILE_BYTES:
+                raise DashboardError(f"larger than {MAX_FILE_BYTES} bytes")
+            text = path.read_text(encoding="utf-8")
+            return _Entry(stamp, parse_dashboard(name, path.name, text), None)
+        except DashboardError as err:
+            return _Entry(stamp, None, Problem(path.name, err.line, err.message))
+        except (OSError, UnicodeDecodeError) as err:
+            return _Entry(stamp, None, Problem(path.name, None, f"cannot be read: {err}"))
+
+    def dashboards(self) -> list[Dashboard]:
+        self.refresh()
+        found = [e.dashboard for e in self._entries.values() if e.dashboard is not None]
+        names: dict[str, Dashboard] = {}
+        for dashboard in sorted(found, key=lambda d: d.file):
+            names.setdefault(dashboard.name, dashboard)  # x.yml and x.yaml: the first wins
+        return sorted(names.values(), key=lambda d: d.title.lower())
+
+    def problems(self) -> list[Problem]:
+        self.refresh()
+        return sorted((e.problem for e in self._entries.values() if e.problem), key=lambda p: p.file)
+
+    def get(self, name: str) -> Dashboard | None:
+        for dashboard in self.dashboards():
+            if dashboard.name == name:
+                return dashboard
+        return None

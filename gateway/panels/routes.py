@@ -1,0 +1,100 @@
+"""Routes of the panel pages (/panels/rate, /panels/query), their figure JSON, static assets
+and file-defined dashboards."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from urllib.parse import urlencode
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from gateway.api.errors import ApiError
+from gateway.api.routes import PrometheusApi, read_params
+from gateway.config import Settings
+from gateway.panels import assets, pages
+from gateway.panels.dashboard_routes import DashboardPages
+from gateway.panels.dashboards import DashboardStore
+from gateway.panels.service import JSON_HEADERS, figure_response
+from gateway.panels.spec import parse_panel, parse_view
+
+KINDS = ("rate", "query")
+
+
+def panel_routes(settings: Settings, api: PrometheusApi) -> list[BaseRoute]:
+    """Every route of the panels feature; app.py adds them after the API's."""
+    store = DashboardStore(settings.panels.dashboards_dir)
+    store.refresh()
+    single = PanelPages(settings, api)
+    boards = DashboardPages(settings, api, store)
+    routes: list[BaseRoute] = [Route("/panels/static/{name}", assets.serve, methods=["GET", "HEAD"])]
+    for prefix in ("", "/workspaces/{workspace}"):
+        for kind in KINDS:
+            routes.append(Route(f"{prefix}/panels/{kind}.json", single.figure(kind), methods=["GET"]))
+            routes.append(Route(f"{prefix}/panels/{kind}", single.page(kind), methods=["GET"]))
+    routes.extend(boards.routes())
+    return routes
+
+
+class PanelPages:
+    def __init__(self, settings: Settings, api: PrometheusApi) -> None:
+        self.settings = settings
+        self.api = api
+
+    def figure(self, kind: str) -> Callable[[Request], Awaitable[Response]]:
+        async def handle(request: Request) -> Response:
+            try:
+                params = await read_params(request)
+                panel = parse_panel(params, kind)
+                view = parse_view(params)
+                return await figure_response(self.api, request, panel, view)
+            except ApiError as err:
+                response = err.to_response()
+                response.headers.update(JSON_HEADERS)
+                return response
+
+        return handle
+
+    def page(self, kind: str) -> Callable[[Request], Awaitable[Response]]:
+        async def handle(request: Request) -> Response:
+            title = "Rate panel" if kind == "rate" else "Query panel"
+            try:
+                params = await read_params(request)
+                view = parse_view(params)
+                panel = parse_panel(params, kind)
+            except ApiError as err:
+                return pages.page(
+                    settings=self.settings.panels, title=title, error=err.message, status=err.status
+                )
+            title = panel.title or (params.get("metric") if kind == "rate" else title)
+            query_string = request.url.query
+            src = f"{request.url.path}.json" + (f"?{query_string}" if query_string else "")
+            ranged = params.get("start") != "" and params.get("end") != ""
+            box = pages.Box(id="panel-0", title="", src=src, height=view.height, note=panel.expr)
+            controls = [pages.Control("refresh", "Refresh", pages.REFRESHES, params.get("refresh") or "off")]
+            if not ranged:
+                controls.insert(0, pages.Control("range", "Range", pages.RANGES, params.get("range") or "1h"))
+            return pages.page(
+                settings=self.settings.panels,
+                title=title,
+                subtitle="",
+                boxes=[box],
+                controls=controls,
+                links=[("Figure JSON", src), ("Dashboards", "/dashboards")],
+                config={
+                    "panels": [{"id": box.id, "src": src}],
+                    "refresh": view.refresh_ms,
+                    "tz": view.tz,
+                    "controls": ["range"],
+                    "fixedRange": ranged,
+                },
+                theme=view.theme,
+                compact=view.compact,
+            )
+
+        return handle
+
+
+def with_params(path: str, items: list[tuple[str, str]]) -> str:
+    return f"{path}?{urlencode(items)}" if items else path

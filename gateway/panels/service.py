@@ -1,0 +1,74 @@
+"""Runs a panel's query through the gateway's own query path and turns the answer into a figure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.api.errors import ApiError
+from gateway.api.routes import PrometheusApi
+from gateway.panels.figure import build_figure
+from gateway.panels.spec import PanelQuery, View
+
+JSON_HEADERS = {"x-content-type-options": "nosniff", "cache-control": "no-cache"}
+
+
+class FigureError(Exception):
+    """The query failed; carries the upstream's (or the gateway's) Prometheus error envelope."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        super().__init__(status)
+        self.status = status
+        self.body = body
+
+    def response(self) -> Response:
+        return Response(
+            self.body, status_code=self.status, media_type="application/json", headers=JSON_HEADERS
+        )
+
+
+async def panel_figure(
+    api: PrometheusApi, request: Request, panel: PanelQuery, view: View, workspace: str | None = None
+) -> tuple[dict[str, Any], str]:
+    """The figure and the cache outcome (x-cache) of one panel query; raises ApiError/FigureError."""
+    answer = await api.run(request, "query_range", panel.api_params(), workspace)
+    raw = answer.json_bytes()
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ApiError(
+            "unavailable", f"the upstream answered HTTP {answer.status} without a JSON body"
+        ) from None
+    if not answer.ok or body.get("status") != "success":
+        raise FigureError(answer.status if not answer.ok else 502, raw)
+    figure = build_figure(
+        body["data"],
+        start_ms=panel.time.start_ms,
+        end_ms=panel.time.end_ms,
+        step_ms=panel.time.step_ms,
+        legend=panel.legend,
+        unit=panel.unit,
+        title=panel.title,
+        query=panel.expr,
+        theme=view.theme,
+        tz="UTC" if view.tz == "browser" else view.tz,
+    )
+    if body.get("warnings"):
+        figure["layout"]["meta"]["warnings"] = body["warnings"]
+    return figure, answer.cache
+
+
+async def figure_response(
+    api: PrometheusApi, request: Request, panel: PanelQuery, view: View, workspace: str | None = None
+) -> Response:
+    try:
+        figure, cache = await panel_figure(api, request, panel, view, workspace)
+    except FigureError as err:
+        return err.response()
+    headers = dict(JSON_HEADERS)
+    if cache:
+        headers["x-cache"] = cache
+    return Response(orjson.dumps(figure), media_type="application/json", headers=headers)
