@@ -144,6 +144,7 @@ class PrometheusApi:
             window=call.window,
             time_ms=call.time_ms,
             no_cache="no-cache" in request.headers.get("cache-control", "").lower(),
+            accept_gzip="gzip" in request.headers.get("accept-encoding", "").lower(),
             request_id=request_id(request),
         )
 

@@ -54,6 +54,7 @@ class UpstreamRequest:
     window: QueryWindow | None = None
     time_ms: int | None = None  # an instant query's evaluation time
     no_cache: bool = False  # the client sent Cache-Control: no-cache
+    accept_gzip: bool = False  # the client takes gzip: ask the upstream for it and pass it through
     request_id: str = ""
     client_headers: dict[str, str] = field(default_factory=dict)
 

@@ -1,0 +1,116 @@
+"""Shared benchmark plumbing: a backfilled Prometheus, a gateway process, and wrk runs."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from support.netutil import free_port  # noqa: E402
+from support.prometheus import PrometheusServer, start_prometheus  # noqa: E402
+
+
+@contextmanager
+def prometheus() -> Iterator[PrometheusServer]:
+    server = start_prometheus(Path(tempfile.mkdtemp(prefix="bench-prom-")))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@dataclass
+class GatewayProcess:
+    url: str
+    pid: int
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
+@contextmanager
+def gateway_process(env: dict[str, str]) -> Iterator[GatewayProcess]:
+    """`amp-gateway serve` in its own process (its own GIL), as it runs in production."""
+    port = free_port()
+    full_env = {
+        **os.environ,
+        "GATEWAY_LISTEN": f"127.0.0.1:{port}",
+        "GATEWAY_LOG_LEVEL": "warning",
+        "AWS_ACCESS_KEY_ID": "AKIABENCHMARK0000000",
+        "AWS_SECRET_ACCESS_KEY": "bench-secret",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        **env,
+    }
+    process = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], env=full_env, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/-/healthy", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError("the gateway did not start")
+            time.sleep(0.1)
+        yield GatewayProcess(url, process.pid)
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@dataclass
+class WrkResult:
+    requests_per_second: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    errors: int
+
+
+_UNIT = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _ms(text: str) -> float:
+    match = re.match(r"([\d.]+)(us|ms|s)", text)
+    assert match, text
+    return float(match.group(1)) * _UNIT[match.group(2)]
+
+
+def wrk(url: str, body: str, seconds: int = 10, connections: int = 16, threads: int = 2) -> WrkResult:
+    """POST `body` (a form) to `url` with wrk; parse throughput and latency percentiles."""
+    script = Path(tempfile.mkstemp(suffix=".lua")[1])
+    escaped = body.replace("\\", "\\\\").replace('"', '\\"')
+    script.write_text(
+        'wrk.method = "POST"\n'
+        f'wrk.body = "{escaped}"\n'
+        'wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"\n'
+    )
+    done = subprocess.run(
+        ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--latency", "-s", str(script), url],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    out = done.stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    pct = dict(re.findall(r"^\s+(50|90|99)%\s+(\S+)", out, re.MULTILINE))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return WrkResult(
+        rps, _ms(pct["50"]), _ms(pct["90"]), _ms(pct["99"]), int(errors.group(1)) if errors else 0
+    )
