@@ -211,7 +211,10 @@ def parse_panel(
         by = _by(params.get("by"))
         match = substitute(_text(params, "match").strip().removeprefix("{").removesuffix("}"), values)
         if match:
-            parse_matchers([f"{metric}{{{match}}}"])
+            try:
+                parse_matchers([f"{metric}{{{match}}}"])
+            except ApiError as err:
+                raise bad_param("match", err.message) from None
         window = params.get("window") or "auto"
         if window == "auto":
             window = "$__rate_interval"
