@@ -272,10 +272,12 @@ class LimitsStage:
                 answer = await next_handler(checked)
             else:
                 answer = await self._in_slot(checked, limits, next_handler)
-            cap_name = _RESULT_CAPS.get(request.endpoint)
-            cap = getattr(limits, cap_name) if cap_name else None
-            if cap is not None:
-                answer = truncate(answer, cap, "series" if request.endpoint == "series" else "names")
+            limit = checked.param("limit")
+            if request.endpoint in _RESULT_CAPS and limit.isdigit() and int(limit) > 0:
+                # The effective limit (the client's, within the cap), whether or not the upstream
+                # honours `limit` itself.
+                what = "series" if request.endpoint == "series" else "names"
+                answer = truncate(answer, int(limit), what)
             return answer
 
         return handle
