@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from support.amp_standin import AmpStandin
 from support.gateway import LiveGateway, gateway_settings
 from support.testenv import AMP_REGION
@@ -69,16 +70,17 @@ def live(amp: AmpStandin, module_aws_env: None, dashboards_dir: Path) -> Iterato
     gateway.stop()
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def browser() -> AsyncIterator[Any]:
+    """Playwright's async API: its sync API would claim the event loop the async tests share."""
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is not installed")
-    from playwright.sync_api import sync_playwright
+    from playwright.async_api import async_playwright
 
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium
-        chromium.close()
+        await chromium.close()
 
 
 @dataclass
@@ -91,10 +93,10 @@ class BrowserPage:
     requests: list[str] = field(default_factory=list)
 
 
-@pytest.fixture
-def tab(browser: Any, request: pytest.FixtureRequest) -> Iterator[BrowserPage]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, device_scale_factor=1)
-    page = context.new_page()
+@pytest_asyncio.fixture(loop_scope="session")
+async def tab(browser: Any, request: pytest.FixtureRequest) -> AsyncIterator[BrowserPage]:
+    context = await browser.new_context(viewport={"width": 1280, "height": 900}, device_scale_factor=1)
+    page = await context.new_page()
     page.set_default_timeout(15_000)
     result = BrowserPage(page)
     page.on(
@@ -107,6 +109,6 @@ def tab(browser: Any, request: pytest.FixtureRequest) -> Iterator[BrowserPage]:
     ARTIFACTS.mkdir(exist_ok=True)
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)
     try:
-        page.screenshot(path=str(ARTIFACTS / f"panels-{name}.png"), full_page=True)
+        await page.screenshot(path=str(ARTIFACTS / f"panels-{name}.png"), full_page=True)
     finally:
-        context.close()
+        await context.close()
