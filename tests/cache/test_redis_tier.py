@@ -27,7 +27,8 @@ async def test_replicas_share_entries_through_redis(fresh_amp, aws_env, promethe
         # a shifted window on the other replica reuses the extents the first one stored
         shifted = await second.post("/api/v1/query_range", data=_range(QUERY, end - 900, end + 300))
         assert shifted.headers["x-cache"] == "partial"
-        assert len(_forwarded(fresh_amp)) == 2
+        later = _forwarded(fresh_amp)[1:]
+        assert later and all(float(f["start"]) > end for f in later)  # only the 5 new minutes
 
 
 async def test_redis_going_away_mid_test_never_fails_a_request(

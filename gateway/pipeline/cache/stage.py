@@ -79,6 +79,8 @@ class ResultsCache:
         self.store = Store(MemoryTier(settings.memory_bytes, self._clock), redis, self._clock)
         self._split_ms = max(1000, round(settings.split_interval * 1000))
         self._analyses: LRUCache[str, Analysis] = LRUCache(maxsize=4096)
+        self._counters: dict[tuple[str, str], Any] = {}
+        self._samples_from_cache = metrics.cache_samples.labels("cache")
         self._handlers: dict[str, Callable[[UpstreamRequest], Awaitable[UpstreamResponse]]] = {
             "query_range": self._range,
             "query": self._instant,
@@ -95,29 +97,31 @@ class ResultsCache:
         else:
             answer = await handler(request)
         result = answer.cache.split(";", 1)[0] or "bypass"
-        self._metrics.cache_requests.labels(request.endpoint, result).inc()
-        self._metrics.cache_memory_bytes.set(self.store.memory.bytes)
+        counter = self._counters.get((request.endpoint, result))
+        if counter is None:
+            counter = self._counters[(request.endpoint, result)] = self._metrics.cache_requests.labels(
+                request.endpoint, result
+            )
+        counter.inc()
         return answer
 
     # ------------------------------------------------------------ helpers
 
     def _key(self, request: UpstreamRequest, kind: str, *parts: Any) -> str:
-        digest = hashlib.blake2b(digest_size=20)
-        extra = [(k, v) for k, v in request.params if k not in _UNKEYED]
-        for part in (
-            codec.SCHEMA_VERSION,
-            kind,
-            request.workspace.id,
-            request.endpoint,
-            request.path,
-            request.principal.enforce,
-            extra,
-            *parts,
-        ):
-            data = repr(part).encode()
-            digest.update(len(data).to_bytes(4, "big"))
-            digest.update(data)
-        return f"gwc:{digest.hexdigest()}"
+        # repr() of a tuple quotes and escapes every string, so distinct inputs cannot collide.
+        text = repr(
+            (
+                codec.SCHEMA_VERSION,
+                kind,
+                request.workspace.id,
+                request.endpoint,
+                request.path,
+                request.principal.enforce,
+                [(k, v) for k, v in request.params if k not in _UNKEYED],
+                parts,
+            )
+        )
+        return "gwc:" + hashlib.blake2b(text.encode(), digest_size=20).hexdigest()
 
     def _analyse(self, query: str) -> Analysis:
         analysis = self._analyses.get(query)
@@ -138,7 +142,7 @@ class ResultsCache:
         return self._not_cached(await self._fetch(request), reason)
 
     def _serve(self, entry: codec.Entry) -> UpstreamResponse:
-        self._metrics.cache_samples.labels("cache").inc(entry.samples)
+        self._samples_from_cache.inc(entry.samples)
         self._metrics.cache_served_bytes.inc(len(entry.payload))
         return UpstreamResponse(200, entry.payload, gzipped=True, cache="hit")
 
@@ -148,6 +152,7 @@ class ResultsCache:
         blob = codec.encode(kind, self._clock() + ttl, samples, payload, compressed)
         self._metrics.cache_stored_bytes.inc(len(blob))
         self.store.put(key, blob)
+        self._metrics.cache_memory_bytes.set(self.store.memory.bytes)
 
     def _horizon_ms(self) -> int:
         return int((self._clock() - self._settings.max_freshness) * 1000)
