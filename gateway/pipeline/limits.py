@@ -24,6 +24,7 @@ from gateway.api.params import MAX_POINTS
 from gateway.config import ConfigError, _bytes, _int, _seconds
 from gateway.metrics import Metrics
 from gateway.pipeline.model import Handler, Principal, UpstreamRequest, UpstreamResponse
+from gateway.pipeline.promql_print import UnprintableQuery, nodes
 
 _LIST_PARAMS = frozenset({"match[]", "rule_name[]", "rule_group[]", "file[]"})
 _THRESHOLDS = (
@@ -115,24 +116,11 @@ class TokenBucket:
 
 def _ranges(node: Any) -> list[float]:
     """Seconds of every [range] in a query: range selectors and subqueries."""
-    found: list[float] = []
-    stack = [node]
-    while stack:
-        n = stack.pop()
-        if isinstance(n, pp.MatrixSelector):
-            found.append(n.range.total_seconds())
-        elif isinstance(n, pp.SubqueryExpr):
-            found.append(n.range.total_seconds())
-            stack.append(n.expr)
-        elif isinstance(n, (pp.ParenExpr, pp.UnaryExpr)):
-            stack.append(n.expr)
-        elif isinstance(n, pp.Call):
-            stack.extend(n.args)
-        elif isinstance(n, pp.AggregateExpr):
-            stack.extend(x for x in (n.param, n.expr) if x is not None)
-        elif isinstance(n, pp.BinaryExpr):
-            stack.extend((n.lhs, n.rhs))
-    return found
+    try:
+        found = nodes(node)
+    except UnprintableQuery as err:
+        raise ApiError("bad_data", f"the gateway cannot check this query: {err}") from None
+    return [n.range.total_seconds() for n in found if isinstance(n, (pp.MatrixSelector, pp.SubqueryExpr))]
 
 
 def _duration_text(seconds: float) -> str:

@@ -173,29 +173,33 @@ def _binary_modifier(modifier: Any) -> str:
     return text
 
 
+def children(n: Any) -> list[Any]:
+    """The sub-expressions of a node (a range selector's child is its vector selector)."""
+    if isinstance(n, pp.MatrixSelector):
+        return [n.vector_selector]
+    if isinstance(n, (pp.SubqueryExpr, pp.ParenExpr, pp.UnaryExpr)):
+        return [n.expr]
+    if isinstance(n, pp.Call):
+        return list(n.args)
+    if isinstance(n, pp.AggregateExpr):
+        return [x for x in (n.param, n.expr) if x is not None]
+    if isinstance(n, pp.BinaryExpr):
+        return [n.lhs, n.rhs]
+    if isinstance(n, (pp.VectorSelector, pp.NumberLiteral, pp.StringLiteral)):
+        return []
+    raise UnprintableQuery(f"unsupported PromQL node {type(n).__name__}")
+
+
+def nodes(node: Any) -> list[Any]:
+    """Every node of the tree, depth first."""
+    found, stack = [], [node]
+    while stack:
+        n = stack.pop()
+        found.append(n)
+        stack.extend(children(n))
+    return found
+
+
 def selectors(node: Any) -> list[Any]:
     """Every VectorSelector in the tree, those inside range selectors and subqueries included."""
-    found: list[Any] = []
-
-    def visit(n: Any) -> None:
-        if isinstance(n, pp.VectorSelector):
-            found.append(n)
-        elif isinstance(n, pp.MatrixSelector):
-            found.append(n.vector_selector)
-        elif isinstance(n, (pp.SubqueryExpr, pp.ParenExpr, pp.UnaryExpr)):
-            visit(n.expr)
-        elif isinstance(n, pp.Call):
-            for arg in n.args:
-                visit(arg)
-        elif isinstance(n, pp.AggregateExpr):
-            if n.param is not None:
-                visit(n.param)
-            visit(n.expr)
-        elif isinstance(n, pp.BinaryExpr):
-            visit(n.lhs)
-            visit(n.rhs)
-        elif not isinstance(n, (pp.NumberLiteral, pp.StringLiteral)):
-            raise UnprintableQuery(f"unsupported PromQL node {type(n).__name__}")
-
-    visit(node)
-    return found
+    return [n for n in nodes(node) if isinstance(n, pp.VectorSelector)]
