@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import promql_parser
 
 from gateway.api.errors import ApiError, bad_param
 
+# String literals and comments, which may contain anything, including "@ -".
+_NOT_CODE = re.compile(r'"(?:\\.|[^"\\])*"|\'(?:\\.|[^\'\\])*\'|`[^`]*`|#[^\n]*')
+_NEGATIVE_AT = re.compile(r"@\s*-")
+
 
 def parse_expr(text: str, param: str = "query") -> Any:
     try:
-        return promql_parser.parse(text)
+        expr = promql_parser.parse(text)
     except ValueError as err:
         raise bad_param(param, f"parse error: {err}") from None
+    # promql-parser prints `@ -100` as `@ 0.000` (and panics when asked for its time), so
+    # a rewritten or cached query would silently mean something else: refuse it instead.
+    if "@" in text and _NEGATIVE_AT.search(_NOT_CODE.sub("", text)):
+        raise bad_param(
+            param, "@ modifiers before 1970 (negative timestamps) are not supported by the gateway"
+        )
+    return expr
 
 
 def parse_matchers(values: list[str]) -> list[Any]:

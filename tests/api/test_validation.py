@@ -154,3 +154,15 @@ async def test_oversized_body_is_refused(gateway: httpx.AsyncClient, fresh_amp: 
     assert answer.status_code == 413
     assert answer.json()["errorType"] == "bad_data"
     assert fresh_amp.requests == []
+
+
+async def test_negative_at_timestamps_are_refused_not_silently_changed(
+    gateway: httpx.AsyncClient, fresh_amp: AmpStandin
+) -> None:
+    """promql-parser would print `@ -100` as `@ 0.000`: a rewritten query would mean something else."""
+    answer = await gateway.get("/api/v1/query", params={"query": "demo_num_cpus @ -100"})
+    assert answer.status_code == 400
+    assert "before 1970" in answer.json()["error"]
+    assert fresh_amp.requests == []
+    literal = await gateway.get("/api/v1/query", params={"query": 'count(demo_num_cpus{job!="@ -1"} @ 100)'})
+    assert literal.status_code == 200
