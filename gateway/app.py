@@ -16,7 +16,7 @@ from gateway.config import Settings
 from gateway.metrics import Metrics
 from gateway.ops import AccessLog, Readiness, healthy, index, metrics_endpoint, ready_endpoint
 from gateway.panels.routes import panel_routes
-from gateway.pipeline.auth import Authenticator, is_loopback, parse_auth
+from gateway.pipeline.auth import Authenticator, AuthSettings, is_loopback, parse_auth
 from gateway.pipeline.cache import ResultsCache
 from gateway.pipeline.credentials import CredentialSource
 from gateway.pipeline.enforce import EnforceSettings, enforcement_stage
@@ -35,6 +35,7 @@ class Closeable(Protocol):
 def build_pipeline(
     settings: Settings,
     metrics: Metrics,
+    access: AuthSettings,
     on_close: list[Closeable] | None = None,
 ) -> tuple[Handler, Upstream]:
     """limits → label enforcement → cache → sign + upstream. Each stage wraps the next."""
@@ -45,7 +46,6 @@ def build_pipeline(
         handler = cache
         if on_close is not None:
             on_close.append(cache)
-    access = parse_auth(settings)
     handler = enforcement_stage(EnforceSettings(override=access.override))(handler)
     handler = LimitsStage(access.defaults, metrics)(handler)
     return handler, upstream
@@ -54,8 +54,8 @@ def build_pipeline(
 def create_app(settings: Settings) -> Starlette:
     metrics = Metrics()
     closers: list[Closeable] = []
-    pipeline, upstream = build_pipeline(settings, metrics, closers)
     access = parse_auth(settings)
+    pipeline, upstream = build_pipeline(settings, metrics, access, closers)
     if not access.enabled and not is_loopback(settings.listen_host):
         log.warning("auth: none; anyone who reaches %s can query every workspace", settings.listen_host)
     api = PrometheusApi(settings, pipeline, Authenticator(access, metrics), metrics)
