@@ -9,7 +9,9 @@
    Accept-Encoding: gzip as Grafana sends), alternating rounds in the same run.
 3. Memory per cached sample, and the byte bound under a flood of distinct queries.
 
-    .venv/bin/python bench/bench_cache.py [--seconds 10] [--rounds 2]
+    .venv/bin/python bench/bench_cache.py [--seconds 10] [--rounds 2] [--only-hits]
+
+`--only-hits` runs part 2 only (quicker while working on the hit path).
 """
 
 from __future__ import annotations
@@ -200,35 +202,41 @@ def _raw_body(url: str) -> bytes:
         return b"".join(response.iter_raw())
 
 
+def _savings(prom: Any) -> None:
+    """Parts 1 and 3: upstream work saved, memory per sample, the byte bound."""
+    sim_start = prom.data_end - DURATION
+    without = asyncio.run(dashboard(prom.url, sim_start, "off"))
+    with_cache = asyncio.run(dashboard(prom.url, sim_start, "memory"))
+    print("## dashboard: 8 panels, now-6h, step 20s, refresh 30s for 30 simulated minutes")
+    print(f"  without cache: {without['upstream_requests']:.0f} upstream requests, "
+          f"{without['fetched_samples']:.0f} samples fetched")  # fmt: skip
+    print(f"  with cache:    {with_cache['upstream_requests']:.0f} upstream requests, "
+          f"{with_cache['fetched_samples']:.0f} samples fetched")  # fmt: skip
+    assert with_cache["served_samples"] == without["served_samples"]
+    ratio = with_cache["fetched_samples"] / without["fetched_samples"]
+    print(f"  ratio: requests {with_cache['upstream_requests'] / without['upstream_requests']:.3f}, "
+          f"samples {ratio:.4f} (target <= 0.05)")  # fmt: skip
+    per_sample = with_cache["memory_bytes"] / max(1, with_cache["extent_samples"])
+    print(f"  memory tier: {with_cache['memory_bytes']:.0f} bytes for {with_cache['extent_samples']:.0f} "
+          f"samples in extents ({per_sample:.1f} bytes/sample, whole-response entries included)")  # fmt: skip
+
+    bound = 512 * 1024
+    peak, entries = asyncio.run(flood(prom.url, prom.data_end - 1800, bound, 400))
+    print(f"## flood: 400 distinct 1h queries into a {bound} byte tier: peak {peak} bytes, "
+          f"{entries} entries kept, bound {'holds' if peak <= bound else 'BROKEN'}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--only-hits", action="store_true", help="only the cache-hit throughput part")
     args = parser.parse_args()
     began = time.monotonic()
     prom = start_prometheus(Path(tempfile.mkdtemp(prefix="bench-cache-")), duration=RANGE + DURATION + 1800)
     try:
-        sim_start = prom.data_end - DURATION
-        without = asyncio.run(dashboard(prom.url, sim_start, "off"))
-        with_cache = asyncio.run(dashboard(prom.url, sim_start, "memory"))
-        print("## dashboard: 8 panels, now-6h, step 20s, refresh 30s for 30 simulated minutes")
-        print(f"  without cache: {without['upstream_requests']:.0f} upstream requests, "
-              f"{without['fetched_samples']:.0f} samples fetched")  # fmt: skip
-        print(f"  with cache:    {with_cache['upstream_requests']:.0f} upstream requests, "
-              f"{with_cache['fetched_samples']:.0f} samples fetched")  # fmt: skip
-        assert with_cache["served_samples"] == without["served_samples"]
-        ratio = with_cache["fetched_samples"] / without["fetched_samples"]
-        print(f"  ratio: requests {with_cache['upstream_requests'] / without['upstream_requests']:.3f}, "
-              f"samples {ratio:.4f} (target <= 0.05)")  # fmt: skip
-        per_sample = with_cache["memory_bytes"] / max(1, with_cache["extent_samples"])
-        print(f"  memory tier: {with_cache['memory_bytes']:.0f} bytes for {with_cache['extent_samples']:.0f} "
-              f"samples in extents ({per_sample:.1f} bytes/sample, whole-response entries included)")  # fmt: skip
-
-        bound = 512 * 1024
-        peak, entries = asyncio.run(flood(prom.url, prom.data_end - 1800, bound, 400))
-        print(f"## flood: 400 distinct 1h queries into a {bound} byte tier: peak {peak} bytes, "
-              f"{entries} entries kept, bound {'holds' if peak <= bound else 'BROKEN'}")  # fmt: skip
-
+        if not args.only_hits:
+            _savings(prom)
         hits = hit_throughput(prom.url, int(prom.data_end) // STEP * STEP - 3600, args.seconds, args.rounds)
         print("## cache hit, 16 clients (wrk, gzip), 6h query_range, "
               f"{hits['body_bytes']} byte gzip body")  # fmt: skip
