@@ -10,7 +10,6 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from urllib.parse import parse_qsl
 
 import orjson
 from starlette.requests import Request
@@ -20,7 +19,7 @@ from starlette.routing import BaseRoute, Route
 from gateway.api import local
 from gateway.api.endpoints import BUILDERS, Call, label_values
 from gateway.api.errors import ApiError, error_response
-from gateway.api.params import Params
+from gateway.api.params import Params, parse_form
 from gateway.config import Settings, Workspace
 from gateway.metrics import Metrics
 from gateway.pipeline.auth import Authenticator
@@ -213,7 +212,7 @@ async def read_params(request: Request, max_body: int = MAX_BODY_BYTES) -> Param
 
 def _parse_form(text: str, where: str) -> list[tuple[str, str]]:
     try:
-        return parse_qsl(text, keep_blank_values=True, strict_parsing=False, errors="strict")
+        return parse_form(text)
     except UnicodeDecodeError:
         raise ApiError("bad_data", f"the {where} is not valid percent-encoded UTF-8") from None
 
