@@ -2,19 +2,30 @@
 
 Every API request goes the same way: authenticate → pick the workspace → authorize → read and
 validate parameters → the pipeline (limits, cache, signing, upstream) → the client's response.
+
+Validation is deterministic for identical input, so its outcome (a `Prepared`) is memoized per
+exact raw request (endpoint, workspace, principal, method, content type, query string, body):
+a dashboard's refresh skips parsing and PromQL validation. Everything else (authentication,
+authorization, the body limit, the whole pipeline) runs every time, and nothing is memoized
+that depends on the clock or that failed.
 """
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 import orjson
+from cachetools import LRUCache
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import Scope
 
 from gateway.api import local
 from gateway.api.endpoints import BUILDERS, Call, label_values
@@ -23,15 +34,40 @@ from gateway.api.params import Params, parse_form
 from gateway.config import Settings, Workspace
 from gateway.metrics import Metrics
 from gateway.pipeline.auth import Authenticator
-from gateway.pipeline.model import Handler, Principal, UpstreamRequest, UpstreamResponse
+from gateway.pipeline.model import Handler, Principal, QueryWindow, UpstreamRequest, UpstreamResponse
 
 MAX_BODY_BYTES = 1024 * 1024
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _METHODS = ["GET", "POST"]
+# Request ids: a random per-process prefix and a counter (unique, and far cheaper than uuid4).
+_ID_PREFIX = os.urandom(8).hex()
+_ID_COUNTER = itertools.count(1)
+# The parsed-request memo: bounded by an estimate of the bytes it holds (raw request, parsed
+# parameters, PromQL tree); requests larger than MEMO_MAX_RAW are parsed every time.
+MEMO_BYTES = 16 * 1024 * 1024
+MEMO_MAX_RAW = 64 * 1024
+_MEMO_OVERHEAD = 2048
+_CLIENT_HEADERS = (b"x-request-id", b"cache-control", b"accept-encoding")
 
 
 def success(data: object) -> Response:
     return Response(orjson.dumps({"status": "success", "data": data}), media_type="application/json")
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """What validation decided about a request: the parts of its UpstreamRequest that depend
+    only on the raw request and the settings. Shared between identical requests: read only."""
+
+    endpoint: str
+    path: str
+    method: str
+    params: tuple[tuple[str, str], ...]
+    timeout: float
+    expr: Any
+    window: QueryWindow | None
+    time_ms: int | None
+    size: int = 0  # estimated bytes held, for the memo's bound
 
 
 class PrometheusApi:
@@ -46,6 +82,10 @@ class PrometheusApi:
         self.pipeline = pipeline
         self.authenticator = authenticator
         self.metrics = metrics
+        self._memo: LRUCache[tuple[Any, ...], Prepared] = LRUCache(
+            maxsize=MEMO_BYTES, getsizeof=lambda prepared: prepared.size
+        )
+        self._counted: dict[tuple[str, str, int], Any] = {}
 
     def routes(self) -> list[BaseRoute]:
         routes: list[BaseRoute] = []
@@ -99,53 +139,89 @@ class PrometheusApi:
 
     def _forwarded(self, endpoint: str) -> Callable[[Request], Awaitable[Response]]:
         builder = BUILDERS.get(endpoint)
+        seconds: list[Any] = []  # the endpoint's histogram child, made on first use
 
         async def handle(request: Request) -> Response:
             started = time.perf_counter()
+            headers = _client_headers(request.scope)
+            rid = _request_id(request.scope, headers)
             workspace_id = "-"
             try:
                 principal, workspace = await self._admit(request)
                 workspace_id = workspace.id
-                params = await read_params(request, max_body_bytes(principal))
-                if builder is None:
-                    call = label_values(params, request.path_params["name"])
-                else:
-                    call = builder(params)
-                upstream_request = self._upstream_request(request, call, principal, workspace)
+                prepared = await self._prepare(request, endpoint, builder, principal)
+                upstream_request = _make_request(prepared, principal, workspace, headers, rid)
                 answer = await self.pipeline(upstream_request)
-                response = to_response(answer, request)
+                response = to_response(answer, headers.get(b"accept-encoding", ""))
             except ApiError as err:
                 response = err.to_response()
-            response.headers["x-request-id"] = request_id(request)
-            self.metrics.requests.labels(endpoint, workspace_id, str(response.status_code)).inc()
-            self.metrics.request_seconds.labels(endpoint).observe(time.perf_counter() - started)
+            _set_request_id(response, rid)
+            self._count(endpoint, workspace_id, response.status_code)
+            if not seconds:
+                seconds.append(self.metrics.request_seconds.labels(endpoint))
+            seconds[0].observe(time.perf_counter() - started)
             return response
 
         return handle
 
-    def _upstream_request(
-        self, request: Request, call: Call, principal: Principal, workspace: Workspace
-    ) -> UpstreamRequest:
+    def _count(self, endpoint: str, workspace_id: str, status: int) -> None:
+        """gateway_requests_total, with the labelled children kept (endpoints x workspaces x codes)."""
+        key = (endpoint, workspace_id, status)
+        child = self._counted.get(key)
+        if child is None:
+            child = self._counted[key] = self.metrics.requests.labels(endpoint, workspace_id, str(status))
+        child.inc()
+
+    async def _prepare(
+        self,
+        request: Request,
+        endpoint: str,
+        builder: Callable[[Params], Call] | None,
+        principal: Principal,
+    ) -> Prepared:
+        """The request validated by its endpoint builder, from the memo when an identical raw
+        request was validated before (the body is read, within the limit, every time)."""
+        content_type, body = await read_body(request, max_body_bytes(principal))
+        query_string: bytes = request.scope.get("query_string", b"")
+        label = "" if builder is not None else request.path_params["name"]
+        workspace = request.path_params.get("workspace")
+        key = (endpoint, label, workspace, principal.name, request.method, content_type, query_string, body)
+        prepared = self._memo.get(key)
+        if prepared is not None:
+            return prepared
+        params = parse_params(content_type, body, query_string)
+        call = builder(params) if builder is not None else label_values(params, label)
+        raw = len(query_string) + len(body)
+        prepared = self._prepared(call, 4 * raw + _MEMO_OVERHEAD)
+        # An instant query without `time` is evaluated at "now": never memoized.
+        if raw <= MEMO_MAX_RAW and (endpoint != "query" or params.get("time") != ""):
+            self._memo[key] = prepared
+        return prepared
+
+    def _prepared(self, call: Call, size: int = 0) -> Prepared:
         cap = self.settings.upstream.timeout
         timeout = min(call.client_timeout, cap) if call.client_timeout else cap
         params = call.params
         if call.client_timeout and call.client_timeout > cap:
             params = [(k, f"{cap:g}s" if k == "timeout" else v) for k, v in params]
-        return UpstreamRequest(
-            workspace=workspace,
-            endpoint=call.endpoint,
-            path=call.path,
-            method=call.method,
-            params=params,
-            timeout=timeout,
-            principal=principal,
-            expr=call.expr,
-            window=call.window,
-            time_ms=call.time_ms,
-            no_cache="no-cache" in request.headers.get("cache-control", "").lower(),
-            accept_gzip="gzip" in request.headers.get("accept-encoding", "").lower(),
-            request_id=request_id(request),
+        return Prepared(
+            call.endpoint,
+            call.path,
+            call.method,
+            tuple(params),
+            timeout,
+            call.expr,
+            call.window,
+            call.time_ms,
+            size,
         )
+
+    def _upstream_request(
+        self, request: Request, call: Call, principal: Principal, workspace: Workspace
+    ) -> UpstreamRequest:
+        headers = _client_headers(request.scope)
+        rid = _request_id(request.scope, headers)
+        return _make_request(self._prepared(call), principal, workspace, headers, rid)
 
     def _local(self, name: str) -> Callable[[Request], Awaitable[Response]]:
         async def handle(request: Request) -> Response:
@@ -161,7 +237,7 @@ class PrometheusApi:
             except ApiError as err:
                 response = err.to_response()
             response.headers["x-request-id"] = request_id(request)
-            self.metrics.requests.labels(name, "-", str(response.status_code)).inc()
+            self._count(name, "-", response.status_code)
             return response
 
         return handle
@@ -170,13 +246,54 @@ class PrometheusApi:
         return error_response("not_found", f"unknown API endpoint {request.url.path}", 404)
 
 
-def request_id(request: Request) -> str:
-    cached = request.scope.get("gateway.request_id")
+def _make_request(
+    prepared: Prepared, principal: Principal, workspace: Workspace, headers: dict[bytes, str], rid: str
+) -> UpstreamRequest:
+    return UpstreamRequest(
+        workspace=workspace,
+        endpoint=prepared.endpoint,
+        path=prepared.path,
+        method=prepared.method,
+        params=list(prepared.params),
+        timeout=prepared.timeout,
+        principal=principal,
+        expr=prepared.expr,
+        window=prepared.window,
+        time_ms=prepared.time_ms,
+        no_cache="no-cache" in headers.get(b"cache-control", "").lower(),
+        accept_gzip="gzip" in headers.get(b"accept-encoding", "").lower(),
+        request_id=rid,
+    )
+
+
+def _client_headers(scope: Scope) -> dict[bytes, str]:
+    """The first value of each header the API reads (as Starlette's Headers.get gives it)."""
+    found: dict[bytes, str] = {}
+    for key, value in scope["headers"]:
+        if key in _CLIENT_HEADERS and key not in found:
+            found[key] = value.decode("latin-1")
+    return found
+
+
+def _request_id(scope: Scope, headers: dict[bytes, str]) -> str:
+    cached = scope.get("gateway.request_id")
     if cached is None:
-        given = request.headers.get("x-request-id", "")
-        cached = given if _REQUEST_ID_RE.match(given) else uuid.uuid4().hex
-        request.scope["gateway.request_id"] = cached
+        given = headers.get(b"x-request-id", "")
+        cached = given if _REQUEST_ID_RE.match(given) else f"{_ID_PREFIX}{next(_ID_COUNTER):x}"
+        scope["gateway.request_id"] = cached
     return cached
+
+
+def request_id(request: Request) -> str:
+    """The client's X-Request-Id when it is a sane one, else a new id; the same for the whole request."""
+    return _request_id(request.scope, _client_headers(request.scope))
+
+
+def _set_request_id(response: Response, rid: str) -> None:
+    if isinstance(response, _Ready):
+        response.raw_headers.append((b"x-request-id", rid.encode("latin-1")))
+    else:
+        response.headers["x-request-id"] = rid
 
 
 def max_body_bytes(principal: Principal) -> int:
@@ -184,30 +301,40 @@ def max_body_bytes(principal: Principal) -> int:
     return getattr(principal.limits, "max_body_bytes", MAX_BODY_BYTES)
 
 
-async def read_params(request: Request, max_body: int = MAX_BODY_BYTES) -> Params:
+async def read_body(request: Request, max_body: int = MAX_BODY_BYTES) -> tuple[str, bytes]:
+    """A POST's content type and body, read within `max_body` (413 beyond); ("", b"") for GET."""
+    if request.method != "POST":
+        return "", b""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    too_large = ApiError("bad_data", f"request body is larger than {max_body} bytes", 413)
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_body:
+        raise too_large
+    # Read in chunks: a body without Content-Length must not be buffered past the limit.
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_body:
+            raise too_large
+        chunks.append(chunk)
+    return content_type, b"".join(chunks)
+
+
+def parse_params(content_type: str, body: bytes, query_string: bytes) -> Params:
     """URL query and form body, body first (Go's r.Form order: body values win FormValue)."""
     items: list[tuple[str, str]] = []
-    if request.method == "POST":
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        too_large = ApiError("bad_data", f"request body is larger than {max_body} bytes", 413)
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > max_body:
-            raise too_large
-        # Read in chunks: a body without Content-Length must not be buffered past the limit.
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > max_body:
-                raise too_large
-            chunks.append(chunk)
-        body = b"".join(chunks)
-        if content_type == "application/x-www-form-urlencoded" and body:
-            items.extend(_parse_form(body.decode("utf-8", "replace"), "body"))
-    query_string = request.scope.get("query_string", b"").decode("latin-1")
-    if query_string:
-        items.extend(_parse_form(query_string, "URL query"))
+    if content_type == "application/x-www-form-urlencoded" and body:
+        items.extend(_parse_form(body.decode("utf-8", "replace"), "body"))
+    text = query_string.decode("latin-1")
+    if text:
+        items.extend(_parse_form(text, "URL query"))
     return Params(items)
+
+
+async def read_params(request: Request, max_body: int = MAX_BODY_BYTES) -> Params:
+    content_type, body = await read_body(request, max_body)
+    return parse_params(content_type, body, request.scope.get("query_string", b""))
 
 
 def _parse_form(text: str, where: str) -> list[tuple[str, str]]:
@@ -217,11 +344,42 @@ def _parse_form(text: str, where: str) -> list[tuple[str, str]]:
         raise ApiError("bad_data", f"the {where} is not valid percent-encoded UTF-8") from None
 
 
-def to_response(answer: UpstreamResponse, request: Request) -> Response:
+class _Ready(Response):
+    """A JSON answer whose raw headers are built directly (no header dict, no MutableHeaders):
+    the same headers, in the same order, as Response(body, status, application/json, headers)."""
+
+    media_type = "application/json"
+
+    def __init__(self, body: bytes, status: int, raw_headers: list[tuple[bytes, bytes]]) -> None:
+        self.status_code = status
+        self.background = None
+        self.body = body
+        if not (status < 200 or status in (204, 304)):
+            raw_headers.append((b"content-length", str(len(body)).encode("latin-1")))
+        raw_headers.append((b"content-type", b"application/json"))
+        self.raw_headers = raw_headers
+
+
+def to_response(answer: UpstreamResponse, accept_encoding: str) -> Response:
+    if answer.headers:
+        return _general_response(answer, accept_encoding)
+    raw: list[tuple[bytes, bytes]] = []
+    if answer.cache:
+        raw.append((b"x-cache", answer.cache.encode("latin-1")))
+    if answer.gzipped and "gzip" in accept_encoding:
+        raw.append((b"content-encoding", b"gzip"))
+        raw.append((b"vary", b"Accept-Encoding"))
+        body = answer.body
+    else:
+        body = answer.json_bytes()
+    return _Ready(body, answer.status, raw)
+
+
+def _general_response(answer: UpstreamResponse, accept_encoding: str) -> Response:
     headers = dict(answer.headers)
     if answer.cache:
         headers["x-cache"] = answer.cache
-    if answer.gzipped and "gzip" in request.headers.get("accept-encoding", ""):
+    if answer.gzipped and "gzip" in accept_encoding:
         headers["content-encoding"] = "gzip"
         headers["vary"] = "Accept-Encoding"
         body = answer.body
