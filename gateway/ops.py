@@ -97,14 +97,15 @@ def metrics_endpoint(metrics: Metrics):  # type: ignore[no-untyped-def]
 
 class AccessLog:
     """Pure ASGI middleware: one JSON line per request, with its request id. No query text,
-    no headers: nothing secret can land in the log."""
+    no headers: nothing secret can land in the log. When the logger would drop the line
+    (gateway.access below INFO), the request is not watched at all."""
 
     def __init__(self, app: ASGIApp, enabled: bool = True) -> None:
         self.app = app
         self.enabled = enabled
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.enabled:
+        if scope["type"] != "http" or not self.enabled or not access_log.isEnabledFor(logging.INFO):
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from starlette.datastructures import MutableHeaders
+from collections.abc import Iterable
+
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-_ALWAYS = (
-    ("x-content-type-options", "nosniff"),
-    ("referrer-policy", "no-referrer"),
-)
+_NOSNIFF = (b"x-content-type-options", b"nosniff")
+_NO_REFERRER = (b"referrer-policy", b"no-referrer")
 
 
 class SecurityHeaders:
@@ -28,14 +27,34 @@ class SecurityHeaders:
 
         async def sending(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in _ALWAYS:
-                    headers.setdefault(name, value)
-                if headers.get("content-type", "").startswith("text/html"):
-                    headers.setdefault("content-security-policy", self.page_csp)
+                message["headers"] = self.secured(message["headers"])
             await send(message)
 
         await self.app(scope, receive, sending)
+
+    def secured(self, raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """The response's headers plus those it lacks: what MutableHeaders.setdefault would give
+        (same order), in one pass over the raw list."""
+        headers = list(raw)
+        nosniff = referrer = csp = False
+        content_type = b""
+        seen_type = False
+        for key, value in headers:
+            if key == b"x-content-type-options":
+                nosniff = True
+            elif key == b"referrer-policy":
+                referrer = True
+            elif key == b"content-security-policy":
+                csp = True
+            elif key == b"content-type" and not seen_type:
+                content_type, seen_type = value, True
+        if not nosniff:
+            headers.append(_NOSNIFF)
+        if not referrer:
+            headers.append(_NO_REFERRER)
+        if not csp and content_type.decode("latin-1").startswith("text/html"):
+            headers.append((b"content-security-policy", self.page_csp.encode("latin-1")))
+        return headers
 
 
 def cors_options(origins: tuple[str, ...]) -> dict[str, object]:
