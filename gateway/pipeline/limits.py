@@ -54,6 +54,13 @@ class Limits:
     samples_processed_warning_threshold: int | None = None  # AMP query-cost thresholds
     samples_processed_error_threshold: int | None = None
 
+    @property
+    def has_thresholds(self) -> bool:
+        return (
+            self.samples_processed_warning_threshold is not None
+            or self.samples_processed_error_threshold is not None
+        )
+
 
 _KEYS = set(Limits.__dataclass_fields__)
 
@@ -133,6 +140,8 @@ def _duration_text(seconds: float) -> str:
 
 def _first_only(params: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """One value per single-valued parameter (the first, as Prometheus reads it)."""
+    if len({key for key, _ in params}) == len(params):
+        return params  # no name repeats: nothing to drop
     seen: set[str] = set()
     out = []
     for key, value in params:
@@ -182,7 +191,7 @@ def check_request(request: UpstreamRequest, limits: Limits) -> UpstreamRequest:
                 f"a range in the query ({_duration_text(longest)}) exceeds the limit of "
                 f'{_duration_text(limits.max_range)} for "{who}"; use a shorter [range]',
             )
-    if request.endpoint in ("query", "query_range"):
+    if request.endpoint in ("query", "query_range") and limits.has_thresholds:
         for setting, param in _THRESHOLDS:
             cap = getattr(limits, setting)
             if cap is None:
@@ -197,6 +206,8 @@ def check_request(request: UpstreamRequest, limits: Limits) -> UpstreamRequest:
         given = request.param("limit")
         value = min(int(given), cap) if given.isdigit() and int(given) > 0 else cap
         params = _with_param(params, "limit", str(value))
+    if params is request.params:
+        return request  # nothing dropped or capped
     return request.replace(params=params)
 
 
@@ -260,8 +271,8 @@ class LimitsStage:
                 answer = await next_handler(checked)
             else:
                 answer = await self._in_slot(checked, limits, next_handler)
-            limit = checked.param("limit")
-            if request.endpoint in _RESULT_CAPS and limit.isdigit() and int(limit) > 0:
+            limit = checked.param("limit") if request.endpoint in _RESULT_CAPS else ""
+            if limit.isdigit() and int(limit) > 0:
                 # The effective limit (the client's, within the cap), whether or not the upstream
                 # honours `limit` itself.
                 what = "series" if request.endpoint == "series" else "names"
