@@ -56,6 +56,10 @@ _WINDOW_PARAMS = {
     "max_samples_processed_error_threshold": "sample-threshold",
 }
 _METADATA_ENDPOINTS = frozenset({"series", "labels", "label_values", "metadata"})
+# Cache keys remembered for repeated requests: at most this many (cleared when full), and only
+# for queries up to _KEY_MEMO_TEXT characters, so the memo stays within a few MB.
+_KEY_MEMO_ENTRIES = 1024
+_KEY_MEMO_TEXT = 2048
 
 
 class ResultsCache:
@@ -80,6 +84,7 @@ class ResultsCache:
         self._split_ms = max(1000, round(settings.split_interval * 1000))
         self._analyses: LRUCache[str, Analysis] = LRUCache(maxsize=4096)
         self._counters: dict[tuple[str, str], Any] = {}
+        self._keys: dict[tuple[Any, ...], str] = {}
         self._samples_from_cache = metrics.cache_samples.labels("cache")
         self._handlers: dict[str, Callable[[UpstreamRequest], Awaitable[UpstreamResponse]]] = {
             "query_range": self._range,
@@ -108,6 +113,34 @@ class ResultsCache:
     # ------------------------------------------------------------ helpers
 
     def _key(self, request: UpstreamRequest, kind: str, *parts: Any) -> str:
+        """The entry's key: a hash of everything that can change the answer. A pure function of
+        its inputs, so repeated requests reuse the digest (a bounded dict, cleared when full).
+        The memo compares exact types (str, int) only: equal-but-different values such as 1
+        and 1.0 would print differently."""
+        for part in parts:
+            if type(part) is str:
+                if len(part) > _KEY_MEMO_TEXT:
+                    return self._digest(request, kind, parts)
+            elif type(part) is not int:
+                return self._digest(request, kind, parts)
+        memo_key = (
+            kind,
+            request.workspace.id,
+            request.endpoint,
+            request.path,
+            request.principal.enforce,
+            tuple(request.params),
+            parts,
+        )
+        key = self._keys.get(memo_key)
+        if key is None:
+            if len(self._keys) >= _KEY_MEMO_ENTRIES:
+                self._keys.clear()
+            key = self._keys[memo_key] = self._digest(request, kind, parts)
+        return key
+
+    @staticmethod
+    def _digest(request: UpstreamRequest, kind: str, parts: tuple[Any, ...]) -> str:
         # repr() of a tuple quotes and escapes every string, so distinct inputs cannot collide.
         text = repr(
             (
@@ -207,12 +240,13 @@ class ResultsCache:
         window = request.window
         if window is None:
             return await self._bypass(request, "no-window")
+        first = dict(reversed(request.params))  # each name's first value, as request.param() reads
         for name, reason in _WINDOW_PARAMS.items():
-            if request.param(name):
+            if first.get(name):
                 return await self._bypass(request, reason)
         if window.step_ns % 1_000_000:
             return await self._bypass(request, "sub-millisecond-step")
-        analysis = self._analyse(request.param("query"))
+        analysis = self._analyse(first.get("query", ""))
         if analysis.reason:
             return await self._bypass(request, analysis.reason)
         step = window.step_ns // 1_000_000
