@@ -16,12 +16,12 @@ import itertools
 import os
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from cachetools import LRUCache
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -70,6 +70,40 @@ class Prepared:
     size: int = 0  # estimated bytes held, for the memo's bound
 
 
+class _Memo:
+    """Least-recently-used Prepared requests, bounded by their estimated bytes."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._entries: OrderedDict[tuple[Any, ...], Prepared] = OrderedDict()
+        self._max_bytes = max_bytes
+        self.bytes = 0
+
+    def get(self, key: tuple[Any, ...]) -> Prepared | None:
+        found = self._entries.get(key)
+        if found is not None:
+            self._entries.move_to_end(key)
+        return found
+
+    def put(self, key: tuple[Any, ...], prepared: Prepared) -> None:
+        if prepared.size > self._max_bytes:
+            return
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self.bytes -= old.size
+        self._entries[key] = prepared
+        self.bytes += prepared.size
+        while self.bytes > self._max_bytes:
+            _, evicted = self._entries.popitem(last=False)
+            self.bytes -= evicted.size
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.bytes = 0
+
+
 class PrometheusApi:
     def __init__(
         self,
@@ -82,9 +116,7 @@ class PrometheusApi:
         self.pipeline = pipeline
         self.authenticator = authenticator
         self.metrics = metrics
-        self._memo: LRUCache[tuple[Any, ...], Prepared] = LRUCache(
-            maxsize=MEMO_BYTES, getsizeof=lambda prepared: prepared.size
-        )
+        self._memo = _Memo(MEMO_BYTES)
         self._counted: dict[tuple[str, str, int], Any] = {}
 
     def routes(self) -> list[BaseRoute]:
@@ -179,7 +211,9 @@ class PrometheusApi:
     ) -> Prepared:
         """The request validated by its endpoint builder, from the memo when an identical raw
         request was validated before (the body is read, within the limit, every time)."""
-        content_type, body = await read_body(request, max_body_bytes(principal))
+        content_type, body = "", b""
+        if request.method == "POST":
+            content_type, body = await read_body(request, max_body_bytes(principal))
         query_string: bytes = request.scope.get("query_string", b"")
         label = "" if builder is not None else request.path_params["name"]
         workspace = request.path_params.get("workspace")
@@ -193,7 +227,7 @@ class PrometheusApi:
         prepared = self._prepared(call, 4 * raw + _MEMO_OVERHEAD)
         # An instant query without `time` is evaluated at "now": never memoized.
         if raw <= MEMO_MAX_RAW and (endpoint != "query" or params.get("time") != ""):
-            self._memo[key] = prepared
+            self._memo.put(key, prepared)
         return prepared
 
     def _prepared(self, call: Call, size: int = 0) -> Prepared:

@@ -156,3 +156,22 @@ def test_hand_built_response_equals_starlettes(status: int, gzipped: bool, cache
     assert fast.status_code == general.status_code
     assert fast.raw_headers == general.raw_headers
     assert fast.body == general.body
+
+
+def test_memo_is_bounded_by_bytes_least_recently_used_first() -> None:
+    from gateway.api.routes import Prepared, _Memo
+
+    def prepared(size: int) -> Prepared:
+        return Prepared("query", "/api/v1/query", "POST", (), 1.0, None, None, None, size)
+
+    memo = _Memo(1000)
+    memo.put(("a",), prepared(400))
+    memo.put(("b",), prepared(400))
+    assert memo.get(("a",)) is not None  # a is now the most recent
+    memo.put(("c",), prepared(400))
+    assert memo.get(("b",)) is None and memo.get(("a",)) is not None and memo.get(("c",)) is not None
+    assert memo.bytes == 800
+    memo.put(("huge",), prepared(2000))
+    assert memo.get(("huge",)) is None and len(memo) == 2
+    memo.put(("a",), prepared(100))
+    assert memo.bytes == 500
