@@ -22,9 +22,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from starlette._utils import get_route_path
+from starlette.datastructures import URLPath
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Match, NoMatchFound, Route
 from starlette.types import Receive, Scope, Send
 
 from gateway.api import local
@@ -120,8 +122,9 @@ class PrometheusApi:
         self._counted: dict[tuple[str, str, int], Any] = {}
 
     def routes(self) -> list[BaseRoute]:
-        routes: list[BaseRoute] = []
+        groups: list[BaseRoute] = []
         for prefix in ("", "/workspaces/{workspace}"):
+            routes: list[Route] = []
             for name in BUILDERS:
                 endpoint = _Endpoint(self._forwarded(name))
                 routes.append(Route(f"{prefix}/api/v1/{name}", endpoint, methods=_METHODS))
@@ -137,7 +140,8 @@ class PrometheusApi:
             )
             routes.append(Route(f"{prefix}/api/v1/parse_query", self._local("parse_query"), methods=_METHODS))
             routes.append(Route(f"{prefix}/api/v1/{{rest:path}}", self._unknown, methods=_METHODS))
-        return routes
+            groups.append(RouteGroup(prefix, routes))
+        return groups
 
     # ------------------------------------------------------------ request handling
 
@@ -276,6 +280,72 @@ class PrometheusApi:
 
     async def _unknown(self, request: Request) -> Response:
         return error_response("not_found", f"unknown API endpoint {request.url.path}", 404)
+
+
+class RouteGroup(BaseRoute):
+    """The API routes under one prefix, matched exactly as Starlette's Router would match them
+    one after another, but without trying those that cannot match: only the route whose static
+    path equals the request's (a dict lookup), then the routes with path parameters, in order.
+    Starlette still does the matching (Route.matches) and the handling (Route.handle, 405s)."""
+
+    def __init__(self, prefix: str, routes: list[Route]) -> None:
+        self.routes = routes
+        # "/workspaces/{workspace}" -> the request path starts "/workspaces/<one segment>".
+        self._head = prefix.split("{", 1)[0]
+        self._one_segment = "{" in prefix
+        self._static: dict[str, Route] = {}
+        self._dynamic: list[Route] = []
+        for route in routes:
+            suffix = route.path[len(prefix) :]
+            if "{" in suffix:
+                self._dynamic.append(route)
+            else:
+                self._static.setdefault(suffix, route)
+
+    def _suffix(self, path: str) -> str | None:
+        """The part of `path` after the prefix, or None when no route here can match it."""
+        if not self._one_segment:
+            return path if path.startswith("/api/v1/") else None
+        if not path.startswith(self._head):
+            return None
+        slash = path.find("/", len(self._head))
+        if slash <= len(self._head):
+            return None
+        suffix = path[slash:]
+        return suffix if suffix.startswith("/api/v1/") else None
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] != "http":
+            return Match.NONE, {}
+        suffix = self._suffix(get_route_path(scope))
+        if suffix is None:
+            return Match.NONE, {}
+        static = self._static.get(suffix)
+        partial: Scope | None = None
+        for route in self._dynamic if static is None else (static, *self._dynamic):
+            match, child = route.matches(scope)
+            if match is Match.FULL:
+                child["gateway.route"] = route
+                return Match.FULL, child
+            if match is Match.PARTIAL and partial is None:
+                child["gateway.route"] = route
+                partial = child
+        if partial is not None:
+            return Match.PARTIAL, partial
+        return Match.NONE, {}
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = scope["gateway.route"]
+        scope["route"] = route
+        await route.handle(scope, receive, send)
+
+    def url_path_for(self, name: str, /, **path_params: Any) -> URLPath:
+        for route in self.routes:
+            try:
+                return route.url_path_for(name, **path_params)
+            except NoMatchFound:
+                pass
+        raise NoMatchFound(name, path_params)
 
 
 class _Endpoint:

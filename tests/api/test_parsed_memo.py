@@ -175,3 +175,58 @@ def test_memo_is_bounded_by_bytes_least_recently_used_first() -> None:
     assert memo.get(("huge",)) is None and len(memo) == 2
     memo.put(("a",), prepared(100))
     assert memo.bytes == 500
+
+
+PATHS = [
+    "/api/v1/query_range",
+    "/api/v1/query",
+    "/api/v1/label/job/values",
+    "/api/v1/label//values",
+    "/api/v1/status/buildinfo",
+    "/api/v1/nope",
+    "/api/v1/",
+    "/api/v1",
+    "/api/v1/query_range/",
+    "/api/v2/query",
+    "/workspaces/default/api/v1/query_range",
+    "/workspaces/default/api/v1/label/job/values",
+    "/workspaces/default/api/v1/other/thing",
+    "/workspaces/nope/api/v1/query",
+    "/workspaces//api/v1/query",
+    "/workspaces/a/b/api/v1/query",
+    "/workspaces/default/api/v1",
+    "/workspaces/default",
+    "/elsewhere",
+]
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "PUT", "DELETE"])
+async def test_route_groups_route_like_the_plain_list(method: str, recorder: Recorder) -> None:
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    settings = build_settings({"upstream_url": "http://upstream.invalid", "sigv4": False}, {})
+    api = PrometheusApi(settings, recorder, Authenticator(), Metrics())
+
+    async def elsewhere(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("elsewhere")
+
+    tail = [Route("/elsewhere", elsewhere), Route("/api/v1/query_range/", elsewhere)]
+    groups = api.routes()
+    flat = [route for group in groups for route in group.routes]  # type: ignore[attr-defined]
+    answers = []
+    for routes in (groups, flat):
+        app = Starlette(routes=[*routes, *tail])
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as http:
+            got = []
+            for path in PATHS:
+                answer = await http.request(method, path, params=RANGE)
+                got.append((path, answer.status_code, answer.headers.get("allow"), answer.text))
+            answers.append(got)
+    grouped, plain = ([(p, s, a, _without_request_id(t)) for p, s, a, t in got] for got in answers)
+    assert grouped == plain
+    assert {status for _, status, _, _ in plain} >= ({200, 404, 307} if method in ("GET", "POST") else {405})
+
+
+def _without_request_id(text: str) -> str:
+    return re.sub(r"[0-9a-f]{17,}", "<id>", text)
