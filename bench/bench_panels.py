@@ -27,19 +27,9 @@ from playwright.async_api import async_playwright  # noqa: E402
 from support.amp_standin import start_amp  # noqa: E402
 from support.gateway import LiveGateway, gateway_settings  # noqa: E402
 from support.prometheus import start_prometheus  # noqa: E402
-from support.testenv import AMP_REGION, WORKSPACES  # noqa: E402
+from support.testenv import AMP_REGION, CHROMIUM, CHROMIUM_ARGS, WORKSPACES  # noqa: E402
 
 TARGET_MS = 1000.0
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 _MEASURE = """() => {
   const mark = performance.getEntriesByName('panels-drawn-1')[0];
   const nav = performance.getEntriesByType('navigation')[0];
@@ -59,7 +49,7 @@ async def load(page: Any, url: str) -> dict[str, float]:
 
 async def run(url: str, loads: int) -> None:
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         context = await browser.new_context(viewport={"width": 1440, "height": 1000})
         page = await context.new_page()
         cold = await load(page, url)

@@ -14,22 +14,11 @@ import pytest
 import pytest_asyncio
 from support.amp_standin import AmpStandin
 from support.gateway import LiveGateway, gateway_settings
-from support.testenv import AMP_REGION
+from support.testenv import AMP_REGION, CHROMIUM, CHROMIUM_ARGS
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED_DASHBOARDS = REPO / "dashboards"
 ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.fixture(scope="module")
