@@ -1,0 +1,152 @@
+"""The one PromQL printer: canonical text that parses back to the same tree.
+
+Prometheus's printer.go, with what it loses put back: `group_left`/`group_right` after an empty
+`ignoring()` (printer.go drops the whole clause), and strings holding bytes that are not UTF-8
+(`"\\xff"`), which are printed as the escapes they came from. Matchers are printed sorted, as
+Prometheus prints them, so equivalent selectors print alike. Every text that goes upstream or
+into a cache key is made here.
+"""
+
+from __future__ import annotations
+
+import re
+
+from gateway.promql.ast import (
+    METRIC_NAME,
+    AggregateExpr,
+    BinaryExpr,
+    Call,
+    Expr,
+    Matcher,
+    MatrixSelector,
+    NumberLiteral,
+    ParenExpr,
+    StringLiteral,
+    SubqueryExpr,
+    UnaryExpr,
+    VectorMatching,
+    VectorSelector,
+)
+from gateway.promql.lexer import go_quote
+from gateway.promql.numbers import format_duration, format_float
+
+_LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*", re.ASCII)
+_METRIC = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*", re.ASCII)
+_SURROGATE_BYTES = re.compile("[\udc80-\udcff]")
+
+
+def quote(text: str) -> str:
+    """A PromQL double-quoted string for `text` (Go's %q; raw bytes as \\xNN)."""
+    if not _SURROGATE_BYTES.search(text):
+        return go_quote(text)
+    pieces = _SURROGATE_BYTES.split(text)
+    raw = [f"\\x{ord(c) - 0xDC00:02x}" for c in _SURROGATE_BYTES.findall(text)]
+    body = "".join(go_quote(piece)[1:-1] + (raw[i] if i < len(raw) else "") for i, piece in enumerate(pieces))
+    return f'"{body}"'
+
+
+def label_name(name: str) -> str:
+    return name if _LABEL.fullmatch(name) else quote(name)
+
+
+def matcher(m: Matcher) -> str:
+    return f"{label_name(m.name)}{m.op}{quote(m.value)}"
+
+
+def _modifiers(at_ms: int | None, start_or_end: str | None, offset_ms: int) -> str:
+    text = ""
+    if at_ms is not None:
+        sign = "-" if at_ms < 0 else ""
+        seconds, millis = divmod(abs(at_ms), 1000)
+        text = f" @ {sign}{seconds}.{millis:03d}"
+    elif start_or_end is not None:
+        text = f" @ {start_or_end}()"
+    if offset_ms > 0:
+        text += f" offset {format_duration(offset_ms)}"
+    elif offset_ms < 0:
+        text += f" offset -{format_duration(-offset_ms)}"
+    return text
+
+
+# Words the lexer reads as something a metric name cannot be (metric_identifier in the grammar
+# takes the other keywords).
+_NOT_METRIC_WORDS = frozenset({"atan2", "bool", "on", "ignoring", "group_left", "group_right", "inf", "nan"})
+
+
+def _bare_name(name: str) -> bool:
+    return bool(_METRIC.fullmatch(name)) and name.lower() not in _NOT_METRIC_WORDS
+
+
+def _selector_body(node: VectorSelector) -> str:
+    name = node.name
+    shown_name = name if name and _bare_name(name) else ""
+    parts = sorted(
+        matcher(m)
+        for m in node.matchers
+        if not (shown_name and m.name == METRIC_NAME and m.op == "=" and m.value == name)
+    )
+    if name and not shown_name:
+        # A name that would read as a keyword or number stays inside the braces.
+        parts = sorted(matcher(m) for m in node.matchers)
+    if not parts:
+        return shown_name
+    return shown_name + "{" + ",".join(parts) + "}"
+
+
+def _labels(names: tuple[str, ...]) -> str:
+    return "(" + ", ".join(names) + ")"
+
+
+def _matching(vm: VectorMatching | None) -> str:
+    if vm is None:
+        return ""
+    grouped = vm.card in ("many-to-one", "one-to-many")
+    if not (vm.matching_labels or vm.on or grouped):
+        return ""
+    text = f" {'on' if vm.on else 'ignoring'} {_labels(vm.matching_labels)}"
+    if grouped:
+        side = "left" if vm.card == "many-to-one" else "right"
+        text += f" group_{side} {_labels(vm.include)}"
+    return text
+
+
+def print_expr(node: Expr) -> str:
+    """The canonical PromQL text of `node`."""
+    if isinstance(node, VectorSelector):
+        return _selector_body(node) + _modifiers(node.at_ms, node.start_or_end, node.offset_ms)
+    if isinstance(node, MatrixSelector):
+        vs = node.selector
+        return (
+            f"{_selector_body(vs)}[{format_duration(node.range_ms)}]"
+            + _modifiers(vs.at_ms, vs.start_or_end, vs.offset_ms)
+        )
+    if isinstance(node, SubqueryExpr):
+        step = format_duration(node.step_ms) if node.step_ms else ""
+        return (
+            f"{print_expr(node.expr)}[{format_duration(node.range_ms)}:{step}]"
+            + _modifiers(node.at_ms, node.start_or_end, node.offset_ms)
+        )
+    if isinstance(node, Call):
+        return f"{node.func.name}(" + ", ".join(print_expr(a) for a in node.args) + ")"
+    if isinstance(node, AggregateExpr):
+        text = node.op
+        if node.without:
+            text += f" without {_labels(node.grouping)} "
+        elif node.grouping:
+            text += f" by {_labels(node.grouping)} "
+        args = print_expr(node.expr)
+        if node.param is not None:
+            args = f"{print_expr(node.param)}, {args}"
+        return f"{text}({args})"
+    if isinstance(node, BinaryExpr):
+        flag = " bool" if node.return_bool else ""
+        return f"{print_expr(node.lhs)} {node.op}{flag}{_matching(node.matching)} {print_expr(node.rhs)}"
+    if isinstance(node, ParenExpr):
+        return f"({print_expr(node.expr)})"
+    if isinstance(node, UnaryExpr):
+        return f"{node.op}{print_expr(node.expr)}"
+    if isinstance(node, NumberLiteral):
+        return format_float(node.val)
+    if isinstance(node, StringLiteral):
+        return quote(node.val)
+    raise TypeError(f"not a PromQL node: {type(node).__name__}")
