@@ -12,6 +12,8 @@ import math
 import re
 from decimal import Decimal
 
+from gateway.promql.lexer import go_quote
+
 _DECIMAL = re.compile(r"[+-]?(?=\.?[0-9])[0-9_]*(?:\.[0-9_]*)?(?:[eE][+-]?[0-9_]+)?", re.ASCII)
 _HEX = re.compile(r"[+-]?0[xX](?=\.?[0-9a-fA-F_])[0-9a-fA-F_]*(?:\.[0-9a-fA-F_]*)?[pP][+-]?[0-9_]+", re.ASCII)
 _INT64_MAX = 2**63 - 1
@@ -22,8 +24,6 @@ def _syntax(fn: str, text: str) -> ValueError:
 
 
 def _go_q(text: str) -> str:
-    from gateway.promql.lexer import go_quote  # noqa: PLC0415 (lexer imports nothing from here)
-
     return go_quote(text)
 
 

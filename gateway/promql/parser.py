@@ -258,7 +258,8 @@ class _Parser:
 
     def set_timestamp(self, node: Expr, ts: float) -> None:
         if math.isinf(ts) or math.isnan(ts) or ts >= float(_INT64 - 1) or ts <= float(-_INT64):
-            shown = "NaN" if math.isnan(ts) else ("+Inf" if ts > 0 else "-Inf") if math.isinf(ts) else f"{ts:f}"
+            shown = f"{ts:f}".replace("inf", "Inf").replace("nan", "NaN")
+            shown = "+" + shown if shown == "Inf" else shown
             self.error(prange(node), f"timestamp out of bounds for @ modifier: {shown}")
         target = self._at_target(node)
         ms_float = round_half_away(ts * 1000)
@@ -337,11 +338,14 @@ class _Parser:
             matching = VectorMatching("many-to-many", matching.matching_labels, matching.on, matching.include)
         for label in matching.matching_labels:
             if matching.on and label in matching.include:
-                self.error(op_range(), f"label {go_quote(label)} must not occur in ON and GROUP clause at once")
-        if lt not in ("scalar", "vector"):
-            self.error(prange(node.lhs), "binary expression must contain only scalar and instant vector types")
-        if rt not in ("scalar", "vector"):
-            self.error(prange(node.rhs), "binary expression must contain only scalar and instant vector types")
+                self.error(
+                    op_range(), f"label {go_quote(label)} must not occur in ON and GROUP clause at once"
+                )
+        for side, side_type in ((node.lhs, lt), (node.rhs, rt)):
+            if side_type not in ("scalar", "vector"):
+                self.error(
+                    prange(side), "binary expression must contain only scalar and instant vector types"
+                )
         if lt != "vector" or rt != "vector":
             if matching.matching_labels:
                 self.error(prange(node), "vector matching only allowed between instant vectors")
@@ -354,7 +358,9 @@ class _Parser:
                 if matching.card != "many-to-many":
                     self.error(prange(node), "set operations must always be many-to-many")
         if (lt == "scalar" or rt == "scalar") and node.op in SET_OPS:
-            self.error(prange(node), f"set operator {go_quote(node.op)} not allowed in binary scalar expression")
+            self.error(
+                prange(node), f"set operator {go_quote(node.op)} not allowed in binary scalar expression"
+            )
         _set(node, "matching", new_matching)
 
     def check_call(self, node: Call) -> None:

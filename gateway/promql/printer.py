@@ -116,15 +116,13 @@ def print_expr(node: Expr) -> str:
         return _selector_body(node) + _modifiers(node.at_ms, node.start_or_end, node.offset_ms)
     if isinstance(node, MatrixSelector):
         vs = node.selector
-        return (
-            f"{_selector_body(vs)}[{format_duration(node.range_ms)}]"
-            + _modifiers(vs.at_ms, vs.start_or_end, vs.offset_ms)
+        return f"{_selector_body(vs)}[{format_duration(node.range_ms)}]" + _modifiers(
+            vs.at_ms, vs.start_or_end, vs.offset_ms
         )
     if isinstance(node, SubqueryExpr):
         step = format_duration(node.step_ms) if node.step_ms else ""
-        return (
-            f"{print_expr(node.expr)}[{format_duration(node.range_ms)}:{step}]"
-            + _modifiers(node.at_ms, node.start_or_end, node.offset_ms)
+        return f"{print_expr(node.expr)}[{format_duration(node.range_ms)}:{step}]" + _modifiers(
+            node.at_ms, node.start_or_end, node.offset_ms
         )
     if isinstance(node, Call):
         return f"{node.func.name}(" + ", ".join(print_expr(a) for a in node.args) + ")"
