@@ -20,6 +20,7 @@ from gateway.pipeline.auth import Authenticator, AuthSettings, is_loopback, pars
 from gateway.pipeline.cache import ResultsCache
 from gateway.pipeline.credentials import CredentialSource
 from gateway.pipeline.enforce import EnforceSettings, enforcement_stage
+from gateway.pipeline.exemplars import exemplars_stage
 from gateway.pipeline.limits import LimitsStage
 from gateway.pipeline.model import Handler
 from gateway.pipeline.upstream import Upstream
@@ -38,7 +39,8 @@ def build_pipeline(
     access: AuthSettings,
     on_close: list[Closeable] | None = None,
 ) -> tuple[Handler, Upstream]:
-    """limits → label enforcement → cache → sign + upstream. Each stage wraps the next."""
+    """limits → label enforcement → exemplars (answered here) → cache → sign + upstream.
+    Each stage wraps the next."""
     upstream = Upstream(settings.upstream, CredentialSource(settings.aws), metrics, settings.workspaces)
     handler: Handler = upstream
     if settings.cache.mode != "off":
@@ -46,6 +48,7 @@ def build_pipeline(
         handler = cache
         if on_close is not None:
             on_close.append(cache)
+    handler = exemplars_stage(handler)
     handler = enforcement_stage(EnforceSettings(override=access.override))(handler)
     handler = LimitsStage(access.defaults, metrics)(handler)
     return handler, upstream

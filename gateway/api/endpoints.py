@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from gateway.api.errors import ApiError
 from gateway.api.params import (
@@ -20,9 +19,11 @@ from gateway.api.params import (
     MIN_TIME_MS,
     Params,
     check_range,
+    parse_duration_ns,
 )
 from gateway.api.promql import parse_expr, parse_matchers
 from gateway.pipeline.model import QueryWindow
+from gateway.promql import Expr, PromQLError, parse_query, print_expr
 
 _QUERY_COMMON = (
     "query",
@@ -43,7 +44,7 @@ class Call:
     path: str
     method: str
     params: list[tuple[str, str]]
-    expr: Any = None
+    expr: Expr | None = None
     window: QueryWindow | None = None
     time_ms: int | None = None
     client_timeout: float | None = None
@@ -54,6 +55,20 @@ def _keep(params: Params, names: tuple[str, ...]) -> list[tuple[str, str]]:
     return [(k, v) for k, v in params.items if k in wanted]
 
 
+def _with_query(kept: list[tuple[str, str]], expr: Expr) -> list[tuple[str, str]]:
+    """The parameters with exactly one `query`, printed from the parsed tree: the text that goes
+    upstream is the text the gateway validated, whatever copies (URL and body) the client sent."""
+    out: list[tuple[str, str]] = []
+    printed = False
+    for key, value in kept:
+        if key != "query":
+            out.append((key, value))
+        elif not printed:
+            out.append(("query", print_expr(expr)))
+            printed = True
+    return out
+
+
 def _timeout(params: Params) -> float | None:
     if params.get("timeout") == "":
         return None
@@ -62,8 +77,14 @@ def _timeout(params: Params) -> float | None:
 
 
 def _common_query_checks(params: Params) -> None:
-    if params.get("lookback_delta") != "" and params.duration_ns("lookback_delta") < 0:
-        raise ApiError("bad_data", 'invalid parameter "lookback_delta": must be non-negative')
+    """extractQueryOpts (lookback_delta; a negative one means the default, as in Prometheus),
+    and `limit` (Prometheus 3's, which AMP may ignore)."""
+    text = params.get("lookback_delta")
+    if text != "":
+        try:
+            parse_duration_ns(text)
+        except ValueError as err:
+            raise ApiError("bad_data", f"error parsing lookback delta duration: {err}") from None
     params.limit()
 
 
@@ -73,7 +94,7 @@ def query(params: Params) -> Call:
     timeout = _timeout(params)
     _common_query_checks(params)
     expr = parse_expr(params.get("query"))
-    kept = _keep(params, (*_QUERY_COMMON, "time"))
+    kept = _with_query(_keep(params, (*_QUERY_COMMON, "time")), expr)
     return Call(
         "query",
         "/api/v1/query",
@@ -88,14 +109,12 @@ def query(params: Params) -> Call:
 def query_range(params: Params) -> Call:
     start_ms = params.time_ms("start")
     end_ms = params.time_ms("end")
-    if end_ms < start_ms:
-        raise ApiError("bad_data", "end timestamp must not be before start time")
-    step_ns = params.duration_ns("step")
+    step_ns = params.duration_ns("step") if end_ms >= start_ms else 0
     check_range(start_ms, end_ms, step_ns)
     timeout = _timeout(params)
     _common_query_checks(params)
     expr = parse_expr(params.get("query"))
-    kept = _keep(params, (*_QUERY_COMMON, "start", "end", "step"))
+    kept = _with_query(_keep(params, (*_QUERY_COMMON, "start", "end", "step")), expr)
     return Call(
         "query_range",
         "/api/v1/query_range",
@@ -118,7 +137,7 @@ def series(params: Params) -> Call:
     if not matches:
         raise ApiError("bad_data", "no match[] parameter provided")
     _series_window(params)
-    parse_matchers(matches)
+    parse_matchers(matches, prefixed=True)
     return Call("series", "/api/v1/series", "POST", _keep(params, ("match[]", "start", "end", "limit")))
 
 
@@ -161,13 +180,16 @@ def query_exemplars(params: Params) -> Call:
     start_ms = params.time_ms("start", default=MIN_TIME_MS)
     end_ms = params.time_ms("end", default=MAX_TIME_MS)
     if end_ms < start_ms:
-        raise ApiError("bad_data", "end timestamp must not be before start time")
-    expr = parse_expr(params.get("query"))
+        raise ApiError("bad_data", "end timestamp must not be before start timestamp")
+    try:
+        expr = parse_query(params.get("query"))
+    except PromQLError as err:
+        raise ApiError("bad_data", str(err)) from None  # no "invalid parameter" here in Prometheus
     return Call(
         "query_exemplars",
         "/api/v1/query_exemplars",
         "POST",
-        _keep(params, ("query", "start", "end")),
+        _with_query(_keep(params, ("query", "start", "end")), expr),
         expr=expr,
     )
 

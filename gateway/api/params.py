@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from urllib.parse import unquote
 
 from gateway.api.errors import ApiError, bad_param
+from gateway.promql.lexer import go_quote
+from gateway.promql.numbers import parse_duration_ms, parse_float
 
 # Prometheus's MinTime and MaxTime (web/api/v1/api.go), in ms.
 MIN_TIME_MS = (-(2**63) // 1000 + 62135596801) * 1000
@@ -23,35 +25,13 @@ _MAX_TIME_STRING = "292277025-08-18T07:12:54.999999999Z"
 
 _NS_PER_S = 1_000_000_000
 _INT64_MAX = 2**63 - 1
-_DURATION_RE = re.compile(r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$")
-_DURATION_UNITS_MS = (
-    365 * 24 * 3600 * 1000,
-    7 * 24 * 3600 * 1000,
-    24 * 3600 * 1000,
-    3600 * 1000,
-    60 * 1000,
-    1000,
-    1,
-)
+# Go's time.Parse(time.RFC3339Nano): an upper-case T and Z only, seconds 00-59.
 _RFC3339_RE = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
+    r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:\d{2})", re.ASCII
 )
-LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+# \Z, not $: `$` also matches before a trailing newline.
+LABEL_NAME_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z", re.ASCII)
 MAX_POINTS = 11_000
-
-
-def _go_parse_float(text: str) -> float | None:
-    """strconv.ParseFloat's accepted forms that matter here (decimal, exponent, Inf, NaN)."""
-    if not text or text.strip() != text or "_" in text:
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        return float.fromhex(text) if text.lower().lstrip("+-").startswith("0x") else None
-    except ValueError:
-        return None
 
 
 def _go_round(value: float) -> float:
@@ -59,9 +39,17 @@ def _go_round(value: float) -> float:
     return math.copysign(math.floor(abs(value) + 0.5), value)
 
 
+def _float_or_none(text: str) -> float | None:
+    try:
+        return parse_float(text)
+    except ValueError:
+        return None
+
+
 def parse_time_ms(text: str) -> int:
-    """Prometheus's parseTime: Unix seconds as a float, or RFC 3339; result in ms."""
-    value = _go_parse_float(text)
+    """Prometheus's parseTime: Unix seconds as a float (Go's syntax: `1_795_330_000` too), or
+    RFC 3339; result in ms."""
+    value = _float_or_none(text)
     if value is not None and math.isfinite(value):
         # Go: s, ns := math.Modf(t); ns = math.Round(ns*1000)/1000;
         # time.Unix(int64(s), int64(ns*1e9)), then timestamp.FromTime truncates to ms.
@@ -72,18 +60,20 @@ def parse_time_ms(text: str) -> int:
         ms = seconds * 1000 + nanos // 1_000_000
         if MIN_TIME_MS <= ms <= MAX_TIME_MS:
             return ms
-    match = _RFC3339_RE.match(text)
+    match = _RFC3339_RE.fullmatch(text)
     if match:
+        year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
+        zone = match.group(8)
         try:
-            parsed = datetime.fromisoformat(text.replace("z", "Z").replace("t", "T"))
+            moment = datetime(year, month, day, hour, minute, second, tzinfo=UTC)
         except ValueError:
-            parsed = None
-        if parsed is not None:
+            moment = None
+        if moment is not None and (zone == "Z" or (int(zone[1:3]) < 24 and int(zone[4:6]) < 60)):
+            offset = 0 if zone == "Z" else (int(zone[1:3]) * 60 + int(zone[4:6])) * 60
+            offset = -offset if zone[:1] == "+" else offset
             # Nanosecond fractions are cut to ms like timestamp.FromTime does.
-            frac = match.group(7) or ""
-            ms_frac = int((frac[1:] + "000")[:3]) if frac else 0
-            whole = parsed.replace(microsecond=0)
-            return int(whole.timestamp()) * 1000 + ms_frac
+            millis = int(((match.group(7) or "") + "000")[:3])
+            return (int(moment.timestamp()) + offset) * 1000 + millis
     if text == _MIN_TIME_STRING:
         return MIN_TIME_MS
     if text == _MAX_TIME_STRING:
@@ -93,37 +83,29 @@ def parse_time_ms(text: str) -> int:
 
 def parse_duration_ns(text: str) -> int:
     """Prometheus's parseDuration: float seconds or a Prometheus duration; result in ns."""
-    value = _go_parse_float(text)
+    value = _float_or_none(text)
     if value is not None:
+        if math.isnan(value):
+            return -(2**63)  # Go's int64(NaN) on amd64
         ns = value * _NS_PER_S
-        if math.isnan(ns) or ns > _INT64_MAX or ns < -(2**63):
+        if ns > float(_INT64_MAX) or ns < -float(2**63):
             raise ValueError(f"cannot parse {_go_quote(text)} to a valid duration. It overflows int64")
         return int(ns)
-    ms = parse_prometheus_duration_ms(text)
-    if ms is None:
-        raise ValueError(f"cannot parse {_go_quote(text)} to a valid duration")
-    return ms * 1_000_000
+    try:
+        return parse_duration_ms(text) * 1_000_000
+    except ValueError:
+        raise ValueError(f"cannot parse {_go_quote(text)} to a valid duration") from None
 
 
 def parse_prometheus_duration_ms(text: str) -> int | None:
     """model.ParseDuration (`1h30m`, `5m`, `0`); None when it is not one."""
-    if text == "0":
-        return 0
-    match = _DURATION_RE.match(text)
-    if not text or match is None:
+    try:
+        return parse_duration_ms(text)
+    except ValueError:
         return None
-    total = 0
-    for amount, unit in zip(match.groups(), _DURATION_UNITS_MS, strict=True):
-        if amount is not None:
-            total += int(amount) * unit
-    return total
 
 
-def _go_quote(text: str) -> str:
-    """Go's %q for the strings that reach error messages."""
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
-    escaped = escaped.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
-    return f'"{escaped}"'
+_go_quote = go_quote
 
 
 def parse_form(text: str) -> list[tuple[str, str]]:
@@ -162,13 +144,15 @@ class Params:
         return any(key == name for key, _ in self.items)
 
     def time_ms(self, name: str, default: int | None = None) -> int:
+        """parseTime, or with a `default` parseTimeParam (whose errors say which value)."""
         text = self.get(name)
         if text == "" and default is not None:
             return default
         try:
             return parse_time_ms(text)
         except ValueError as err:
-            raise bad_param(name, str(err)) from None
+            detail = str(err) if default is None else f"Invalid time value for '{name}': {err}"
+            raise bad_param(name, detail) from None
 
     def duration_ns(self, name: str) -> int:
         try:
@@ -192,11 +176,10 @@ class Params:
 def check_range(start_ms: int, end_ms: int, step_ns: int) -> None:
     """queryRange's checks, in Prometheus's order and words."""
     if end_ms < start_ms:
-        raise ApiError("bad_data", "end timestamp must not be before start time")
+        raise bad_param("end", "end timestamp must not be before start time")
     if step_ns <= 0:
-        raise ApiError(
-            "bad_data",
-            "zero or negative query resolution step widths are not accepted. Try a positive integer",
+        raise bad_param(
+            "step", "zero or negative query resolution step widths are not accepted. Try a positive integer"
         )
     if (end_ms - start_ms) * 1_000_000 // step_ns > MAX_POINTS:
         raise ApiError(

@@ -1,46 +1,35 @@
-"""PromQL validation with promql-parser, in Prometheus's error words."""
+"""PromQL parameters of the API, parsed by the PromQL core, refused in Prometheus's words."""
 
 from __future__ import annotations
 
-import re
-from typing import Any
-
-import promql_parser
-
 from gateway.api.errors import ApiError, bad_param
-
-# String literals and comments, which may contain anything, including "@ -".
-_NOT_CODE = re.compile(r'"(?:\\.|[^"\\])*"|\'(?:\\.|[^\'\\])*\'|`[^`]*`|#[^\n]*')
-_NEGATIVE_AT = re.compile(r"@\s*-")
+from gateway.promql import Expr, PromQLError, VectorSelector, parse_match, parse_query
+from gateway.promql.parser import matches_empty
 
 
-def parse_expr(text: str, param: str = "query") -> Any:
+def parse_expr(text: str, param: str = "query") -> Expr:
+    """`invalid parameter "query": 1:5: parse error: …`, as Prometheus's query endpoints say."""
     try:
-        expr = promql_parser.parse(text)
-    except ValueError as err:
-        raise bad_param(param, f"parse error: {err}") from None
-    # promql-parser prints `@ -100` as `@ 0.000` (and panics when asked for its time), so
-    # a rewritten or cached query would silently mean something else: refuse it instead.
-    if "@" in text and _NEGATIVE_AT.search(_NOT_CODE.sub("", text)):
-        raise bad_param(
-            param, "@ modifiers before 1970 (negative timestamps) are not supported by the gateway"
-        )
-    return expr
+        return parse_query(text)
+    except PromQLError as err:
+        raise bad_param(param, str(err)) from None
 
 
-def parse_matchers(values: list[str]) -> list[Any]:
-    """Each match[] must be a plain series selector (Prometheus's ParseMetricSelector)."""
+def parse_matchers(values: list[str], prefixed: bool = False) -> list[VectorSelector]:
+    """Each match[] is a series selector (Prometheus's parseMatchersParam, same errors; /series
+    says `invalid parameter "match[]":` before them, the label endpoints do not)."""
+
+    def refuse(message: str) -> ApiError:
+        return bad_param("match[]", message) if prefixed else ApiError("bad_data", message)
+
     selectors = []
     for value in values:
         try:
-            expr = promql_parser.parse(value)
-        except ValueError as err:
-            raise ApiError("bad_data", f"parse error: {err}") from None
-        if not isinstance(expr, promql_parser.VectorSelector) or expr.at is not None or expr.offset:
-            raise ApiError(
-                "bad_data",
-                f"parse error: {value!r} is not a series selector (write it like "
-                'up{job="x"}, without functions, offsets or @)',
-            )
-        selectors.append(expr)
+            selector = parse_match(value)
+        except PromQLError as err:
+            raise refuse(str(err)) from None
+        selectors.append(selector)
+    for selector in selectors:
+        if all(matches_empty(m) for m in selector.matchers):
+            raise refuse("match[] must contain at least one non-empty matcher")
     return selectors

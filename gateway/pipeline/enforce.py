@@ -5,33 +5,22 @@ subquery, @ and offset included), in every `match[]` (one is added when absent),
 `rules`/`alerts` answers are filtered to the principal's labels. A matcher of the query on an
 enforced label that contradicts the enforced value is refused (or dropped, with `override`).
 
-The rewritten query is printed by `promql_print`, parsed again and checked selector by selector
-before anything is forwarded: the check, not the rewrite, is what guarantees the property.
+The rewrite is done on the tree (`gateway.promql.rewrite`) and printed by the one printer.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
-import promql_parser as pp
 
 from gateway.api.errors import ApiError
 from gateway.pipeline.model import Handler, UpstreamRequest, UpstreamResponse
-from gateway.pipeline.promql_print import (
-    Groups,
-    Triple,
-    UnprintableQuery,
-    label_name,
-    quote,
-    render,
-    selector_groups,
-    selectors,
-)
 from gateway.pipeline.rules_filter import filter_alerts, filter_rules
+from gateway.promql import Expr, PromQLError, parse_match, parse_query, print_expr, selectors
+from gateway.promql.ast import Matcher, VectorSelector
+from gateway.promql.rewrite import EnforcementConflict, carries, enforce, enforce_selector
 
 log = logging.getLogger("gateway.enforce")
 
@@ -45,84 +34,30 @@ class EnforceSettings:
     override: bool = False  # drop contradicting matchers instead of refusing the query
 
 
-def _satisfies(op: str, pattern: str, value: str) -> bool | None:
-    """Whether `value` passes the matcher; None when the regex cannot be judged here."""
-    if op in ("=", "!="):
-        return (pattern == value) == (op == "=")
+def _conflict(err: EnforcementConflict) -> ApiError:
+    return ApiError("bad_data", str(err))
+
+
+def enforce_query(expr: Expr, pairs: Pairs, override: bool = False) -> tuple[str, Expr]:
+    """The PromQL text (and its tree) with the enforced matchers in every selector."""
     try:
-        matched = re.fullmatch(pattern, value) is not None
-    except re.error:
-        return None
-    return matched == (op == "=~")
-
-
-def enforce_groups(groups: Groups, pairs: Pairs, override: bool) -> Groups:
-    """Adds the enforced equality matchers to each OR-group, judging the group's own matchers."""
-    out: Groups = []
-    for group in groups:
-        kept: list[Triple] = []
-        enforced = {name: value for name, value in pairs}
-        for name, op, value in group:
-            if name not in enforced:
-                kept.append((name, op, value))
-                continue
-            if override:
-                continue
-            ok = _satisfies(op, value, enforced[name])
-            if not ok:
-                raise ApiError(
-                    "bad_data",
-                    f'the query selects {name}{op}"{value}", but this principal may only read '
-                    f'{name}="{enforced[name]}"; remove that matcher (it is added for you)',
-                )
-            if op != "=":
-                kept.append((name, op, value))  # compatible: it can only narrow the selection
-        kept.extend((name, "=", value) for name, value in pairs)
-        out.append(kept)
-    return out
-
-
-def check_selector(selector: Any, pairs: Pairs) -> bool:
-    """Every OR-group carries every enforced pair as an exact equality matcher."""
-    for group in selector_groups(selector):
-        for name, value in pairs:
-            if (name, "=", value) not in group:
-                return False
-            if any(n == name and not _satisfies(op, v, value) for n, op, v in group):
-                return False
-    return True
-
-
-def _rewrite(expr: Any, pairs: Pairs, override: bool, what: str) -> tuple[str, Any]:
-    try:
-        text = render(expr, lambda groups: enforce_groups(groups, pairs, override))
-        checked = pp.parse(text)
-        ok = render(checked) == text and all(check_selector(s, pairs) for s in selectors(checked))
-    except (UnprintableQuery, ValueError):
-        ok = False
-    if not ok:
-        log.warning("label enforcement could not rewrite a %s safely; refused", what)
-        raise ApiError(
-            "bad_data",
-            f"the gateway cannot apply this principal's label matchers to this {what}; "
-            "simplify it (plain selectors, functions and operators are supported)",
-        )
-    return text, checked
-
-
-def enforce_query(expr: Any, pairs: Pairs, override: bool = False) -> tuple[str, Any]:
-    """The PromQL text (and its AST) with the enforced matchers in every selector."""
-    return _rewrite(expr, pairs, override, "query")
+        enforced = enforce(expr, pairs, override)
+    except EnforcementConflict as err:
+        raise _conflict(err) from None
+    if not all(carries(s, pairs) for s in selectors(enforced)):
+        log.error("label enforcement left a selector without the principal's matchers; refused")
+        raise ApiError("bad_data", "the gateway cannot apply this principal's label matchers to this query")
+    return print_expr(enforced), enforced
 
 
 def enforce_match(text: str, pairs: Pairs, override: bool = False) -> str:
     try:
-        expr = pp.parse(text)
-    except ValueError:
-        raise ApiError("bad_data", f"parse error in match[] {text!r}") from None
-    if not isinstance(expr, pp.VectorSelector):
-        raise ApiError("bad_data", f"match[] {text!r} must be a series selector")
-    return _rewrite(expr, pairs, override, "match[] selector")[0]
+        selector = parse_match(text)
+        return print_expr(enforce_selector(selector, pairs, override))
+    except EnforcementConflict as err:
+        raise _conflict(err) from None
+    except PromQLError as err:
+        raise ApiError("bad_data", str(err)) from None
 
 
 def enforce_params(request: UpstreamRequest, override: bool) -> UpstreamRequest:
@@ -132,7 +67,10 @@ def enforce_params(request: UpstreamRequest, override: bool) -> UpstreamRequest:
     expr = request.expr
     if request.endpoint in _QUERY_ENDPOINTS:
         if expr is None:
-            expr = pp.parse(request.param("query"))
+            try:
+                expr = parse_query(request.param("query"))
+            except PromQLError as err:
+                raise ApiError("bad_data", str(err)) from None
         text, expr = enforce_query(expr, pairs, override)
         # Exactly one `query` goes upstream, the one validated: a second copy (URL and body)
         # must not reach an upstream that might read the other one.
@@ -147,8 +85,8 @@ def enforce_params(request: UpstreamRequest, override: bool) -> UpstreamRequest:
     elif request.endpoint in _MATCH_ENDPOINTS:
         params = [(k, enforce_match(v, pairs, override) if k == "match[]" else v) for k, v in params]
         if request.endpoint != "rules" and not any(k == "match[]" for k, _ in params):
-            selector = "{" + ",".join(f"{label_name(n)}={quote(v)}" for n, v in pairs) + "}"
-            params = [*params, ("match[]", enforce_match(selector, pairs, override))]
+            only = VectorSelector("", tuple(Matcher(name, "=", value) for name, value in pairs))
+            params = [*params, ("match[]", print_expr(only))]
     return request.replace(params=params, expr=expr)
 
 

@@ -17,14 +17,14 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
-import promql_parser as pp
 
 from gateway.api.errors import ApiError
 from gateway.api.params import MAX_POINTS
 from gateway.config import ConfigError, _bytes, _int, _seconds
 from gateway.metrics import Metrics
 from gateway.pipeline.model import Handler, Principal, UpstreamRequest, UpstreamResponse
-from gateway.pipeline.promql_print import UnprintableQuery, nodes
+from gateway.promql import Expr, walk
+from gateway.promql.ast import MatrixSelector, SubqueryExpr
 
 _LIST_PARAMS = frozenset({"match[]", "rule_name[]", "rule_group[]", "file[]"})
 _THRESHOLDS = (
@@ -121,13 +121,9 @@ class TokenBucket:
         return (1 - self._tokens) / self.rate.per_second
 
 
-def _ranges(node: Any) -> list[float]:
+def _ranges(node: Expr) -> list[float]:
     """Seconds of every [range] in a query: range selectors and subqueries."""
-    try:
-        found = nodes(node)
-    except UnprintableQuery as err:
-        raise ApiError("bad_data", f"the gateway cannot check this query: {err}") from None
-    return [n.range.total_seconds() for n in found if isinstance(n, (pp.MatrixSelector, pp.SubqueryExpr))]
+    return [n.range_ms / 1000 for n in walk(node) if isinstance(n, (MatrixSelector, SubqueryExpr))]
 
 
 def _duration_text(seconds: float) -> str:

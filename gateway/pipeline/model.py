@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.config import Workspace
+from gateway.promql import Expr
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class UpstreamRequest:
     params: list[tuple[str, str]]
     timeout: float  # seconds this request may take upstream, retries included
     principal: Principal = ANONYMOUS
-    expr: Any = None  # the promql_parser AST of `query`, when there is one
+    expr: Expr | None = None  # the parsed (and, once enforced, rewritten) `query`
     window: QueryWindow | None = None
     time_ms: int | None = None  # an instant query's evaluation time
     no_cache: bool = False  # the client sent Cache-Control: no-cache

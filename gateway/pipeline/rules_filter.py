@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import promql_parser as pp
-
-from gateway.pipeline.promql_print import UnprintableQuery, selector_groups, selectors
+from gateway.promql import PromQLError, parse_query, selectors
+from gateway.promql.rewrite import carries
 
 Pairs = tuple[tuple[str, str], ...]
 
@@ -23,14 +22,10 @@ def _query_carries(query: Any, pairs: Pairs) -> bool:
     if not isinstance(query, str):
         return False
     try:
-        found = selectors(pp.parse(query))
-    except (ValueError, UnprintableQuery):
+        found = selectors(parse_query(query))
+    except PromQLError:
         return False
-    return bool(found) and all(
-        all((name, "=", value) in group for name, value in pairs)
-        for selector in found
-        for group in selector_groups(selector)
-    )
+    return bool(found) and all(carries(selector, pairs) for selector in found)
 
 
 def _alert_list(alerts: Any, pairs: Pairs) -> list[Any]:

@@ -110,6 +110,28 @@ def _matching(vm: VectorMatching | None) -> str:
     return text
 
 
+def aggregate_head(node: AggregateExpr) -> str:
+    """`sum`, `sum by (a) `, `sum without (a) ` (getAggOpStr)."""
+    if node.without:
+        return f"{node.op} without {_labels(node.grouping)} "
+    if node.grouping:
+        return f"{node.op} by {_labels(node.grouping)} "
+    return node.op
+
+
+def binary_operator(node: BinaryExpr) -> str:
+    """The operator with its `bool` and vector-matching clauses."""
+    flag = " bool" if node.return_bool else ""
+    return f"{node.op}{flag}{_matching(node.matching)}"
+
+
+def subquery_suffix(node: SubqueryExpr) -> str:
+    step = format_duration(node.step_ms) if node.step_ms else ""
+    return f"[{format_duration(node.range_ms)}:{step}]" + _modifiers(
+        node.at_ms, node.start_or_end, node.offset_ms
+    )
+
+
 def print_expr(node: Expr) -> str:
     """The canonical PromQL text of `node`."""
     if isinstance(node, VectorSelector):
@@ -127,18 +149,12 @@ def print_expr(node: Expr) -> str:
     if isinstance(node, Call):
         return f"{node.func.name}(" + ", ".join(print_expr(a) for a in node.args) + ")"
     if isinstance(node, AggregateExpr):
-        text = node.op
-        if node.without:
-            text += f" without {_labels(node.grouping)} "
-        elif node.grouping:
-            text += f" by {_labels(node.grouping)} "
         args = print_expr(node.expr)
         if node.param is not None:
             args = f"{print_expr(node.param)}, {args}"
-        return f"{text}({args})"
+        return f"{aggregate_head(node)}({args})"
     if isinstance(node, BinaryExpr):
-        flag = " bool" if node.return_bool else ""
-        return f"{print_expr(node.lhs)} {node.op}{flag}{_matching(node.matching)} {print_expr(node.rhs)}"
+        return f"{print_expr(node.lhs)} {binary_operator(node)} {print_expr(node.rhs)}"
     if isinstance(node, ParenExpr):
         return f"({print_expr(node.expr)})"
     if isinstance(node, UnaryExpr):

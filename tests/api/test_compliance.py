@@ -32,16 +32,21 @@ async def test_all_compliance_queries_match_direct_prometheus(
         params = {"query": str(case["query"]), "start": str(start), "end": str(end), "step": "10s"}
         async with limit:
             via, ref = await asyncio.gather(
-                gateway.post("/api/v1/query_range", data=params), direct.post("/api/v1/query_range", data=params)
+                gateway.post("/api/v1/query_range", data=params),
+                direct.post("/api/v1/query_range", data=params),
             )
         if case["should_fail"]:
             if via.status_code < 400 or ref.status_code < 400:
-                mismatches.append(f"{case['query']}: expected failures, got {via.status_code}/{ref.status_code}")
+                mismatches.append(
+                    f"{case['query']}: expected failures, got {via.status_code}/{ref.status_code}"
+                )
             elif via.json()["status"] != "error":
                 mismatches.append(f"{case['query']}: not an error envelope")
             return
         if via.status_code != ref.status_code:
-            mismatches.append(f"{case['query']}: status {via.status_code} != {ref.status_code}: {via.text[:200]}")
+            mismatches.append(
+                f"{case['query']}: status {via.status_code} != {ref.status_code}: {via.text[:200]}"
+            )
         elif orjson.loads(via.content).get("data") != orjson.loads(ref.content).get("data"):
             mismatches.append(f"{case['query']}: data differs")
 

@@ -117,7 +117,10 @@ def test_cli_reports_a_bad_setting_in_one_line(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"},
     )  # fmt: skip
     assert done.returncode == 2
-    assert done.stderr == "amp-gateway: configuration error: workspaces[0].url: must be a URL string, got ['not', 'a', 'url']\n"
+    assert (
+        done.stderr
+        == "amp-gateway: configuration error: workspaces[0].url: must be a URL string, got ['not', 'a', 'url']\n"
+    )
 
 
 def test_cli_reports_broken_yaml_with_its_line(tmp_path: Path) -> None:

@@ -13,7 +13,8 @@ AWKWARD = [
     "sum by (type) (demo_memory_usage_bytes)   /   1024",
     'label_replace(demo_num_cpus, "x", "ünïcødé ✓ \' \\" + & = %20 ; #", "", "")',
     'count({__name__=~"demo_.+", job!~"a|b"}) or vector(0)',
-    "demo_num_cpus + " + " + ".join(["0"] * 1500),  # ~8 KB of query text
+    # ~8 KB: what a Grafana multi-value variable expands to
+    'count(demo_num_cpus{instance=~"' + "|".join(f"host-{i}.example.com:9100" for i in range(320)) + '|.+"})',
 ]
 
 

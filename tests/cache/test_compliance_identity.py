@@ -14,6 +14,8 @@ import httpx
 import pytest
 from support.gateway import gateway_settings
 
+from gateway.promql import parse_query, print_expr
+
 from .conftest import cache_raw, cached_gateway, data_of
 
 QUERIES = Path("/work/shared/promql-compliance/queries.jsonl")
@@ -82,8 +84,13 @@ async def test_compliance_queries_cold_warm_shifted(fresh_amp, aws_env, promethe
     ok = sum(1 for q in queries if not q["should_fail"])
     # Queries with a negative offset of 5m or more read past the horizon: nothing is final.
     reaching = sum(1 for q in queries if "offset -" in q["query"])
-    # The cache did its part: warm answers are hits, shifted ones reuse extents.
-    assert outcomes["cold"]["miss"] >= ok, outcomes
+    # The cache did its part: cold answers are misses, except where two queries print to the
+    # same canonical text (`0x3d` and `61`): those share an entry, and each gave its reference's
+    # answer above. Warm answers are hits, shifted ones reuse extents.
+    distinct = {print_expr(parse_query(q["query"])) for q in queries if not q["should_fail"]}
+    assert outcomes["cold"]["miss"] >= len(distinct), outcomes
+    assert outcomes["cold"]["miss"] + outcomes["cold"]["hit"] >= ok, outcomes
     assert outcomes["warm"]["hit"] >= ok, outcomes
     for name in ("later", "earlier", "wider"):
-        assert outcomes[name]["partial"] >= ok - reaching, (name, outcomes)
+        assert outcomes[name]["partial"] + outcomes[name]["hit"] >= ok - reaching, (name, outcomes)
+        assert outcomes[name]["partial"] >= len(distinct) - reaching, (name, outcomes)

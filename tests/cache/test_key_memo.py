@@ -8,7 +8,9 @@ from gateway.pipeline.cache import stage as stage_module
 from gateway.pipeline.cache.stage import ResultsCache
 from gateway.pipeline.model import Principal, UpstreamRequest, UpstreamResponse
 
-SETTINGS = build_settings({"upstream_url": "http://upstream.invalid", "sigv4": False, "cache": {"mode": "memory"}}, {})
+SETTINGS = build_settings(
+    {"upstream_url": "http://upstream.invalid", "sigv4": False, "cache": {"mode": "memory"}}, {}
+)
 
 
 async def _upstream(request: UpstreamRequest) -> UpstreamResponse:
@@ -62,7 +64,9 @@ def test_other_part_types_and_long_queries_are_not_memoized() -> None:
         request, "range", ("up", 15000.0, 0)
     )
     assert cache._key(request, "range", "up", 15000, 0) != cache._key(request, "range", "up", 15000.0, 0)
-    assert cache._key(request, "meta", request.params) == ResultsCache._digest(request, "meta", (request.params,))
+    assert cache._key(request, "meta", request.params) == ResultsCache._digest(
+        request, "meta", (request.params,)
+    )
     long_query = "x" * (stage_module._KEY_MEMO_TEXT + 1)
     cache._key(_request(long_query), "range", long_query, 15000, 0)
     assert len(cache._keys) == 1  # only the int/str one

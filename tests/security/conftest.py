@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
@@ -101,7 +102,16 @@ def all_selectors(text: str) -> list[Any]:
         if isinstance(node, pp.VectorSelector):
             found.append(node)
 
-    pp.walk(pp.parse(text), pre_visit=visit)
+    try:
+        tree = pp.parse(text)
+    except ValueError:
+        # A match[] may name the metric twice (`up{__name__="x"}`): Prometheus's selector parser
+        # takes it, promql-parser does not. Read the name as one more matcher.
+        match = re.match(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{", text)
+        if match is None:
+            raise
+        tree = pp.parse('{__name__="' + match.group(1) + '",' + text[match.end() :])
+    pp.walk(tree, pre_visit=visit)
     return found
 
 

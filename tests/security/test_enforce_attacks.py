@@ -175,11 +175,16 @@ async def test_look_alike_value_of_the_enforced_label_is_refused(
 async def test_or_groups_inside_braces_are_each_enforced(
     secure: httpx.AsyncClient, fresh_amp: AmpStandin, at: str
 ) -> None:
-    refused = await node_query(secure, 'http_requests_total{job="node" or job="recommender"}', at)
-    assert refused.status_code == 400
-    # Prometheus 2.42 does not know `or` in braces and refuses it; what was sent is still narrowed.
-    await node_query(secure, 'http_requests_total{path="/" or status="200"}', at)
-    assert assert_all_enforced(fresh_amp, NODE) > 0
+    # `or` inside braces is Prometheus 3 syntax; the gateway speaks 2.x, as AMP does: refused
+    # before anything goes upstream, in Prometheus 2's words.
+    for query in (
+        'http_requests_total{job="node" or job="recommender"}',
+        'http_requests_total{path="/" or status="200"}',
+    ):
+        refused = await node_query(secure, query, at)
+        assert refused.status_code == 400
+        assert 'parse error: unexpected identifier "or" in label matching' in refused.json()["error"]
+    assert fresh_amp.requests == []
 
 
 async def test_override_mode_replaces_the_conflicting_matcher(
@@ -307,11 +312,18 @@ async def test_metadata_is_not_served_to_enforced_principals(
 
 
 async def test_exemplar_queries_are_enforced(secure: httpx.AsyncClient, fresh_amp: AmpStandin) -> None:
+    # AMP has no exemplars API: the gateway answers as Prometheus without exemplar storage does,
+    # after validation and enforcement (a query for another team's series is still refused).
     response = await secure.post(
         "/api/v1/query_exemplars", data={"query": "http_requests_total"}, headers=NODE_AUTH
     )
     assert response.status_code == 200, response.text
-    assert assert_all_enforced(fresh_amp, NODE) == 1
+    assert response.json() == {"status": "success", "data": []}
+    refused = await secure.post(
+        "/api/v1/query_exemplars", data={"query": 'http_requests_total{job="recommender"}'}, headers=NODE_AUTH
+    )
+    assert refused.status_code == 400, refused.text
+    assert fresh_amp.requests == []
 
 
 # ------------------------------------------------------------- rules and alerts

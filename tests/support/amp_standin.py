@@ -42,8 +42,9 @@ _FAULT_DEFAULTS: dict[int, tuple[str, str]] = {
 }
 _PATH = re.compile(rb"^/workspaces/([^/]+)(/.*)?$")
 _FORWARDED_API = re.compile(
+    # AMP's Prometheus-compatible APIs: no query_exemplars (it answers 404 there).
     rb"^/api/v1/(query|query_range|series|labels|label/[^/]+/values|metadata|rules|alerts"
-    rb"|query_exemplars|remote_write)$"
+    rb"|remote_write)$"
 )
 _FORWARD_REQUEST_HEADERS = (
     b"content-type",

@@ -22,7 +22,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-import promql_parser
 from cachetools import LRUCache
 
 from gateway.config import CacheSettings
@@ -156,14 +155,13 @@ class ResultsCache:
         )
         return "gwc:" + hashlib.blake2b(text.encode(), digest_size=20).hexdigest()
 
-    def _analyse(self, query: str) -> Analysis:
+    def _analyse(self, request: UpstreamRequest, query: str) -> Analysis | None:
+        """The analysis of the request's (validated, enforced) tree, remembered by its text."""
         analysis = self._analyses.get(query)
         if analysis is None:
-            try:
-                analysis = analyse(promql_parser.parse(query))
-            except ValueError:
-                analysis = Analysis("", 0, (), 0, reason="unparsable-query")
-            self._analyses[query] = analysis
+            if request.expr is None:
+                return None
+            analysis = self._analyses[query] = analyse(request.expr)
         return analysis
 
     def _not_cached(self, answer: UpstreamResponse, reason: str) -> UpstreamResponse:
@@ -224,9 +222,9 @@ class ResultsCache:
             return await self._bypass(request, "no-time")
         if request.param("stats"):
             return await self._bypass(request, "stats")
-        analysis = self._analyse(request.param("query"))
-        if analysis.reason:
-            return await self._bypass(request, analysis.reason)
+        analysis = self._analyse(request, request.param("query"))
+        if analysis is None:
+            return await self._bypass(request, "no-expression")
         time_ms = request.time_ms
         final = final_until(analysis, self._horizon_ms(), (time_ms,))
         long_lived = final is not None and time_ms <= final
@@ -246,9 +244,9 @@ class ResultsCache:
                 return await self._bypass(request, reason)
         if window.step_ns % 1_000_000:
             return await self._bypass(request, "sub-millisecond-step")
-        analysis = self._analyse(first.get("query", ""))
-        if analysis.reason:
-            return await self._bypass(request, analysis.reason)
+        analysis = self._analyse(request, first.get("query", ""))
+        if analysis is None:
+            return await self._bypass(request, "no-expression")
         step = window.step_ns // 1_000_000
         start = window.start_ms
         last = grid_last(start, window.end_ms, step)
