@@ -115,6 +115,12 @@ class Metrics:
             "Upstream requests saved by joining an identical request already in flight.",
             registry=r,
         )
+        self.cache_damaged_entries = Counter(
+            "gateway_cache_damaged_entries_total",
+            "Cache entries whose checksum did not match: dropped and fetched again, never served.",
+            ["tier"],
+            registry=r,
+        )
         self.cache_backend_errors = Counter(
             "gateway_cache_backend_errors_total",
             "Errors and timeouts of a shared cache tier; the gateway went on without it.",

@@ -3,7 +3,8 @@
 gzip (level 1) rather than zlib so that a whole-response entry can be served as-is to clients
 that accept gzip. The header carries the schema version (a changed layout never reads an old
 entry), the absolute expiry (so entries promoted from Redis keep their deadline, and expiry
-follows the cache's clock) and the number of samples the entry holds (for the metrics).
+follows the cache's clock), the number of samples the entry holds (for the metrics) and a
+CRC-32 of the header and payload: a damaged entry, in Redis or in memory, is never served.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _MAGIC = b"GWC"
-_HEADER = struct.Struct("!3sBBdI")  # magic, version, kind, expires_at (unix s), samples
+_HEADER = struct.Struct("!3sBBdII")  # magic, version, kind, expires_at (unix s), samples, crc32
+_CHECKED = _HEADER.size - 4  # the header bytes before the checksum
 KIND_RESPONSE = 1  # a whole response body, gzip, servable as-is
 KIND_EXTENT = 2  # one split bucket of a range query (coverage and series)
 
@@ -35,28 +37,32 @@ def gzip_bytes(data: bytes) -> bytes:
     return gzip.compress(data, compresslevel=1, mtime=0)
 
 
+class DamagedEntry(ValueError):
+    """An entry of this schema whose checksum does not match its bytes."""
+
+
 def encode(kind: int, expires_at: float, samples: int, payload: bytes, compressed: bool = False) -> bytes:
     body = payload if compressed else gzip_bytes(payload)
-    return _HEADER.pack(_MAGIC, SCHEMA_VERSION, kind, expires_at, min(samples, 2**32 - 1)) + body
+    head = _HEADER.pack(_MAGIC, SCHEMA_VERSION, kind, expires_at, min(samples, 2**32 - 1), 0)[:_CHECKED]
+    return head + struct.pack("!I", zlib.crc32(body, zlib.crc32(head))) + body
 
 
 def decode(blob: bytes | None, now: float) -> Entry | None:
-    """The entry, or None when absent, expired, of another schema version or damaged."""
+    """The entry, or None when absent, expired or of another schema version; DamagedEntry when
+    its checksum does not match."""
     if not blob or len(blob) < _HEADER.size:
         return None
-    magic, version, kind, expires_at, samples = _HEADER.unpack_from(blob)
-    if magic != _MAGIC or version != SCHEMA_VERSION or expires_at <= now:
+    magic, version, kind, expires_at, samples, crc = _HEADER.unpack_from(blob)
+    if magic != _MAGIC or version != SCHEMA_VERSION:
         return None
-    return Entry(kind, expires_at, samples, blob[_HEADER.size :])
+    payload = blob[_HEADER.size :]
+    if zlib.crc32(payload, zlib.crc32(blob[:_CHECKED])) != crc:
+        raise DamagedEntry("cache entry checksum mismatch")
+    if expires_at <= now:
+        return None
+    return Entry(kind, expires_at, samples, payload)
 
 
 def expires_at(blob: bytes) -> float:
     return _HEADER.unpack_from(blob)[3]
 
-
-def valid_gzip(data: bytes) -> bool:
-    try:
-        gzip.decompress(data)
-    except (OSError, EOFError, zlib.error):
-        return False
-    return True

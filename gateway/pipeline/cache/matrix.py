@@ -1,7 +1,7 @@
 """Matrix results as the cache keeps them: series by label set, points by ms timestamp.
 
 Values stay the strings (or histogram objects) the upstream sent; only timestamps are turned
-into integer ms and back, printed as Prometheus prints them (whole seconds as integers).
+into integer ms and back, printed as Prometheus prints them (`timestamp_json`).
 """
 
 from __future__ import annotations
@@ -44,10 +44,6 @@ def label_key(metric: dict[str, str]) -> LabelKey:
 
 def _ms(ts: float | int) -> int:
     return ts * 1000 if isinstance(ts, int) else round(ts * 1000)
-
-
-def _ts(ms: int) -> float | int:
-    return ms // 1000 if ms % 1000 == 0 else ms / 1000
 
 
 def parse_matrix(body: bytes) -> Matrix:
@@ -131,23 +127,47 @@ def assemble(parts: Iterable[tuple[Matrix, int, int]]) -> Matrix:
     return out
 
 
+def timestamp_json(ms: int) -> bytes:
+    """jsonutil.MarshalTimestamp: seconds, and the milliseconds as three digits when not zero
+    (`256.500`, where a float would print `256.5`)."""
+    sign = b"-" if ms < 0 else b""
+    seconds, millis = divmod(abs(ms), 1000)
+    if millis:
+        return sign + b"%d.%03d" % (seconds, millis)
+    return sign + b"%d" % seconds
+
+
+# Prometheus writes JSON with jsoniter's ConfigCompatibleWithStandardLibrary, which escapes
+# these as Go's encoding/json does; they can only occur inside strings.
+_GO_ESCAPES = ((b"<", b"\\u003c"), (b">", b"\\u003e"), (b"&", b"\\u0026"))
+_GO_ESCAPES_UNICODE = (("\u2028".encode(), b"\\u2028"), ("\u2029".encode(), b"\\u2029"))
+
+
 def render(matrix: Matrix) -> bytes:
-    """The answer in Prometheus's shape: series sorted by labels, as a range query returns them."""
+    """The answer byte for byte as Prometheus writes a range query's: series sorted by labels,
+    timestamps as MarshalTimestamp prints them, Go's string escapes."""
     result = []
     for key in sorted(matrix.series):
         series = matrix.series[key]
         item: dict[str, Any] = {"metric": series.metric}
         if series.values:
-            item["values"] = [[_ts(t), v] for t, v in series.values]
+            item["values"] = [[orjson.Fragment(timestamp_json(t)), v] for t, v in series.values]
         if series.histograms:
-            item["histograms"] = [[_ts(t), h] for t, h in series.histograms]
+            item["histograms"] = [[orjson.Fragment(timestamp_json(t)), h] for t, h in series.histograms]
         result.append(item)
     doc: dict[str, Any] = {"status": "success", "data": {"resultType": "matrix", "result": result}}
     if matrix.warnings:
         doc["warnings"] = matrix.warnings
     if matrix.infos:
         doc["infos"] = matrix.infos
-    return orjson.dumps(doc)
+    body = orjson.dumps(doc)
+    for raw, escaped in _GO_ESCAPES:
+        if raw in body:
+            body = body.replace(raw, escaped)
+    if b"\xe2\x80" in body:
+        for raw, escaped in _GO_ESCAPES_UNICODE:
+            body = body.replace(raw, escaped)
+    return body
 
 
 # ---------------------------------------------------------------- storage form

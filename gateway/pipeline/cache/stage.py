@@ -79,7 +79,13 @@ class ResultsCache:
         redis = None
         if settings.mode == "redis" and settings.redis_url:
             redis = RedisTier(settings.redis_url, metrics)
-        self.store = Store(MemoryTier(settings.memory_bytes, self._clock), redis, self._clock)
+        damaged = metrics.cache_damaged_entries
+        self.store = Store(
+            MemoryTier(settings.memory_bytes, self._clock),
+            redis,
+            self._clock,
+            on_damaged=lambda tier: damaged.labels(tier).inc(),
+        )
         self._split_ms = max(1000, round(settings.split_interval * 1000))
         self._analyses: LRUCache[str, Analysis] = LRUCache(maxsize=4096)
         self._counters: dict[tuple[str, str], Any] = {}

@@ -137,20 +137,38 @@ class RedisTier:
 class Store:
     """Memory first, then Redis (promoting what it finds into memory)."""
 
-    def __init__(self, memory: MemoryTier, redis: RedisTier | None, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        memory: MemoryTier,
+        redis: RedisTier | None,
+        clock: Callable[[], float],
+        on_damaged: Callable[[str], None] = lambda tier: None,
+    ) -> None:
         self.memory = memory
         self.redis = redis
         self._clock = clock
+        self._on_damaged = on_damaged
+
+    def _decode(self, tier: str, key: str, blob: bytes | None, now: float) -> codec.Entry | None:
+        """The entry; a damaged one is dropped (and counted): the caller fetches it again."""
+        try:
+            return codec.decode(blob, now)
+        except codec.DamagedEntry:
+            log.warning("cache: dropped a damaged %s entry", tier)
+            self._on_damaged(tier)
+            if tier == "memory":
+                self.memory.delete(key)
+            return None
 
     async def get_many(self, keys: list[str]) -> list[codec.Entry | None]:
         now = self._clock()
-        found: list[codec.Entry | None] = [codec.decode(self.memory.get(k), now) for k in keys]
+        found = [self._decode("memory", k, self.memory.get(k), now) for k in keys]
         if self.redis is not None:
             absent = [i for i, entry in enumerate(found) if entry is None]
             if absent:
                 blobs = await self.redis.get_many([keys[i] for i in absent])
                 for i, blob in zip(absent, blobs, strict=True):
-                    entry = codec.decode(blob, now)
+                    entry = self._decode("redis", keys[i], blob, now)
                     if entry is not None and blob is not None:
                         self.memory.put(keys[i], blob)
                         found[i] = entry
@@ -160,7 +178,7 @@ class Store:
         return (await self.get_many([key]))[0]
 
     def get_memory(self, key: str) -> codec.Entry | None:
-        return codec.decode(self.memory.get(key), self._clock())
+        return self._decode("memory", key, self.memory.get(key), self._clock())
 
     def put(self, key: str, blob: bytes) -> None:
         ttl = codec.expires_at(blob) - self._clock()
