@@ -29,7 +29,9 @@ from gateway.promql.ast import (
 from gateway.promql.parser import FUNCTIONS
 
 HOSTILE_TEXT = st.one_of(
-    st.sampled_from(['a"b', "a\\b", "\\", '"', "x\ny", "#", "tab\there", "é✓", "\x00", "\u2028", "} or {", "\\.", ""]),
+    st.sampled_from(
+        ['a"b', "a\\b", "\\", '"', "x\ny", "#", "tab\there", "é✓", "\x00", "\u2028", "} or {", "\\.", ""]
+    ),
     st.text(max_size=12),
 )
 REGEXES = st.sampled_from(["a|b", ".*", ".+", "demo\\..*", "(x|y)z?", "[a-z]+", "\\d{2,3}", "é+", ""])
@@ -94,7 +96,9 @@ def vector_exprs(draw: st.DrawFn, depth: int = 3) -> Expr:
     """An expression of type instant vector."""
     if depth <= 0:
         return draw(vector_selectors())
-    kind = draw(st.sampled_from(["selector", "call", "aggregate", "binary", "unary", "subquery_call", "paren"]))
+    kind = draw(
+        st.sampled_from(["selector", "call", "aggregate", "binary", "unary", "subquery_call", "paren"])
+    )
     if kind == "selector":
         return draw(vector_selectors())
     if kind == "call":
@@ -102,17 +106,29 @@ def vector_exprs(draw: st.DrawFn, depth: int = 3) -> Expr:
         if name in ("rate", "increase"):
             return Call(FUNCTIONS[name], (draw(range_selectors()),))
         if name == "holt_winters":
-            args = (draw(range_selectors()), NumberLiteral(0.5), NumberLiteral(draw(st.sampled_from([0.1, 0.9]))))
+            args = (
+                draw(range_selectors()),
+                NumberLiteral(0.5),
+                NumberLiteral(draw(st.sampled_from([0.1, 0.9]))),
+            )
             return Call(FUNCTIONS[name], args)
         if name == "label_replace":
             strings = tuple(StringLiteral(draw(HOSTILE_TEXT)) for _ in range(3))
-            args = (draw(vector_exprs(depth - 1)), strings[0], strings[1], StringLiteral("x"), StringLiteral(draw(REGEXES)))
+            args = (
+                draw(vector_exprs(depth - 1)),
+                strings[0],
+                strings[1],
+                StringLiteral("x"),
+                StringLiteral(draw(REGEXES)),
+            )
             return Call(FUNCTIONS[name], args)
         if name == "round":
             return Call(FUNCTIONS[name], (draw(vector_exprs(depth - 1)), NumberLiteral(draw(NUMBERS))))
         return Call(FUNCTIONS[name], (draw(vector_exprs(depth - 1)),))
     if kind == "aggregate":
-        op = draw(st.sampled_from(["sum", "avg", "count", "topk", "quantile", "count_values", "stddev", "group"]))
+        op = draw(
+            st.sampled_from(["sum", "avg", "count", "topk", "quantile", "count_values", "stddev", "group"])
+        )
         param: Expr | None = None
         if op in ("topk", "quantile"):
             param = NumberLiteral(draw(st.sampled_from([1.0, 0.5, 3.0])))
@@ -122,7 +138,11 @@ def vector_exprs(draw: st.DrawFn, depth: int = 3) -> Expr:
         without = draw(st.booleans()) if grouping else False
         return AggregateExpr(op, draw(vector_exprs(depth - 1)), param, grouping, without)
     if kind == "binary":
-        op = draw(st.sampled_from(["+", "-", "*", "/", "%", "^", "==", "!=", ">", "<=", "and", "or", "unless", "atan2"]))
+        op = draw(
+            st.sampled_from(
+                ["+", "-", "*", "/", "%", "^", "==", "!=", ">", "<=", "and", "or", "unless", "atan2"]
+            )
+        )
         lhs = _paren(draw(vector_exprs(depth - 1)))
         rhs = _paren(draw(vector_exprs(depth - 1)))
         labels = tuple(draw(st.lists(LABELS, max_size=2, unique=True)))
@@ -131,11 +151,17 @@ def vector_exprs(draw: st.DrawFn, depth: int = 3) -> Expr:
             matching = VectorMatching("many-to-many", labels, on)
             return BinaryExpr(op, lhs, rhs, matching, False)
         card = draw(st.sampled_from(["one-to-one", "many-to-one", "one-to-many"]))
-        include = tuple(draw(st.lists(st.sampled_from(["x", "y"]), max_size=2, unique=True))) if card != "one-to-one" else ()
+        include = (
+            tuple(draw(st.lists(st.sampled_from(["x", "y"]), max_size=2, unique=True)))
+            if card != "one-to-one"
+            else ()
+        )
         if on and set(include) & set(labels):
             include = ()
         comparison = op in ("==", "!=", ">", "<=")
-        return BinaryExpr(op, lhs, rhs, VectorMatching(card, labels, on, include), comparison and draw(st.booleans()))
+        return BinaryExpr(
+            op, lhs, rhs, VectorMatching(card, labels, on, include), comparison and draw(st.booleans())
+        )
     if kind == "unary":
         return UnaryExpr(draw(st.sampled_from(["-", "+"])), _paren(draw(vector_exprs(depth - 1))))
     if kind == "subquery_call":

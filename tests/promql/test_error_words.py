@@ -13,10 +13,10 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import httpx
+from support.prometheus import PrometheusServer
 
 from gateway.api.errors import ApiError
 from gateway.api.promql import parse_expr
-from support.prometheus import PrometheusServer
 
 CORPUS = Path(__file__).resolve().parents[3] / "shared" / "promql-compliance" / "queries.jsonl"
 
@@ -106,7 +106,7 @@ TYPOS = [
     "x @ 1e100",
     "max_over_time(x)",
     'x{__name__="y"}',
-    "x{a=~\"b\", a!~\"[\"}",
+    'x{a=~"b", a!~"["}',
     "scalar(x[5m])",
     "avg(x) by (a) without (b)",
     "round(x, 1, 2)",

@@ -79,7 +79,7 @@ def test_every_corpus_and_dashboard_query_round_trips() -> None:
         ("holt_winters(x[5m], 0.5, 0.5)", "holt_winters(x[5m], 0.5, 0.5)"),
         ("x # a comment\n + y", "x + y"),
         ("x @ start()", "x @ start()"),
-        ("{__name__=\"inf\"}", '{__name__="inf"}'),
+        ('{__name__="inf"}', '{__name__="inf"}'),
     ],
 )
 def test_known_lossy_cases_print_faithfully(query: str, printed: str) -> None:
