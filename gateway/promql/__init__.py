@@ -11,7 +11,7 @@ import sys
 
 from gateway.promql.ast import Expr, VectorSelector, selectors, walk
 from gateway.promql.errors import ParseError, PromQLError, QueryTooComplex
-from gateway.promql.guard import DEFAULT_BOUNDS, Bounds, check_text
+from gateway.promql.guard import DEFAULT_BOUNDS, Bounds
 from gateway.promql.parser import parse, parse_selector
 from gateway.promql.printer import print_expr
 
@@ -24,14 +24,12 @@ if sys.getrecursionlimit() < 5000:
 
 def parse_query(text: str, bounds: Bounds = DEFAULT_BOUNDS) -> Expr:
     """The checked tree of a `query`; PromQLError with the message for the client."""
-    check_text(text, bounds)
-    return parse(text)
+    return parse(text, bounds)
 
 
 def parse_match(text: str, bounds: Bounds = DEFAULT_BOUNDS) -> VectorSelector:
     """A `match[]` series selector (Prometheus's ParseMetricSelector)."""
-    check_text(text, bounds, what="match[] selector")
-    return parse_selector(text)
+    return parse_selector(text, bounds)
 
 
 __all__ = [

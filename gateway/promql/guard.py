@@ -1,4 +1,5 @@
-"""Bounds on a query's text, checked before parsing: length, nesting and operator count.
+"""Bounds on a query's text: its length, checked before anything reads it, and its nesting and
+operator count, counted on the tokens as the parser reads them (one lexing pass).
 
 The parser is table-driven and does not recurse, but the tree it builds is as deep as the
 query's nesting plus its longest operator chain, and the checks, the printer and the
@@ -18,7 +19,7 @@ from gateway.promql.lexer import Lexer
 
 _OPEN = frozenset({g.LEFT_PAREN, g.LEFT_BRACE, g.LEFT_BRACKET})
 _CLOSE = frozenset({g.RIGHT_PAREN, g.RIGHT_BRACE, g.RIGHT_BRACKET})
-_BINARY = frozenset(
+_OPERATORS = frozenset(
     {g.ADD, g.SUB, g.MUL, g.DIV, g.MOD, g.POW, g.ATAN2, g.EQLC, g.NEQ, g.LTE, g.LSS, g.GTE, g.GTR}
     | {g.LAND, g.LOR, g.LUNLESS}
 )
@@ -34,33 +35,52 @@ class Bounds:
 DEFAULT_BOUNDS = Bounds()
 
 
-def check_text(text: str, bounds: Bounds = DEFAULT_BOUNDS, what: str = "query") -> None:
-    """QueryTooComplex when `text` is past a bound. Lexer errors are left to the parser."""
+def check_length(text: str, bounds: Bounds = DEFAULT_BOUNDS, what: str = "query") -> None:
     if len(text) > bounds.max_length:
         raise QueryTooComplex(
             f"the {what} is {len(text)} characters long; the gateway's limit is {bounds.max_length}. "
             "Shorten it, for example with a recording rule"
         )
-    lexer = Lexer(text)
-    depth = operators = 0
-    while True:
-        item = lexer.next_item()
-        typ = item.typ
+
+
+class TokenBudget:
+    """Counts nesting and operators in the token stream as the parser reads it, so that a
+    query past a bound is refused before its tree grows past it."""
+
+    __slots__ = ("bounds", "depth", "operators", "what")
+
+    def __init__(self, bounds: Bounds = DEFAULT_BOUNDS, what: str = "query") -> None:
+        self.bounds = bounds
+        self.what = what
+        self.depth = 0
+        self.operators = 0
+
+    def see(self, typ: int) -> None:
         if typ in _OPEN:
-            depth += 1
-            if depth > bounds.max_depth:
+            self.depth += 1
+            if self.depth > self.bounds.max_depth:
                 raise QueryTooComplex(
-                    f"the {what} nests brackets more than {bounds.max_depth} deep; "
+                    f"the {self.what} nests brackets more than {self.bounds.max_depth} deep; "
                     "flatten it or move parts into recording rules"
                 )
         elif typ in _CLOSE:
-            depth -= 1
-        elif typ in _BINARY:
-            operators += 1
-            if operators > bounds.max_operators:
+            self.depth -= 1
+        elif typ in _OPERATORS:
+            self.operators += 1
+            if self.operators > self.bounds.max_operators:
                 raise QueryTooComplex(
-                    f"the {what} has more than {bounds.max_operators} operators; "
+                    f"the {self.what} has more than {self.bounds.max_operators} operators; "
                     "split it into several queries or use recording rules"
                 )
-        elif typ in (g.EOF, g.ERROR):
+
+
+def check_text(text: str, bounds: Bounds = DEFAULT_BOUNDS, what: str = "query") -> None:
+    """QueryTooComplex when `text` is past a bound (lexing only; lexer errors are the parser's)."""
+    check_length(text, bounds, what)
+    budget = TokenBudget(bounds, what)
+    lexer = Lexer(text)
+    while True:
+        typ = lexer.next_item().typ
+        if typ in (g.EOF, g.ERROR):
             return
+        budget.see(typ)

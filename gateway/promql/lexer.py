@@ -7,6 +7,7 @@ error words are Prometheus's. Positions are indices into the Python string (code
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -92,6 +93,8 @@ _TYPE_DESC = {
 
 def go_quote(text: str) -> str:
     """Go's strconv.Quote / %q for valid UTF-8 text."""
+    if text.isprintable() and '"' not in text and "\\" not in text and "\ufeff" not in text:
+        return f'"{text}"'  # nothing to escape: most label values
     out = ['"']
     for char in text:
         code = ord(char)
@@ -506,6 +509,11 @@ def skip_spaces(lx: Lexer) -> None:
 
 
 def lex_string(lx: Lexer) -> State | None:
+    # Skip the plain run at once (a speed trick: long label regexes from Grafana variables are
+    # most of a query's bytes; per-character lexing made an 8 KB query cost 3 ms more).
+    plain = _STRING_PLAIN[lx.string_open].match(lx.input, lx.pos)
+    if plain is not None:
+        lx.pos = plain.end()
     while True:
         r = lx.next()
         if r == "\\":
@@ -523,6 +531,9 @@ def lex_string(lx: Lexer) -> State | None:
 
 
 def lex_raw_string(lx: Lexer) -> State | None:
+    plain = _RAW_PLAIN.match(lx.input, lx.pos)
+    if plain is not None:
+        lx.pos = plain.end()
     while True:
         r = lx.next()
         if r == "\ufffd":
@@ -535,6 +546,10 @@ def lex_raw_string(lx: Lexer) -> State | None:
             break
     lx.emit(g.STRING)
     return lex_statements
+
+
+_STRING_PLAIN = {q: re.compile(f"[^\\\\\n\ufffd{q}]+") for q in "\"'"}
+_RAW_PLAIN = re.compile("[^`\ufffd]+")
 
 
 def lex_space(lx: Lexer) -> State | None:

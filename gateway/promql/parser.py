@@ -6,8 +6,8 @@ what Prometheus accepts and reports a bad query with Prometheus's first error, w
 line:col included. Prometheus records errors and reports the first; this port stops at the
 first, which reports the same one.
 
-The caller must bound the input first (`guard.check_text`): the tables' stack and the tree's
-depth grow with the query's nesting.
+The input is bounded (`guard`): its length before lexing, its nesting and operators as the
+tokens are read, since the tables' stack and the tree's depth grow with them.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from gateway.promql.ast import (
     value_type,
 )
 from gateway.promql.errors import ParseError, PromQLError
+from gateway.promql.guard import DEFAULT_BOUNDS, Bounds, TokenBudget, check_length
 from gateway.promql.lexer import TYPE_STR, Item, Lexer, go_quote, is_label
 from gateway.promql.numbers import parse_duration_ms, parse_float, parse_int_base0
 from gateway.promql.regex import compile_anchored
@@ -107,8 +108,9 @@ def documented_type(t: str) -> str:
 
 
 class _Parser:
-    def __init__(self, text: str, start_symbol: int) -> None:
+    def __init__(self, text: str, start_symbol: int, budget: TokenBudget) -> None:
         self.text = text
+        self.budget = budget
         self.lex = Lexer(text)
         self.inject = start_symbol
         self.injecting = True
@@ -144,6 +146,7 @@ class _Parser:
                 break
         self.lval = item
         typ = item.typ
+        self.budget.see(typ)
         if typ == g.ERROR:
             self.error(self.lex.start, item.val)
         if typ == g.EOF:
@@ -276,8 +279,8 @@ class _Parser:
     # ---------------------------------------------------------------- checkAST
 
     def check(self, node: Expr) -> ValueType:
-        """checkAST: type checks, in Prometheus's order (children before some parents)."""
-        typ = value_type(node)
+        """checkAST: type checks in Prometheus's order; returns the node's type (Expr.Type()),
+        computed from its children's so that the walk stays linear in the tree's size."""
         if isinstance(node, AggregateExpr):
             self.expect(node.expr, "vector", "aggregation expression")
             if node.op in ("topk", "bottomk", "quantile"):
@@ -286,13 +289,15 @@ class _Parser:
             if node.op == "count_values":
                 assert node.param is not None
                 self.expect(node.param, "string", "aggregation parameter")
-        elif isinstance(node, BinaryExpr):
-            self.check_binary(node)
-        elif isinstance(node, Call):
+            return "vector"
+        if isinstance(node, BinaryExpr):
+            return self.check_binary(node)
+        if isinstance(node, Call):
             self.check_call(node)
-        elif isinstance(node, ParenExpr):
-            self.check(node.expr)
-        elif isinstance(node, UnaryExpr):
+            return node.func.return_type
+        if isinstance(node, ParenExpr):
+            return self.check(node.expr)
+        if isinstance(node, UnaryExpr):
             inner = self.check(node.expr)
             if inner not in ("scalar", "vector"):
                 self.error(
@@ -300,15 +305,19 @@ class _Parser:
                     "unary expression only allowed on expressions of type scalar or instant vector, "
                     f"got {go_quote(documented_type(inner))}",
                 )
-        elif isinstance(node, SubqueryExpr):
+            return inner
+        if isinstance(node, SubqueryExpr):
             inner = self.check(node.expr)
             if inner != "vector":
                 self.error(prange(node), f"subquery is only allowed on instant vector, got {inner} instead")
-        elif isinstance(node, MatrixSelector):
+            return "matrix"
+        if isinstance(node, MatrixSelector):
             self.check(node.selector)
-        elif isinstance(node, VectorSelector):
+            return "matrix"
+        if isinstance(node, VectorSelector):
             self.check_selector(node)
-        return typ
+            return "vector"
+        return value_type(node)  # literals
 
     def expect(self, node: Expr, want: ValueType, context: str) -> None:
         got = self.check(node)
@@ -318,7 +327,7 @@ class _Parser:
                 f"expected type {documented_type(want)} in {context}, got {documented_type(got)}",
             )
 
-    def check_binary(self, node: BinaryExpr) -> None:
+    def check_binary(self, node: BinaryExpr) -> ValueType:
         lt = self.check(node.lhs)
         rt = self.check(node.rhs)
 
@@ -362,6 +371,7 @@ class _Parser:
                 prange(node), f"set operator {go_quote(node.op)} not allowed in binary scalar expression"
             )
         _set(node, "matching", new_matching)
+        return "scalar" if lt == "scalar" and rt == "scalar" else "vector"
 
     def check_call(self, node: Call) -> None:
         func = node.func
@@ -712,6 +722,10 @@ _ACTIONS: dict[int, Action] = {
 _OTHER_START_RULES = frozenset({1, 2, 98, 99, 222, 223, 224, *range(122, 170)})
 
 
+# Where each state's rows start in the exception table (goyacc scans for them on every use).
+_EXCA_START = {g.YY_EXCA[i + 1]: i + 2 for i in range(0, len(g.YY_EXCA) - 1, 2) if g.YY_EXCA[i] == -1}
+
+
 def _lex1(p: _Parser) -> tuple[int, int]:
     char = p.next_token()
     if char <= 0:
@@ -764,10 +778,7 @@ def _run(p: _Parser) -> None:
             if n == -2:
                 if char < 0:
                     char, token = _lex1(p)
-                xi = 0
-                while not (exca[xi] == -1 and exca[xi + 1] == state):
-                    xi += 2
-                xi += 2
+                xi = _EXCA_START[state]
                 while not (exca[xi] < 0 or exca[xi] == token):
                     xi += 2
                 n = exca[xi + 1]
@@ -811,9 +822,11 @@ def _run(p: _Parser) -> None:
             break
 
 
-def parse(text: str) -> Expr:
-    """ParseExpr: the checked tree of a PromQL expression; ParseError as Prometheus words it."""
-    p = _Parser(text, g.START_EXPRESSION)
+def parse(text: str, bounds: Bounds = DEFAULT_BOUNDS) -> Expr:
+    """ParseExpr: the checked tree of a PromQL expression; ParseError as Prometheus words it,
+    QueryTooComplex past the bounds."""
+    check_length(text, bounds)
+    p = _Parser(text, g.START_EXPRESSION, TokenBudget(bounds))
     _run(p)
     if p.result is None:
         raise PromQLError("unexpected error")
@@ -821,9 +834,10 @@ def parse(text: str) -> Expr:
     return p.result  # type: ignore[no-any-return]
 
 
-def parse_selector(text: str) -> VectorSelector:
+def parse_selector(text: str, bounds: Bounds = DEFAULT_BOUNDS) -> VectorSelector:
     """ParseMetricSelector (a `match[]`): a vector selector, without offset or @."""
-    p = _Parser(text, g.START_METRIC_SELECTOR)
+    check_length(text, bounds, "match[] selector")
+    p = _Parser(text, g.START_METRIC_SELECTOR, TokenBudget(bounds, "match[] selector"))
     _run(p)
     if not isinstance(p.result, VectorSelector):
         raise PromQLError("unexpected error")

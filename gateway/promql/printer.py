@@ -9,6 +9,7 @@ into a cache key is made here.
 
 from __future__ import annotations
 
+import math
 import re
 
 from gateway.promql.ast import (
@@ -160,7 +161,8 @@ def print_expr(node: Expr) -> str:
     if isinstance(node, UnaryExpr):
         return f"{node.op}{print_expr(node.expr)}"
     if isinstance(node, NumberLiteral):
-        return format_float(node.val)
+        # Go prints +Inf; a leading + would read as a unary operator when this is an operand.
+        return "Inf" if node.val == math.inf else format_float(node.val)
     if isinstance(node, StringLiteral):
         return quote(node.val)
     raise TypeError(f"not a PromQL node: {type(node).__name__}")

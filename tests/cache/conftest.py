@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,11 +13,11 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from support.gateway import cache_raw, cached_gateway
 from support.netutil import free_port
 
-from gateway.app import create_app
-from gateway.config import Settings
-from gateway.pipeline.cache import ResultsCache
+__all__ = ["cache_raw", "cached_gateway"]
+
 
 REDIS_BIN = shutil.which("redis-server") or "/usr/bin/redis-server"
 
@@ -88,30 +87,6 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(free_port(), tmp_path).start()
     yield server
     server.stop()
-
-
-def cache_raw(**overrides: Any) -> dict[str, Any]:
-    """`raw` for gateway_settings with the memory cache on and small splits (5 m)."""
-    cache: dict[str, Any] = {"mode": "memory", "split_interval": "5m"}
-    cache.update(overrides)
-    return {"cache": cache}
-
-
-@contextlib.asynccontextmanager
-async def cached_gateway(
-    settings: Settings, clock: Callable[[], float] | None = None
-) -> AsyncIterator[tuple[httpx.AsyncClient, ResultsCache]]:
-    """Like support.gateway.gateway_client, but also hands out the cache stage (for its clock,
-    its store and its Redis writes)."""
-    app = create_app(settings)
-    cache = app.state.cache
-    assert isinstance(cache, ResultsCache), "these settings have the cache off"
-    if clock is not None:
-        cache.clock = clock
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway", timeout=60) as client:
-            yield client, cache
 
 
 def data_of(response: httpx.Response) -> Any:

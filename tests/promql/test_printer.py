@@ -73,6 +73,7 @@ def test_every_corpus_and_dashboard_query_round_trips() -> None:
         ("a * ignoring() group_left b", "a * ignoring () group_left () b"),
         ("0x1f", "31"),
         ("1e6", "1e+06"),
+        ("+Inf", "Inf"),
         ("-0", "-0"),
         ("sum(x) by (a)", "sum by (a) (x)"),
         ('x{b="2",a="1"}', 'x{a="1",b="2"}'),

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import httpx
 import uvicorn
+import yaml
 
 from gateway.app import create_app
 from gateway.config import Settings, build_settings
+from gateway.pipeline.cache import ResultsCache
 
 from .amp_standin import AmpStandin
-from .netutil import bound_socket
+from .netutil import bound_socket, free_port
 from .testenv import AMP_REGION
 
 
@@ -45,6 +51,30 @@ async def gateway_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway", timeout=60) as client:
             yield client
+
+
+def cache_raw(**overrides: Any) -> dict[str, Any]:
+    """`raw` for gateway_settings with the memory cache on and small splits (5 m)."""
+    cache: dict[str, Any] = {"mode": "memory", "split_interval": "5m"}
+    cache.update(overrides)
+    return {"cache": cache}
+
+
+@contextlib.asynccontextmanager
+async def cached_gateway(
+    settings: Settings, clock: Callable[[], float] | None = None
+) -> AsyncIterator[tuple[httpx.AsyncClient, ResultsCache]]:
+    """Like support.gateway.gateway_client, but also hands out the cache stage (for its clock,
+    its store and its Redis writes)."""
+    app = create_app(settings)
+    cache = app.state.cache
+    assert isinstance(cache, ResultsCache), "these settings have the cache off"
+    if clock is not None:
+        cache.clock = clock
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway", timeout=60) as client:
+            yield client, cache
 
 
 class LiveGateway:
@@ -82,3 +112,51 @@ class LiveGateway:
         self._server.should_exit = True
         self._thread.join(10)
         self._sock.close()
+
+
+class GatewayProcess:
+    """`python -m gateway serve` in its own process (a crash cannot hide in the test process),
+    configured from a YAML file, on a free loopback port; its output goes to a log file."""
+
+    def __init__(self, raw: Mapping[str, Any], workdir: Path, env: Mapping[str, str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config = workdir / "gateway.yml"
+        self.config.write_text(yaml.safe_dump({**raw, "listen": f"127.0.0.1:{self.port}"}))
+        self.log = workdir / "gateway.log"
+        self._env = {**os.environ, **env}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> GatewayProcess:
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gateway", "serve", "--config", str(self.config)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self._env,
+            )
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the gateway exited: {self.log.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{self.url}/-/healthy", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the gateway did not start: {self.log.read_text()[-2000:]}")
+            time.sleep(0.05)
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)

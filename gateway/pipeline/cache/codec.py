@@ -65,4 +65,3 @@ def decode(blob: bytes | None, now: float) -> Entry | None:
 
 def expires_at(blob: bytes) -> float:
     return _HEADER.unpack_from(blob)[3]
-
