@@ -21,9 +21,9 @@ from gateway.api.params import (
     check_range,
     parse_duration_ns,
 )
-from gateway.api.promql import parse_expr, parse_matchers
+from gateway.api.promql import parse_matchers, parse_printed
 from gateway.pipeline.model import QueryWindow
-from gateway.promql import Expr, PromQLError, parse_query, print_expr
+from gateway.promql import Expr, PromQLError, parse_canonical
 
 _QUERY_COMMON = (
     "query",
@@ -55,17 +55,17 @@ def _keep(params: Params, names: tuple[str, ...]) -> list[tuple[str, str]]:
     return [(k, v) for k, v in params.items if k in wanted]
 
 
-def _with_query(kept: list[tuple[str, str]], expr: Expr) -> list[tuple[str, str]]:
+def _with_query(kept: list[tuple[str, str]], printed: str) -> list[tuple[str, str]]:
     """The parameters with exactly one `query`, printed from the parsed tree: the text that goes
     upstream is the text the gateway validated, whatever copies (URL and body) the client sent."""
     out: list[tuple[str, str]] = []
-    printed = False
+    seen = False
     for key, value in kept:
         if key != "query":
             out.append((key, value))
-        elif not printed:
-            out.append(("query", print_expr(expr)))
-            printed = True
+        elif not seen:
+            out.append(("query", printed))
+            seen = True
     return out
 
 
@@ -93,8 +93,8 @@ def query(params: Params) -> Call:
     time_ms = params.time_ms("time", default=now_ms)
     timeout = _timeout(params)
     _common_query_checks(params)
-    expr = parse_expr(params.get("query"))
-    kept = _with_query(_keep(params, (*_QUERY_COMMON, "time")), expr)
+    expr, printed = parse_printed(params.get("query"))
+    kept = _with_query(_keep(params, (*_QUERY_COMMON, "time")), printed)
     return Call(
         "query",
         "/api/v1/query",
@@ -113,8 +113,8 @@ def query_range(params: Params) -> Call:
     check_range(start_ms, end_ms, step_ns)
     timeout = _timeout(params)
     _common_query_checks(params)
-    expr = parse_expr(params.get("query"))
-    kept = _with_query(_keep(params, (*_QUERY_COMMON, "start", "end", "step")), expr)
+    expr, printed = parse_printed(params.get("query"))
+    kept = _with_query(_keep(params, (*_QUERY_COMMON, "start", "end", "step")), printed)
     return Call(
         "query_range",
         "/api/v1/query_range",
@@ -182,14 +182,14 @@ def query_exemplars(params: Params) -> Call:
     if end_ms < start_ms:
         raise ApiError("bad_data", "end timestamp must not be before start timestamp")
     try:
-        expr = parse_query(params.get("query"))
+        expr, printed = parse_canonical(params.get("query"))
     except PromQLError as err:
         raise ApiError("bad_data", str(err)) from None  # no "invalid parameter" here in Prometheus
     return Call(
         "query_exemplars",
         "/api/v1/query_exemplars",
         "POST",
-        _with_query(_keep(params, ("query", "start", "end")), expr),
+        _with_query(_keep(params, ("query", "start", "end")), printed),
         expr=expr,
     )
 

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from gateway.api.errors import ApiError, bad_param
-from gateway.promql import Expr, PromQLError, VectorSelector, parse_match, parse_query
+from gateway.promql import Expr, PromQLError, VectorSelector, parse_canonical, parse_match
 from gateway.promql.parser import matches_empty
 
 
 def parse_expr(text: str, param: str = "query") -> Expr:
     """`invalid parameter "query": 1:5: parse error: …`, as Prometheus's query endpoints say."""
+    return parse_printed(text, param)[0]
+
+
+def parse_printed(text: str, param: str = "query") -> tuple[Expr, str]:
+    """The tree and the canonical text that goes upstream in place of the client's."""
     try:
-        return parse_query(text)
+        return parse_canonical(text)
     except PromQLError as err:
         raise bad_param(param, str(err)) from None
 

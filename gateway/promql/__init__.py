@@ -12,6 +12,7 @@ import sys
 from gateway.promql.ast import Expr, VectorSelector, selectors, walk
 from gateway.promql.errors import ParseError, PromQLError, QueryTooComplex
 from gateway.promql.guard import DEFAULT_BOUNDS, Bounds
+from gateway.promql.memo import TreeMemo
 from gateway.promql.parser import parse, parse_selector
 from gateway.promql.printer import print_expr
 
@@ -22,8 +23,25 @@ if sys.getrecursionlimit() < 5000:
     sys.setrecursionlimit(5000)
 
 
+QUERIES = TreeMemo()
+
+
+def parse_canonical(text: str) -> tuple[Expr, str]:
+    """The checked tree of a `query` and its canonical text; PromQLError with the message for
+    the client. Remembered by text (`memo.TreeMemo`)."""
+    remembered = QUERIES.get(text)
+    if remembered is not None:
+        return remembered
+    expr = parse(text)
+    printed = print_expr(expr)
+    QUERIES.put(text, expr, printed)
+    return expr, printed
+
+
 def parse_query(text: str, bounds: Bounds = DEFAULT_BOUNDS) -> Expr:
     """The checked tree of a `query`; PromQLError with the message for the client."""
+    if bounds is DEFAULT_BOUNDS:
+        return parse_canonical(text)[0]
     return parse(text, bounds)
 
 
@@ -39,6 +57,7 @@ __all__ = [
     "PromQLError",
     "QueryTooComplex",
     "VectorSelector",
+    "parse_canonical",
     "parse_match",
     "parse_query",
     "print_expr",

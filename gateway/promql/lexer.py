@@ -548,13 +548,17 @@ def lex_raw_string(lx: Lexer) -> State | None:
     return lex_statements
 
 
+# Runs the state functions consume a character at a time in lex.go, matched at once (the lexer
+# is most of a parse's cost: per-character calls made a 324-byte query cost 1.1 ms).
+_SPACES = re.compile("[ \t\n\r]*")
+_WORD = re.compile("[a-zA-Z0-9_]*")
+_METRIC_WORD = re.compile("[a-zA-Z0-9_:]*")
 _STRING_PLAIN = {q: re.compile(f"[^\\\\\n\ufffd{q}]+") for q in "\"'"}
 _RAW_PLAIN = re.compile("[^`\ufffd]+")
 
 
 def lex_space(lx: Lexer) -> State | None:
-    while is_space(lx.peek()):
-        lx.next()
+    lx.pos = _SPACES.match(lx.input, lx.pos).end()  # type: ignore[union-attr]
     lx.ignore()
     return lex_statements
 
@@ -607,19 +611,13 @@ def accept_remaining_duration(lx: Lexer) -> bool:
 
 
 def lex_identifier(lx: Lexer) -> State | None:
-    while is_alnum(lx.next()):
-        pass
-    lx.backup()
+    lx.pos = _WORD.match(lx.input, lx.pos).end()  # type: ignore[union-attr]
     lx.emit(g.IDENTIFIER)
     return lex_statements
 
 
 def lex_keyword_or_identifier(lx: Lexer) -> State | None:
-    while True:
-        r = lx.next()
-        if not (is_alnum(r) or r == ":"):
-            break
-    lx.backup()
+    lx.pos = _METRIC_WORD.match(lx.input, lx.pos).end()  # type: ignore[union-attr]
     word = lx.input[lx.start : lx.pos]
     keyword = _WORD_KEYS.get(word.lower())
     if keyword is not None:

@@ -33,17 +33,24 @@ from gateway.promql.numbers import format_duration, format_float
 
 _LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*", re.ASCII)
 _METRIC = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*", re.ASCII)
-_SURROGATE_BYTES = re.compile("[\udc80-\udcff]")
+_SPECIAL = re.compile("[\udc80-\udcff\ufffd]")
 
 
 def quote(text: str) -> str:
-    """A PromQL double-quoted string for `text` (Go's %q; raw bytes as \\xNN)."""
-    if not _SURROGATE_BYTES.search(text):
+    """A PromQL double-quoted string for `text`: Go's %q, with raw bytes (surrogate escapes)
+    as \\xNN and U+FFFD as \\ufffd (Go prints it as it is, but Prometheus's lexer refuses it
+    in a string literal: "invalid UTF-8 rune")."""
+    if not _SPECIAL.search(text):
         return go_quote(text)
-    pieces = _SURROGATE_BYTES.split(text)
-    raw = [f"\\x{ord(c) - 0xDC00:02x}" for c in _SURROGATE_BYTES.findall(text)]
-    body = "".join(go_quote(piece)[1:-1] + (raw[i] if i < len(raw) else "") for i, piece in enumerate(pieces))
-    return f'"{body}"'
+    out = []
+    last = 0
+    for match in _SPECIAL.finditer(text):
+        out.append(go_quote(text[last : match.start()])[1:-1])
+        char = match.group()
+        out.append("\\ufffd" if char == "\ufffd" else f"\\x{ord(char) - 0xDC00:02x}")
+        last = match.end()
+    out.append(go_quote(text[last:])[1:-1])
+    return '"' + "".join(out) + '"'
 
 
 def label_name(name: str) -> str:

@@ -36,13 +36,13 @@ class Recorder:
 @pytest.fixture
 def parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     seen: list[str] = []
-    original = endpoints.parse_expr
+    original = endpoints.parse_printed
 
     def counting(text: str, param: str = "query") -> Any:
         seen.append(text)
         return original(text, param)
 
-    monkeypatch.setattr(endpoints, "parse_expr", counting)
+    monkeypatch.setattr(endpoints, "parse_printed", counting)
     return seen
 
 
