@@ -19,6 +19,7 @@ from gateway.panels.routes import panel_routes
 from gateway.pipeline.auth import Authenticator, AuthSettings, is_loopback, parse_auth
 from gateway.pipeline.cache import ResultsCache
 from gateway.pipeline.credentials import CredentialSource
+from gateway.pipeline.edge_guard import edge_guard
 from gateway.pipeline.enforce import EnforceSettings, enforcement_stage
 from gateway.pipeline.exemplars import exemplars_stage
 from gateway.pipeline.limits import LimitsStage
@@ -39,10 +40,10 @@ def build_pipeline(
     access: AuthSettings,
     on_close: list[Closeable] | None = None,
 ) -> tuple[Handler, Upstream]:
-    """limits → label enforcement → exemplars (answered here) → cache → sign + upstream.
-    Each stage wraps the next."""
+    """limits → label enforcement → exemplars (answered here) → cache → edge guard → sign +
+    upstream. Each stage wraps the next."""
     upstream = Upstream(settings.upstream, CredentialSource(settings.aws), metrics, settings.workspaces)
-    handler: Handler = upstream
+    handler: Handler = edge_guard(metrics)(upstream)
     if settings.cache.mode != "off":
         cache = ResultsCache(settings.cache, metrics, handler)
         handler = cache

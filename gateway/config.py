@@ -83,6 +83,7 @@ class CacheSettings:
 class PanelSettings:
     dashboards_dir: str = "dashboards"
     frame_ancestors: tuple[str, ...] = ("'self'",)
+    public: bool = False  # pages and dashboards readable without credentials when auth is on
 
 
 @dataclass(frozen=True)
@@ -356,6 +357,7 @@ def _panels(raw: Mapping[str, Any]) -> PanelSettings:
     return PanelSettings(
         dashboards_dir=_str(raw, "dashboards_dir", "dashboards", "panels."),
         frame_ancestors=tuple(ancestors),
+        public=_bool_value(raw.get("public", False), "panels.public"),
     )
 
 

@@ -127,6 +127,12 @@ class Metrics:
             ["tier"],
             registry=r,
         )
+        self.enforcement_violations = Counter(
+            "gateway_enforcement_violations_total",
+            "Requests refused at the last stage because a selector lacked the principal's matchers.",
+            ["endpoint"],
+            registry=r,
+        )
         self.auth_failures = Counter(
             "gateway_auth_failures_total",
             "Requests refused by inbound authentication, by reason (never the credential).",

@@ -9,7 +9,6 @@ from urllib.parse import quote, urlencode
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
 from gateway.api.errors import ApiError
 from gateway.api.params import Params
@@ -31,14 +30,6 @@ class DashboardPages:
         self.settings = settings
         self.api = api
         self.store = store
-
-    def routes(self) -> list[BaseRoute]:
-        return [
-            Route("/dashboards", self.index, methods=["GET"]),
-            Route("/dashboards/{name}/panels/{index:int}.json", self.figure, methods=["GET"]),
-            Route("/dashboards/{name}/grafana.json", self.grafana_export, methods=["GET"]),
-            Route("/dashboards/{name}", self.page, methods=["GET"]),
-        ]
 
     def _dashboard(self, request: Request) -> Dashboard:
         name = request.path_params["name"]

@@ -4,7 +4,6 @@ and file-defined dashboards."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -14,6 +13,7 @@ from gateway.api.errors import ApiError
 from gateway.api.routes import PrometheusApi, read_params
 from gateway.config import Settings
 from gateway.panels import assets, pages
+from gateway.panels.access import Endpoint, signed_in
 from gateway.panels.dashboard_routes import DashboardPages
 from gateway.panels.dashboards import DashboardStore
 from gateway.panels.service import JSON_HEADERS, figure_response
@@ -28,12 +28,24 @@ def panel_routes(settings: Settings, api: PrometheusApi) -> list[BaseRoute]:
     store.refresh()
     single = PanelPages(settings, api)
     boards = DashboardPages(settings, api, store)
+    guard = api.authenticator
+
+    def json(endpoint: Endpoint) -> Endpoint:
+        return signed_in(settings.panels, guard, endpoint, json=True)
+
+    def html(endpoint: Endpoint) -> Endpoint:
+        return signed_in(settings.panels, guard, endpoint, json=False)
+
+    # Static assets (plotly.js, the page script and styles) hold no data: served to anyone.
     routes: list[BaseRoute] = [Route("/panels/static/{name}", assets.serve, methods=["GET", "HEAD"])]
     for prefix in ("", "/workspaces/{workspace}"):
         for kind in KINDS:
-            routes.append(Route(f"{prefix}/panels/{kind}.json", single.figure(kind), methods=["GET"]))
-            routes.append(Route(f"{prefix}/panels/{kind}", single.page(kind), methods=["GET"]))
-    routes.extend(boards.routes())
+            routes.append(Route(f"{prefix}/panels/{kind}.json", json(single.figure(kind)), methods=["GET"]))
+            routes.append(Route(f"{prefix}/panels/{kind}", html(single.page(kind)), methods=["GET"]))
+    routes.append(Route("/dashboards", html(boards.index), methods=["GET"]))
+    routes.append(Route("/dashboards/{name}/panels/{index:int}.json", json(boards.figure), methods=["GET"]))
+    routes.append(Route("/dashboards/{name}/grafana.json", json(boards.grafana_export), methods=["GET"]))
+    routes.append(Route("/dashboards/{name}", html(boards.page), methods=["GET"]))
     return routes
 
 
@@ -94,7 +106,3 @@ class PanelPages:
             )
 
         return handle
-
-
-def with_params(path: str, items: list[tuple[str, str]]) -> str:
-    return f"{path}?{urlencode(items)}" if items else path

@@ -30,12 +30,15 @@ import hashlib
 import hmac
 import ipaddress
 import logging
+import math
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from cachetools import TTLCache
 from starlette.requests import HTTPConnection
 
 from gateway.api.errors import ApiError
@@ -62,6 +65,11 @@ _PRINCIPAL_KEYS = {
 }
 _AUTH_KEYS = {"principals", "proxy", "on_conflict", "cors"}
 REALM = 'realm="amp-gateway"'
+# Failed sign-ins allowed per minute: from one client address, and for one principal (from any
+# address; higher, so that others cannot lock a team out as easily as they can slow a guesser).
+FAILURE_WINDOW = 60.0
+FAILURES_PER_ADDRESS = 10
+FAILURES_PER_PRINCIPAL = 30
 
 
 @dataclass(frozen=True)
@@ -266,57 +274,141 @@ def _cors(raw: Any) -> tuple[str, ...]:
     return tuple(origins)
 
 
-class Authenticator:
-    """Resolves the principal of a request; raises ApiError (401) when it cannot."""
+class FailedSignIns:
+    """Fixed windows of failed sign-ins per key (a client address, a principal): past `limit`
+    failures in `window` seconds, the key's further attempts are refused until the window ends,
+    right credentials included (that is what stops guessing). Bounded in keys."""
 
-    def __init__(self, settings: AuthSettings | None = None, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, limit: int, window: float, clock: Callable[[], float] = time.monotonic, max_keys: int = 100_000
+    ) -> None:
+        self.limit = limit
+        self.window = window
+        self._clock = clock
+        self._windows: TTLCache[str, list[float]] = TTLCache(maxsize=max_keys, ttl=window, timer=clock)
+
+    def retry_after(self, key: str) -> float | None:
+        """Seconds until `key` may try again, or None when it may now."""
+        found = self._windows.get(key)
+        if found is None or found[1] < self.limit:
+            return None
+        return max(0.0, found[0] + self.window - self._clock())
+
+    def record(self, key: str) -> None:
+        found = self._windows.get(key)
+        if found is None:
+            self._windows[key] = [self._clock(), 1]
+        else:
+            found[1] += 1
+
+
+class Authenticator:
+    """Resolves the principal of a request; raises ApiError (401) when it cannot, 429 when its
+    client address or principal failed to sign in too often lately."""
+
+    def __init__(
+        self,
+        settings: AuthSettings | None = None,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.settings = settings or AuthSettings(enabled=False)
         self.metrics = metrics
         self.anonymous = Principal(name="anonymous", limits=self.settings.defaults)
         self._challenge = f"Bearer {REALM}"
         if any(c.password is not None for c in self.settings.credentials):
             self._challenge += f", Basic {REALM}"
+        self.by_address = FailedSignIns(FAILURES_PER_ADDRESS, FAILURE_WINDOW, clock)
+        self.by_principal = FailedSignIns(FAILURES_PER_PRINCIPAL, FAILURE_WINDOW, clock)
 
-    def _fail(self, reason: str, message: str) -> ApiError:
+    def _count(self, reason: str) -> None:
         if self.metrics is not None:
             self.metrics.auth_failures.labels(reason).inc()
+
+    def _fail(
+        self, reason: str, message: str, address: str | None = None, principal: str | None = None
+    ) -> ApiError:
+        self._count(reason)
+        if address is not None:
+            self.by_address.record(address)
+        if principal is not None:
+            self.by_principal.record(principal)
         return ApiError("unauthorized", message, headers={"WWW-Authenticate": self._challenge})
+
+    def _throttle(self, address: str, principal: str | None) -> None:
+        wait = self.by_address.retry_after(address)
+        who = "this address"
+        if wait is None and principal is not None:
+            wait, who = self.by_principal.retry_after(principal), "this user"
+        if wait is not None:
+            self._count("throttled")
+            seconds = max(1, math.ceil(wait))
+            raise ApiError(
+                "too_many_requests",
+                f"too many failed sign-ins from {who}; try again in {seconds} s",
+                headers={"Retry-After": str(seconds)},
+            )
 
     async def authenticate(self, connection: HTTPConnection) -> Principal:
         settings = self.settings
         if not settings.enabled:
             return self.anonymous
+        address = connection.client.host if connection.client else "-"
         proxy = settings.proxy
-        if proxy is not None and proxy.header in connection.headers:
-            peer = connection.client.host if connection.client else None
-            if proxy.trusts(peer):
-                return self._from_proxy(connection.headers[proxy.header])
+        if proxy is not None and proxy.header in connection.headers and proxy.trusts(address):
+            return self._from_proxy(connection.headers.getlist(proxy.header), address)
         header = connection.headers.get("authorization", "")
         scheme, _, value = header.strip().partition(" ")
         scheme = scheme.lower()
         if scheme == "bearer" and value.strip():
+            self._throttle(address, None)
             credential = self._by_token(value.strip())
+            named = None
         elif scheme == "basic" and value.strip():
-            credential = self._by_password(value.strip())
+            username, credential = self._by_password(value.strip())
+            named = self._principal_named(username)
+            self._throttle(address, named)
         else:
             raise self._fail(
                 "missing",
                 "authentication required: send Authorization: Bearer <token> or HTTP basic credentials",
             )
         if credential is None:
-            raise self._fail("invalid", "the credentials are not valid")
+            raise self._fail("invalid", "the credentials are not valid", address, named)
+        return self._unexpired(credential, address)
+
+    def _unexpired(self, credential: Credential, address: str) -> Principal:
         if credential.expires is not None and datetime.now(UTC).timestamp() >= credential.expires:
-            raise self._fail("expired", f'the credentials of "{credential.principal.name}" have expired')
+            raise self._fail(
+                "expired", f'the credentials of "{credential.principal.name}" have expired', address
+            )
         return credential.principal
 
-    def _from_proxy(self, name: str) -> Principal:
+    def _principal_named(self, username: str | None) -> str | None:
+        if username is None:
+            return None
+        for credential in self.settings.credentials:
+            if credential.username is not None and hmac.compare_digest(
+                credential.username.encode(), username.encode()
+            ):
+                return credential.principal.name
+        return None
+
+    def _from_proxy(self, values: list[str], address: str) -> Principal:
+        if len(values) != 1 or "," in values[0]:
+            raise self._fail(
+                "invalid", "the authenticating proxy's header must name exactly one user", address
+            )
+        name = values[0].strip()
         found = None
         for credential in self.settings.credentials:
-            if hmac.compare_digest(credential.principal.name.encode(), name.strip().encode()):
+            if hmac.compare_digest(credential.principal.name.encode(), name.encode()):
                 found = credential
         if found is None:
-            raise self._fail("invalid", "the user named by the authenticating proxy is not configured")
-        return found.principal
+            raise self._fail(
+                "invalid", "the user named by the authenticating proxy is not configured", address
+            )
+        return self._unexpired(found, address)
 
     def _by_token(self, token: str) -> Credential | None:
         digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
@@ -326,14 +418,15 @@ class Authenticator:
                 found = credential
         return found
 
-    def _by_password(self, encoded: str) -> Credential | None:
+    def _by_password(self, encoded: str) -> tuple[str | None, Credential | None]:
+        """(the user name sent, the credential it and the password match)."""
         try:
             decoded = base64.b64decode(encoded, validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError):
-            return None
+            return None, None
         username, sep, password = decoded.partition(":")
         if not sep:
-            return None
+            return None, None
         digest = hashlib.sha256(password.encode()).digest()
         found = None
         for credential in self.settings.credentials:
@@ -343,4 +436,4 @@ class Authenticator:
             password_ok = hmac.compare_digest(credential.password, digest)
             if user_ok and password_ok:
                 found = credential
-        return found
+        return username, found

@@ -1,0 +1,72 @@
+"""Stage: the last check before signing. Every query and `match[]` that is about to go upstream
+for a label-enforced principal must carry the principal's matchers in every selector, whoever
+built the request (the enforcement stage, the cache's sub-range fetches, coalescing, panels,
+anything added later). A request that does not is refused, logged and counted; it is never sent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from gateway.api.errors import ApiError
+from gateway.metrics import Metrics
+from gateway.pipeline.model import Handler, UpstreamRequest, UpstreamResponse
+from gateway.promql import PromQLError, parse_match, parse_query, selectors
+from gateway.promql.rewrite import carries
+
+log = logging.getLogger("gateway.enforce")
+
+_QUERY_ENDPOINTS = frozenset({"query", "query_range", "query_exemplars"})
+_MATCH_REQUIRED = frozenset({"series", "labels", "label_values"})
+
+
+def violation(request: UpstreamRequest) -> str | None:
+    """Why the request must not go upstream for its principal, or None."""
+    pairs = request.principal.enforce
+    if not pairs:
+        return None
+    queries = [v for k, v in request.params if k == "query"]
+    matches = [v for k, v in request.params if k == "match[]"]
+    if request.endpoint in _QUERY_ENDPOINTS and len(queries) != 1:
+        return f"{len(queries)} query parameters"
+    if request.endpoint in _MATCH_REQUIRED and not matches:
+        return "no match[]"
+    if request.endpoint == "metadata":
+        return "metadata is not label-scoped"
+    try:
+        for text in queries:
+            if not all(carries(s, pairs) for s in selectors(parse_query(text))):
+                return "a selector of the query lacks the principal's matchers"
+        for text in matches:
+            if not carries(parse_match(text), pairs):
+                return "a match[] lacks the principal's matchers"
+    except PromQLError:
+        return "a query that does not parse"
+    return None
+
+
+def edge_guard(metrics: Metrics) -> Callable[[Handler], Handler]:
+    def stage(next_handler: Handler) -> Handler:
+        async def handle(request: UpstreamRequest) -> UpstreamResponse:
+            why = violation(request)
+            if why is not None:
+                metrics.enforcement_violations.labels(request.endpoint).inc()
+                log.error(
+                    "refused to send %s for principal %s: %s (a stage built a request without "
+                    "the principal's label matchers) [request id %s]",
+                    request.endpoint,
+                    request.principal.name,
+                    why,
+                    request.request_id,
+                )
+                raise ApiError(
+                    "internal",
+                    "the gateway refused to send a request without this principal's label matchers; "
+                    "this is a gateway bug, see its log",
+                )
+            return await next_handler(request)
+
+        return handle
+
+    return stage

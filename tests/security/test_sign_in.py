@@ -1,0 +1,148 @@
+"""Authenticate first, everywhere: pages and dashboards behind the API's auth; failed sign-ins
+throttled per client address and per principal; the proxy header honours expiry and is refused
+when it comes more than once or names several users."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import httpx
+import pytest
+from support.amp_standin import AmpStandin
+from support.gateway import gateway_settings
+
+from gateway.app import create_app
+from gateway.pipeline.auth import FAILURES_PER_ADDRESS, FAILURES_PER_PRINCIPAL
+
+from .conftest import NODE_AUTH, REC_PASSWORD, REC_USER, principals
+
+
+def _app(amp: AmpStandin, **panels: Any) -> Any:
+    raw: dict[str, Any] = {"auth": {"principals": principals()}}
+    if panels:
+        raw["panels"] = panels
+    return create_app(gateway_settings(amp, raw))
+
+
+def _client(app: Any, address: str = "192.0.2.10") -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, client=(address, 40000))
+    return httpx.AsyncClient(transport=transport, base_url="http://gateway", timeout=30)
+
+
+PAGES = [
+    ("/dashboards", "html"),
+    ("/dashboards/demo", "html"),
+    ("/dashboards/demo/grafana.json", "json"),
+    ("/dashboards/demo/panels/0.json", "json"),
+    ("/panels/query?query=" + "(" * 3000, "html"),  # refused before the query is read
+    ("/panels/query.json?query=up", "json"),
+    ("/panels/rate?metric=up", "html"),
+    ("/workspaces/test/panels/rate.json?metric=up", "json"),
+]
+
+
+@pytest.mark.parametrize(("path", "kind"), PAGES)
+async def test_pages_and_dashboards_need_credentials(
+    path: str, kind: str, fresh_amp: AmpStandin, aws_env
+) -> None:
+    app = _app(fresh_amp)
+    async with app.router.lifespan_context(app), _client(app) as client:
+        anonymous = await client.get(path)
+        signed = await client.get(path, headers=NODE_AUTH)
+    assert anonymous.status_code == 401, anonymous.text[:300]
+    assert "Bearer" in anonymous.headers["www-authenticate"]
+    if kind == "json":
+        assert anonymous.json()["errorType"] == "unauthorized"
+    else:
+        assert "text/html" in anonymous.headers["content-type"]
+        assert "demo" not in anonymous.text.lower() or "sign in" in anonymous.text.lower()
+    assert signed.status_code != 401, signed.text[:300]
+    assert fresh_amp.requests == [] or all(r.signature_valid for r in fresh_amp.requests)
+
+
+async def test_public_pages_are_an_explicit_setting(fresh_amp: AmpStandin, aws_env) -> None:
+    app = _app(fresh_amp, public=True)
+    async with app.router.lifespan_context(app), _client(app) as client:
+        assert (await client.get("/dashboards")).status_code == 200
+        assert (await client.get("/dashboards/demo/grafana.json")).status_code == 200
+        # the data behind a public page still needs the API's credentials
+        assert (await client.get("/panels/query.json?query=up")).status_code == 401
+
+
+async def test_failed_sign_ins_are_throttled_per_address(fresh_amp: AmpStandin, aws_env) -> None:
+    app = _app(fresh_amp)
+    bad = {"authorization": "Bearer not-a-token"}
+    async with (
+        app.router.lifespan_context(app),
+        _client(app, "192.0.2.20") as guesser,
+        _client(app, "192.0.2.21") as other,
+    ):
+        for _ in range(FAILURES_PER_ADDRESS):
+            assert (await guesser.get("/api/v1/labels", headers=bad)).status_code == 401
+        blocked = await guesser.get("/api/v1/labels", headers=bad)
+        right_but_blocked = await guesser.get("/api/v1/labels", headers=NODE_AUTH)
+        elsewhere = await other.get("/api/v1/labels", headers=NODE_AUTH)
+        metrics = app.state.metrics
+    for answer in (blocked, right_but_blocked):
+        assert answer.status_code == 429, answer.text
+        assert answer.json()["errorType"] == "too_many_requests"
+        assert 1 <= int(answer.headers["retry-after"]) <= 60
+    assert elsewhere.status_code == 200
+    assert metrics.auth_failures.labels("throttled")._value.get() == 2
+
+
+async def test_failed_sign_ins_are_throttled_per_principal(fresh_amp: AmpStandin, aws_env) -> None:
+    app = _app(fresh_amp)
+    wrong = "Basic " + base64.b64encode(f"{REC_USER}:wrong".encode()).decode()
+    right = "Basic " + base64.b64encode(f"{REC_USER}:{REC_PASSWORD}".encode()).decode()
+    async with app.router.lifespan_context(app):
+        for i in range(FAILURES_PER_PRINCIPAL):  # spread over addresses, each under its own limit
+            async with _client(app, f"198.51.100.{i}") as client:
+                assert (
+                    await client.get("/api/v1/labels", headers={"authorization": wrong})
+                ).status_code == 401
+        async with _client(app, "203.0.113.7") as fresh:
+            locked = await fresh.get("/api/v1/labels", headers={"authorization": right})
+            others = await fresh.get("/api/v1/labels", headers=NODE_AUTH)
+    assert locked.status_code == 429, locked.text
+    assert "team-rec" not in locked.json()["error"]  # says "this user", not who it is
+    assert "retry-after" in locked.headers
+    assert others.status_code == 200
+
+
+def _proxy_app(amp: AmpStandin) -> Any:
+    items = [
+        *principals(),
+        {"name": "alice", "workspaces": ["*"]},
+        {"name": "gone", "workspaces": ["*"], "expires": "2020-01-01T00:00:00Z"},
+    ]
+    raw = {
+        "auth": {
+            "principals": items,
+            "proxy": {"header": "X-Forwarded-User", "trusted_addresses": ["192.0.2.0/24"]},
+        }
+    }
+    return create_app(gateway_settings(amp, raw))
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ([("x-forwarded-user", "alice")], 200),
+        ([("x-forwarded-user", "gone")], 401),
+        ([("x-forwarded-user", "alice"), ("x-forwarded-user", "admin")], 401),
+        ([("x-forwarded-user", "admin"), ("x-forwarded-user", "alice")], 401),
+        ([("x-forwarded-user", "alice, admin")], 401),
+        ([("x-forwarded-user", "")], 401),
+    ],
+)
+async def test_the_proxy_header_names_exactly_one_current_user(
+    headers: list[tuple[str, str]], status: int, fresh_amp: AmpStandin, aws_env
+) -> None:
+    app = _proxy_app(fresh_amp)
+    async with app.router.lifespan_context(app), _client(app, "192.0.2.5") as client:
+        answer = await client.get("/api/v1/labels", headers=httpx.Headers(headers))
+    assert answer.status_code == status, answer.text
+    if status == 401:
+        assert answer.json()["errorType"] == "unauthorized"
