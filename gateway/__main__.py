@@ -7,6 +7,7 @@ import logging
 import sys
 
 from gateway.config import ConfigError, load_settings
+from gateway.logs import cap_library_loggers
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     from gateway.app import create_app
 
     logging.basicConfig(level=settings.log_level.upper(), format="%(message)s", stream=sys.stdout)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    cap_library_loggers()
     app = create_app(settings)
     uvicorn.run(
         app,

@@ -13,6 +13,7 @@ from starlette.routing import BaseRoute, Route
 from gateway.api.errors import error_response
 from gateway.api.routes import PrometheusApi
 from gateway.config import Settings
+from gateway.logs import cap_library_loggers
 from gateway.metrics import Metrics
 from gateway.ops import AccessLog, Readiness, healthy, index, metrics_endpoint, ready_endpoint
 from gateway.panels.routes import panel_routes
@@ -56,6 +57,7 @@ def build_pipeline(
 
 
 def create_app(settings: Settings) -> Starlette:
+    cap_library_loggers()
     metrics = Metrics()
     closers: list[Closeable] = []
     access = parse_auth(settings)
@@ -63,7 +65,7 @@ def create_app(settings: Settings) -> Starlette:
     if not access.enabled and not is_loopback(settings.listen_host):
         log.warning("auth: none; anyone who reaches %s can query every workspace", settings.listen_host)
     api = PrometheusApi(settings, pipeline, Authenticator(access, metrics), metrics)
-    readiness = Readiness(settings, upstream)
+    readiness = Readiness(settings, upstream, metrics)
 
     routes: list[BaseRoute] = [
         Route("/", index, methods=["GET", "HEAD"]),

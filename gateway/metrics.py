@@ -127,6 +127,12 @@ class Metrics:
             ["tier"],
             registry=r,
         )
+        self.workspace_ready = Gauge(
+            "gateway_workspace_ready",
+            "1 when the workspace answered the last readiness probe, else 0 (the reason is logged).",
+            ["workspace"],
+            registry=r,
+        )
         self.enforcement_violations = Counter(
             "gateway_enforcement_violations_total",
             "Requests refused at the last stage because a selector lacked the principal's matchers.",

@@ -17,16 +17,21 @@ from gateway.metrics import Metrics
 from gateway.pipeline.model import UpstreamRequest
 
 access_log = logging.getLogger("gateway.access")
+log = logging.getLogger("gateway.ready")
 
 READY_CACHE_SECONDS = 10.0
 
 
 class Readiness:
-    """Ready when credentials resolve and every workspace answers a trivial query."""
+    """Ready when credentials resolve and every workspace answers a trivial query. The endpoint
+    is unauthenticated, so it says ready or not; which workspace fails and why goes to the log
+    (when a workspace's state changes) and to /metrics (`gateway_workspace_ready`)."""
 
-    def __init__(self, settings: Settings, upstream: object) -> None:
+    def __init__(self, settings: Settings, upstream: object, metrics: Metrics | None = None) -> None:
         self._settings = settings
         self._upstream = upstream
+        self._metrics = metrics
+        self._last: dict[str, str] = {}
         self._checked_at = -READY_CACHE_SECONDS
         self._result: tuple[bool, dict[str, str]] = (False, {})
         self._lock = asyncio.Lock()
@@ -60,6 +65,15 @@ class Readiness:
 
         results = await asyncio.gather(*(one(w.id) for w in self._settings.workspaces))
         states = dict(results)
+        for workspace_id, state in states.items():
+            if self._metrics is not None:
+                self._metrics.workspace_ready.labels(workspace_id).set(1 if state == "ok" else 0)
+            if self._last.get(workspace_id) != state:
+                if state == "ok":
+                    log.info("ready: workspace %s answers", workspace_id)
+                else:
+                    log.warning("not ready: workspace %s: %s", workspace_id, state)
+        self._last = states
         return all(state == "ok" for state in states.values()), states
 
 
@@ -81,8 +95,8 @@ async def healthy(request: Request) -> Response:
 
 def ready_endpoint(readiness: Readiness):  # type: ignore[no-untyped-def]
     async def ready(request: Request) -> Response:
-        ok, states = await readiness.check()
-        body = orjson.dumps({"ready": ok, "workspaces": states})
+        ok, _ = await readiness.check()
+        body = orjson.dumps({"ready": ok})
         return Response(body, status_code=200 if ok else 503, media_type="application/json")
 
     return ready

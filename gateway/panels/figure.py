@@ -46,8 +46,10 @@ THEMES: dict[str, dict[str, str]] = {
 
 
 def escape(text: str) -> str:
-    """Text for Plotly: its pseudo-HTML (`<b>`, `<a href>`, `<br>`) is shown, never interpreted."""
-    return html.escape(text, quote=False)
+    """Text for Plotly, shown as it is: its pseudo-HTML (`<b>`, `<a href>`, `<br>`) is escaped,
+    and so is `%` (as `&#37;`, which Plotly decodes only after templating), so that `%{meta.query}`
+    or `%{y}` in a title, name or unit stays text instead of pulling other text into the page."""
+    return html.escape(text, quote=False).replace("%", "&#37;")
 
 
 def legend_name(template: str, metric: Mapping[str, str], fallback: str) -> str:

@@ -3,9 +3,15 @@
 AMP's auth layer answers API-Gateway style (`{"message": …}` with `x-amzn-errortype`), not in
 Prometheus's shape. Failures of the gateway's own identity (signature, credentials, IAM) are
 answered 502: the client did nothing wrong, the gateway's side of the hop is misconfigured.
+AMP's words about the gateway's identity name its IAM role and account: they go to the log,
+with AMP's request id; the client is told what to fix and where to look. Any AMP text that does
+reach a client has ARNs and account ids removed.
 """
 
 from __future__ import annotations
+
+import logging
+import re
 
 import orjson
 
@@ -13,7 +19,16 @@ from gateway.api.errors import error_body
 from gateway.config import Workspace
 from gateway.pipeline.model import UpstreamResponse
 
+log = logging.getLogger("gateway.upstream")
+
 QUERY_PERMISSIONS = "aps:QueryMetrics, aps:GetSeries, aps:GetLabels and aps:GetMetricMetadata"
+_ARN = re.compile(r"arn:aws[a-z-]*:[^\s\"',;)]*")
+_ACCOUNT = re.compile(r"(?<![0-9])[0-9]{12}(?![0-9])")
+
+
+def scrub(text: str) -> str:
+    """`text` without ARNs and 12-digit AWS account ids."""
+    return _ACCOUNT.sub("<account>", _ARN.sub("<arn>", text))
 
 
 def is_prometheus_envelope(body: bytes) -> bool:
@@ -34,11 +49,11 @@ def translate_error(
     aws_message = _aws_message(body, headers)
     request_id = headers.get("x-amzn-requestid") or headers.get("x-amz-request-id")
     said = (
-        f" (AMP said: {error_type + ': ' if error_type else ''}{aws_message})"
+        f" (AMP said: {error_type + ': ' if error_type else ''}{scrub(aws_message)})"
         if aws_message or error_type
         else ""
     )
-    suffix = f"{said} [AMP request id {request_id}]" if request_id else said
+    rid = f" [AMP request id {request_id}]" if request_id else ""
     ws = workspace.id
     extra: dict[str, str] = {}
 
@@ -111,7 +126,20 @@ def translate_error(
             503 if status == 503 else 502,
             (f"the upstream of {ws} failed with HTTP {status}"),
         )
-    return UpstreamResponse(status=code, body=error_body(kind, text + suffix), headers=extra)
+    if code == 502 and status in (400, 403, 404):
+        # About the gateway's own identity: AMP's words stay in the log.
+        log.warning(
+            "AMP refused the gateway for %s (HTTP %s%s): %s%s",
+            ws,
+            status,
+            f", {error_type}" if error_type else "",
+            aws_message,
+            rid,
+        )
+        text += "; AMP's answer is in the gateway's log" + rid
+    else:
+        text += said + rid
+    return UpstreamResponse(status=code, body=error_body(kind, text), headers=extra)
 
 
 def _aws_message(body: bytes, headers: dict[str, str]) -> str:

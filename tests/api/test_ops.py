@@ -14,7 +14,7 @@ async def test_health_ready_and_metrics(gateway: httpx.AsyncClient, fresh_amp: A
     assert (await gateway.get("/-/healthy")).status_code == 200
     ready = await gateway.get("/-/ready")
     assert ready.status_code == 200
-    assert ready.json() == {"ready": True, "workspaces": {"ws-test1": "ok", "ws-test2": "ok"}}
+    assert ready.json() == {"ready": True}  # unauthenticated: ready or not, no details
     probes = len(fresh_amp.requests)
     assert (await gateway.get("/-/ready")).status_code == 200
     assert len(fresh_amp.requests) == probes  # the probe result is cached
@@ -29,14 +29,21 @@ async def test_health_ready_and_metrics(gateway: httpx.AsyncClient, fresh_amp: A
     assert "gateway_upstream_duration_seconds_bucket" in metrics
 
 
-async def test_ready_names_the_failing_workspace(gateway: httpx.AsyncClient, fresh_amp: AmpStandin) -> None:
+async def test_ready_names_the_failing_workspace_only_in_log_and_metrics(
+    gateway: httpx.AsyncClient, fresh_amp: AmpStandin, caplog: pytest.LogCaptureFixture
+) -> None:
     fresh_amp.inject(
         403, count=None, errortype="AccessDeniedException", message="not authorized", path_contains="ws-test2"
     )
-    ready = await gateway.get("/-/ready")
+    with caplog.at_level(logging.WARNING, logger="gateway.ready"):
+        ready = await gateway.get("/-/ready")
     assert ready.status_code == 503
-    states = ready.json()["workspaces"]
-    assert states["ws-test1"] == "ok" and "aps:QueryMetrics" in states["ws-test2"]
+    assert ready.json() == {"ready": False}
+    # the details: which workspace in /metrics, why in the log
+    metrics = (await gateway.get("/metrics")).text
+    assert 'gateway_workspace_ready{workspace="ws-test1"} 1.0' in metrics
+    assert 'gateway_workspace_ready{workspace="ws-test2"} 0.0' in metrics
+    assert any("ws-test2" in r.getMessage() and "aps:QueryMetrics" in r.getMessage() for r in caplog.records)
 
 
 async def test_access_log_is_json_with_request_id_and_no_secrets(

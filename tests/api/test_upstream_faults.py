@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import httpx
 import orjson
 import pytest
@@ -70,7 +72,7 @@ async def test_client_errors_are_not_retried(gateway: httpx.AsyncClient, fresh_a
         (
             403,
             "AccessDeniedException",
-            "User: arn:aws:sts::1:assumed-role/x is not authorized to perform: aps:QueryMetrics",
+            "User: arn:aws:sts::123456789012:assumed-role/amp-query/i-0abc is not authorized to perform: aps:QueryMetrics",
             502,
             "aps:QueryMetrics",
         ),
@@ -87,15 +89,23 @@ async def test_amp_errors_become_prometheus_envelopes_that_say_what_to_fix(
     words: str,
     gateway: httpx.AsyncClient,
     fresh_amp: AmpStandin,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     fresh_amp.inject(status, errortype=errortype, message=message)
-    answer = await gateway.get("/api/v1/query", params=QUERY)
+    with caplog.at_level(logging.WARNING, logger="gateway.upstream"):
+        answer = await gateway.get("/api/v1/query", params=QUERY)
     assert answer.status_code == code
     body = answer.json()
     assert set(body) == {"status", "errorType", "error"} and body["status"] == "error"
     assert words in body["error"]
-    assert message in body["error"]  # AMP's own words, for the operator
     assert "[AMP request id " in body["error"]
+    assert "arn:" not in body["error"] and "123456789012" not in body["error"]
+    if code == 502 and status in (400, 403, 404):
+        # About the gateway's own identity: AMP's words (role ARN, account) only in the log.
+        assert message not in body["error"] and "gateway's log" in body["error"]
+        assert any(message in r.getMessage() for r in caplog.records)
+    else:
+        assert message in body["error"]  # AMP's words about the request, for the client
 
 
 async def test_wrong_secret_is_reported_as_a_signature_problem(

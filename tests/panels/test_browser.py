@@ -102,6 +102,23 @@ async def test_injection_in_query_and_legend_shows_as_text(live: LiveGateway, ta
     assert [e for e in tab.console_errors if "400 (Bad Request)" not in e] == []
 
 
+async def test_plotly_templates_in_user_text_stay_text(live: LiveGateway, tab: Any) -> None:
+    # %{meta.query} would pull the query (and its label values) into the title as Plotly markup.
+    query = 'sum by (path) (rate(http_requests_total{job="recommender",path!="<a href=//evil.example>x</a>"}[5m]))'
+    params = {
+        "query": query,
+        "title": "%{meta.query} %{meta} 100%",
+        "legend": "%{y} {{path}}",
+        "unit": "%{x}",
+    }
+    page = await open_page(tab, f"{live.url}/panels/query?{urlencode(params)}")
+    assert await text(page, ".gtitle") == "%{meta.query} %{meta} 100%"
+    assert (await text(page, ".legend .traces text")).startswith("%{y} /api/")
+    assert (await text(page, ".ytick text")).endswith("%{x}")
+    assert await page.locator(".plot a, main a[href*='evil']").count() == 0
+    assert tab.console_errors == []
+
+
 async def test_errors_and_empty_results_are_visible(live: LiveGateway, tab: Any) -> None:
     query = "demo_cpu_usage_seconds_total + on(instance) demo_memory_usage_bytes"
     page = await open_page(tab, f"{live.url}/panels/query?{urlencode({'query': query})}")
