@@ -16,6 +16,7 @@ import asyncio
 import itertools
 import os
 import re
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -38,6 +39,7 @@ from gateway.config import Settings, Workspace
 from gateway.metrics import Metrics
 from gateway.pipeline.auth import Authenticator
 from gateway.pipeline.model import Handler, Principal, QueryWindow, UpstreamRequest, UpstreamResponse
+from gateway.promql.memo import tree_bytes
 
 MAX_BODY_BYTES = 1024 * 1024
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -45,11 +47,11 @@ _METHODS = ["GET", "POST"]
 # Request ids: a random per-process prefix and a counter (unique, and far cheaper than uuid4).
 _ID_PREFIX = os.urandom(8).hex()
 _ID_COUNTER = itertools.count(1)
-# The parsed-request memo: bounded by an estimate of the bytes it holds (raw request, parsed
-# parameters, PromQL tree); requests larger than MEMO_MAX_RAW are parsed every time.
+# The parsed-request memo: bounded by the bytes it holds, measured (raw request, parameters,
+# PromQL tree); requests larger than MEMO_MAX_RAW are parsed every time.
 MEMO_BYTES = 16 * 1024 * 1024
 MEMO_MAX_RAW = 64 * 1024
-_MEMO_OVERHEAD = 2048
+_MEMO_OVERHEAD = 600  # the OrderedDict slot, the key tuple, the Prepared object
 _CLIENT_HEADERS = (b"x-request-id", b"cache-control", b"accept-encoding")
 # Requests larger than this are validated (PromQL parsed) in a worker thread: a 2 KB query
 # parses in about 1 ms here, a maximal one (16 KB, 512 operators) in about 50 ms.
@@ -367,6 +369,16 @@ class _Endpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = await self.handle(Request(scope, receive, send))
         await response(scope, receive, send)
+
+
+def _measured(key: tuple[Any, ...], call: Call) -> int:
+    """Bytes a memo entry holds: its key, the parameters and the tree (counted here even when
+    the parse memo shares it: an upper bound), measured with sys.getsizeof."""
+    size = _MEMO_OVERHEAD + sum(sys.getsizeof(part) for part in key)
+    size += sum(sys.getsizeof(k) + sys.getsizeof(v) + 72 for k, v in call.params)
+    if call.expr is not None:
+        size += tree_bytes(call.expr)
+    return size
 
 
 def _build(builder: Callable[[Params], Call] | None, params: Params, label: str) -> Call:

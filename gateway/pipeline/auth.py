@@ -63,13 +63,12 @@ _PRINCIPAL_KEYS = {
     "expires",
     "limits",
 }
-_AUTH_KEYS = {"principals", "proxy", "on_conflict", "cors"}
+_AUTH_KEYS = {"principals", "proxy", "on_conflict", "cors", "failed_sign_ins"}
 REALM = 'realm="amp-gateway"'
-# Failed sign-ins allowed per minute: from one client address, and for one principal (from any
-# address; higher, so that others cannot lock a team out as easily as they can slow a guesser).
+# Failed sign-ins are counted per minute, from one client address and for one principal (from
+# any address; a higher default, so that others cannot lock a team out as easily as they can
+# slow a guesser): auth.failed_sign_ins.
 FAILURE_WINDOW = 60.0
-FAILURES_PER_ADDRESS = 10
-FAILURES_PER_PRINCIPAL = 30
 
 
 @dataclass(frozen=True)
@@ -104,6 +103,8 @@ class AuthSettings:
     override: bool = False
     cors_origins: tuple[str, ...] = ()
     defaults: Limits = field(default_factory=Limits)
+    failures_per_address: int = 10  # failed sign-ins a minute from one client address
+    failures_per_principal: int = 30  # ... for one principal, from any address
 
 
 def is_loopback(host: str) -> bool:
@@ -154,6 +155,7 @@ def parse_auth(settings: Settings) -> AuthSettings:
         proxy=proxy,
         override=on_conflict == "override",
         cors_origins=_cors(raw.get("cors")),
+        **_failed_sign_ins(raw.get("failed_sign_ins")),
         defaults=defaults,
     )
 
@@ -262,6 +264,20 @@ def _proxy(raw: Any) -> ProxySettings | None:
     return ProxySettings(header.lower(), tuple(networks))
 
 
+def _failed_sign_ins(raw: Any) -> dict[str, int]:
+    """`failed_sign_ins: {per_address: 10, per_principal: 30}`: allowed a minute, then 429."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping) or not set(raw) <= {"per_address", "per_principal"}:
+        raise ConfigError("auth.failed_sign_ins: must be {per_address: N, per_principal: N}")
+    out = {}
+    for key, value in raw.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"auth.failed_sign_ins.{key}: must be a whole number >= 1, got {value!r}")
+        out[f"failures_{key}"] = value
+    return out
+
+
 def _cors(raw: Any) -> tuple[str, ...]:
     if raw is None:
         return ()
@@ -318,8 +334,8 @@ class Authenticator:
         self._challenge = f"Bearer {REALM}"
         if any(c.password is not None for c in self.settings.credentials):
             self._challenge += f", Basic {REALM}"
-        self.by_address = FailedSignIns(FAILURES_PER_ADDRESS, FAILURE_WINDOW, clock)
-        self.by_principal = FailedSignIns(FAILURES_PER_PRINCIPAL, FAILURE_WINDOW, clock)
+        self.by_address = FailedSignIns(self.settings.failures_per_address, FAILURE_WINDOW, clock)
+        self.by_principal = FailedSignIns(self.settings.failures_per_principal, FAILURE_WINDOW, clock)
 
     def _count(self, reason: str) -> None:
         if self.metrics is not None:

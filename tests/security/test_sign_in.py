@@ -13,9 +13,12 @@ from support.amp_standin import AmpStandin
 from support.gateway import gateway_settings
 
 from gateway.app import create_app
-from gateway.pipeline.auth import FAILURES_PER_ADDRESS, FAILURES_PER_PRINCIPAL
+from gateway.pipeline.auth import AuthSettings
 
 from .conftest import NODE_AUTH, REC_PASSWORD, REC_USER, principals
+
+FAILURES_PER_ADDRESS = AuthSettings(enabled=True).failures_per_address
+FAILURES_PER_PRINCIPAL = AuthSettings(enabled=True).failures_per_principal
 
 
 def _app(amp: AmpStandin, **panels: Any) -> Any:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -42,6 +43,7 @@ from gateway.pipeline.cache.matrix import (
 from gateway.pipeline.cache.safety import Analysis, analyse, final_until, format_seconds, pin_start_end
 from gateway.pipeline.cache.tiers import MemoryTier, RedisTier, Store
 from gateway.pipeline.model import Handler, UpstreamRequest, UpstreamResponse
+from gateway.promql.memo import tree_bytes
 
 log = logging.getLogger("gateway.cache")
 
@@ -59,6 +61,11 @@ _METADATA_ENDPOINTS = frozenset({"series", "labels", "label_values", "metadata"}
 # for queries up to _KEY_MEMO_TEXT characters, so the memo stays within a few MB.
 _KEY_MEMO_ENTRIES = 1024
 _KEY_MEMO_TEXT = 2048
+ANALYSES_BYTES = 8 << 20
+
+
+def _analysis_bytes(analysis: Analysis) -> int:
+    return tree_bytes(analysis.expr) + 2 * sys.getsizeof(analysis.normalized) + 400
 
 
 class ResultsCache:
@@ -87,7 +94,8 @@ class ResultsCache:
             on_damaged=lambda tier: damaged.labels(tier).inc(),
         )
         self._split_ms = max(1000, round(settings.split_interval * 1000))
-        self._analyses: LRUCache[str, Analysis] = LRUCache(maxsize=4096)
+        # Analyses of the queries seen, by canonical text, bounded by their measured bytes.
+        self._analyses: LRUCache[str, Analysis] = LRUCache(maxsize=ANALYSES_BYTES, getsizeof=_analysis_bytes)
         self._counters: dict[tuple[str, str], Any] = {}
         self._keys: dict[tuple[Any, ...], str] = {}
         self._samples_from_cache = metrics.cache_samples.labels("cache")
