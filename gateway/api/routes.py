@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import os
 import re
 import sys
@@ -26,7 +27,7 @@ from typing import Any
 import orjson
 from starlette._utils import get_route_path
 from starlette.datastructures import URLPath
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, NoMatchFound, Route
 from starlette.types import Receive, Scope, Send
@@ -40,6 +41,8 @@ from gateway.metrics import Metrics
 from gateway.pipeline.auth import Authenticator
 from gateway.pipeline.model import Handler, Principal, QueryWindow, UpstreamRequest, UpstreamResponse
 from gateway.promql.memo import tree_bytes
+
+log = logging.getLogger("gateway.api")
 
 MAX_BODY_BYTES = 1024 * 1024
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -452,12 +455,21 @@ async def read_body(request: Request, max_body: int = MAX_BODY_BYTES) -> tuple[s
     # Read in chunks: a body without Content-Length must not be buffered past the limit.
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_body:
-            raise too_large
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_body:
+                raise too_large
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # Nobody is left to answer: one line, no traceback. 499 is Prometheus's "canceled".
+        log.info("client %s went away before sending its whole request", _peer(request))
+        raise ApiError("canceled", "the client closed the connection", 499) from None
     return content_type, b"".join(chunks)
+
+
+def _peer(request: Request) -> str:
+    return request.client.host if request.client else "-"
 
 
 def parse_params(content_type: str, body: bytes, query_string: bytes) -> Params:
