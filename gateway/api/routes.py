@@ -21,8 +21,9 @@ import sys
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from starlette._utils import get_route_path
@@ -59,6 +60,8 @@ _CLIENT_HEADERS = (b"x-request-id", b"cache-control", b"accept-encoding")
 # Requests larger than this are validated (PromQL parsed) in a worker thread: a 2 KB query
 # parses in about 1 ms here, a maximal one (16 KB, 512 operators) in about 50 ms.
 OFF_LOOP_BYTES = 2048
+_PARSER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="promql")
+T = TypeVar("T")
 
 
 def success(data: object) -> Response:
@@ -165,7 +168,9 @@ class PrometheusApi:
         """One API call made on behalf of `request` (panels use it): the same authentication,
         authorization, validation and pipeline as /api/v1/<endpoint>; raises ApiError."""
         principal, target = await self._admit(request, workspace)
-        call = label_values(params, label) if endpoint == "label_values" else BUILDERS[endpoint](params)
+        builder = None if endpoint == "label_values" else BUILDERS[endpoint]
+        raw = sum(len(k) + len(v) for k, v in params.items)
+        call = await build_call(builder, params, label, raw)
         return await self.pipeline(self._upstream_request(request, call, principal, target))
 
     async def _admit(self, request: Request, name: str | None = None) -> tuple[Principal, Workspace]:
@@ -236,11 +241,7 @@ class PrometheusApi:
             return prepared
         params = parse_params(content_type, body, query_string)
         raw = len(query_string) + len(body)
-        if raw > OFF_LOOP_BYTES:
-            # Parsing a long query takes milliseconds (tens for a maximal one): off the event loop.
-            call = await asyncio.to_thread(_build, builder, params, label)
-        else:
-            call = _build(builder, params, label)
+        call = await build_call(builder, params, label, raw)
         prepared = self._prepared(call, 4 * raw + _MEMO_OVERHEAD)
         # An instant query without `time` is evaluated at "now": never memoized.
         if raw <= MEMO_MAX_RAW and (endpoint != "query" or params.get("time") != ""):
@@ -386,6 +387,19 @@ def _measured(key: tuple[Any, ...], call: Call) -> int:
 
 def _build(builder: Callable[[Params], Call] | None, params: Params, label: str) -> Call:
     return builder(params) if builder is not None else label_values(params, label)
+
+
+async def build_call(builder: Callable[[Params], Call] | None, params: Params, label: str, raw: int) -> Call:
+    return await validated(raw, _build, builder, params, label)
+
+
+async def validated(size: int, fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)`, a validation that parses PromQL; for a request over OFF_LOOP_BYTES in the
+    one parser thread: parsing takes milliseconds there (tens for a maximal query), and a single
+    thread competes with the event loop for the interpreter however many such requests come."""
+    if size <= OFF_LOOP_BYTES:
+        return fn(*args)
+    return await asyncio.get_running_loop().run_in_executor(_PARSER, fn, *args)
 
 
 def _make_request(

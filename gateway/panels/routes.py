@@ -10,7 +10,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from gateway.api.errors import ApiError
-from gateway.api.routes import PrometheusApi, read_params
+from gateway.api.routes import PrometheusApi, read_params, validated
 from gateway.config import Settings
 from gateway.panels import assets, pages
 from gateway.panels.access import Endpoint, signed_in
@@ -58,7 +58,7 @@ class PanelPages:
         async def handle(request: Request) -> Response:
             try:
                 params = await read_params(request)
-                panel = parse_panel(params, kind)
+                panel = await validated(len(request.url.query), parse_panel, params, kind)
                 view = parse_view(params)
                 return await figure_response(self.api, request, panel, view)
             except ApiError as err:
@@ -74,7 +74,7 @@ class PanelPages:
             try:
                 params = await read_params(request)
                 view = parse_view(params)
-                panel = parse_panel(params, kind)
+                panel = await validated(len(request.url.query), parse_panel, params, kind)
             except ApiError as err:
                 return pages.page(
                     settings=self.settings.panels, title=title, error=err.message, status=err.status
