@@ -22,6 +22,7 @@ from support.testenv import (
     WEB_IDENTITY_TOKEN,
     WEB_ROLE_ARN,
     WORKSPACES,
+    static_aws_env,
 )
 
 
@@ -72,16 +73,7 @@ def aws_env(
     """Environment for botocore: the static AMP key, region, STS endpoint, no user config."""
     for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"):
         monkeypatch.delenv(name, raising=False)
-    env = {
-        "AWS_ACCESS_KEY_ID": amp.access_key,
-        "AWS_SECRET_ACCESS_KEY": amp.secret_key,
-        "AWS_REGION": AMP_REGION,
-        "AWS_DEFAULT_REGION": AMP_REGION,
-        "AWS_ENDPOINT_URL_STS": sts.url,
-        "AWS_CONFIG_FILE": str(tmp_path / "aws-config-absent"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "aws-credentials-absent"),
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }
+    env = static_aws_env(amp.access_key, amp.secret_key, sts.url, tmp_path)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return env

@@ -32,7 +32,7 @@ from support.gateway import GatewayProcess
 from support.netutil import free_port
 from support.prometheus import PrometheusServer
 from support.redis_server import RedisServer
-from support.testenv import AMP_REGION
+from support.testenv import AMP_REGION, static_aws_env
 
 from gateway.promql import parse_match, parse_query, selectors
 from gateway.promql.rewrite import carries
@@ -95,16 +95,7 @@ def attacked(
 ) -> Iterator[tuple[GatewayProcess, GatewayProcess]]:
     workdir = tmp_path_factory.mktemp("attack")
     server = RedisServer(free_port(), workdir).start()
-    env = {
-        "AWS_ACCESS_KEY_ID": amp.access_key,
-        "AWS_SECRET_ACCESS_KEY": amp.secret_key,
-        "AWS_REGION": AMP_REGION,
-        "AWS_DEFAULT_REGION": AMP_REGION,
-        "AWS_ENDPOINT_URL_STS": sts.url,
-        "AWS_CONFIG_FILE": str(workdir / "aws-config-absent"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(workdir / "aws-credentials-absent"),
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }
+    env = static_aws_env(amp.access_key, amp.secret_key, sts.url, workdir)
     processes = []
     for name in ("one", "two"):
         (workdir / name).mkdir()
