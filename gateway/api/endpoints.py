@@ -24,7 +24,9 @@ from gateway.api.params import (
 from gateway.api.promql import parse_matchers, parse_printed
 from gateway.pipeline.model import QueryWindow
 from gateway.promql import Expr, PromQLError, parse_canonical
+from gateway.promql.lexer import go_quote
 
+MAX_MATCHES = 256
 _QUERY_COMMON = (
     "query",
     "timeout",
@@ -132,7 +134,17 @@ def _series_window(params: Params) -> None:
     params.limit()
 
 
+def _count_matches(params: Params) -> None:
+    """A cheap bound before any selector is parsed (Grafana sends one or two)."""
+    count = sum(1 for key, _ in params.items if key == "match[]")
+    if count > MAX_MATCHES:
+        raise ApiError(
+            "bad_data", f"{count} match[] parameters; the gateway takes at most {MAX_MATCHES} in one request"
+        )
+
+
 def series(params: Params) -> Call:
+    _count_matches(params)
     matches = params.get_all("match[]")
     if not matches:
         raise ApiError("bad_data", "no match[] parameter provided")
@@ -142,6 +154,7 @@ def series(params: Params) -> Call:
 
 
 def labels(params: Params) -> Call:
+    _count_matches(params)
     _series_window(params)
     parse_matchers(params.get_all("match[]"))
     return Call("labels", "/api/v1/labels", "POST", _keep(params, ("match[]", "start", "end", "limit")))
@@ -149,7 +162,8 @@ def labels(params: Params) -> Call:
 
 def label_values(params: Params, name: str) -> Call:
     if not LABEL_NAME_RE.match(name):
-        raise ApiError("bad_data", f'invalid label name: "{name}"')
+        raise ApiError("bad_data", f"invalid label name: {go_quote(name)}")
+    _count_matches(params)
     _series_window(params)
     parse_matchers(params.get_all("match[]"))
     # AMP serves label values by GET only.

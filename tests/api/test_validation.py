@@ -91,6 +91,7 @@ CASES: list[tuple[str, dict[str, str], str]] = [
     ),
     ("/api/v1/labels", {"match[]": '{job=~".*"}'}, "match[] must contain at least one non-empty matcher"),
     ("/api/v1/label/bad-name/values", {}, 'invalid label name: "bad-name"'),
+    ("/api/v1/label/job%0A/values", {}, 'invalid label name: "job\\n"'),
     (
         "/api/v1/query_exemplars",
         {"query": "up", "start": "10", "end": "5"},
@@ -189,6 +190,18 @@ async def test_grafana_exemplar_probe_with_millisecond_timestamps_is_not_refused
     )
     assert answer.status_code == 200, answer.text
     assert answer.json() == {"status": "success", "data": []}
+
+
+async def test_match_parameters_are_counted_before_any_is_parsed(
+    gateway: httpx.AsyncClient, fresh_amp: AmpStandin
+) -> None:
+    body = "&".join(["match[]=up{"] * 257)
+    answer = await gateway.post(
+        "/api/v1/series", content=body, headers={"content-type": "application/x-www-form-urlencoded"}
+    )
+    assert answer.status_code == 400
+    assert "at most 256" in answer.json()["error"]  # not the parse error of the first one
+    assert fresh_amp.requests == []
 
 
 async def test_oversized_body_is_refused(gateway: httpx.AsyncClient, fresh_amp: AmpStandin) -> None:
