@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 from gateway.promql import _grammar as g
 from gateway.promql.errors import QueryTooComplex
-from gateway.promql.lexer import Lexer
 
 _OPEN = frozenset({g.LEFT_PAREN, g.LEFT_BRACE, g.LEFT_BRACKET})
 _CLOSE = frozenset({g.RIGHT_PAREN, g.RIGHT_BRACE, g.RIGHT_BRACKET})
@@ -72,15 +71,3 @@ class TokenBudget:
                     f"the {self.what} has more than {self.bounds.max_operators} operators; "
                     "split it into several queries or use recording rules"
                 )
-
-
-def check_text(text: str, bounds: Bounds = DEFAULT_BOUNDS, what: str = "query") -> None:
-    """QueryTooComplex when `text` is past a bound (lexing only; lexer errors are the parser's)."""
-    check_length(text, bounds, what)
-    budget = TokenBudget(bounds, what)
-    lexer = Lexer(text)
-    while True:
-        typ = lexer.next_item().typ
-        if typ in (g.EOF, g.ERROR):
-            return
-        budget.see(typ)
