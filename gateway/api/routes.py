@@ -12,7 +12,6 @@ that depends on the clock or that failed.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import os
@@ -21,7 +20,6 @@ import sys
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -41,6 +39,7 @@ from gateway.config import Settings, Workspace
 from gateway.metrics import Metrics
 from gateway.pipeline.auth import Authenticator
 from gateway.pipeline.model import Handler, Principal, QueryWindow, UpstreamRequest, UpstreamResponse
+from gateway.promql import offloop
 from gateway.promql.memo import tree_bytes
 
 log = logging.getLogger("gateway.api")
@@ -57,10 +56,6 @@ MEMO_BYTES = 16 * 1024 * 1024
 MEMO_MAX_RAW = 64 * 1024
 _MEMO_OVERHEAD = 600  # the OrderedDict slot, the key tuple, the Prepared object
 _CLIENT_HEADERS = (b"x-request-id", b"cache-control", b"accept-encoding")
-# Requests larger than this are validated (PromQL parsed) in a worker thread: a 2 KB query
-# parses in about 1 ms here, a maximal one (16 KB, 512 operators) in about 50 ms.
-OFF_LOOP_BYTES = 2048
-_PARSER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="promql")
 T = TypeVar("T")
 
 
@@ -394,12 +389,8 @@ async def build_call(builder: Callable[[Params], Call] | None, params: Params, l
 
 
 async def validated(size: int, fn: Callable[..., T], *args: Any) -> T:
-    """`fn(*args)`, a validation that parses PromQL; for a request over OFF_LOOP_BYTES in the
-    one parser thread: parsing takes milliseconds there (tens for a maximal query), and a single
-    thread competes with the event loop for the interpreter however many such requests come."""
-    if size <= OFF_LOOP_BYTES:
-        return fn(*args)
-    return await asyncio.get_running_loop().run_in_executor(_PARSER, fn, *args)
+    """`fn(*args)`, a validation that parses PromQL: off the event loop for a long request."""
+    return await offloop.run(size, fn, *args)
 
 
 def _make_request(

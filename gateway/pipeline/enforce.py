@@ -18,7 +18,7 @@ import orjson
 from gateway.api.errors import ApiError
 from gateway.pipeline.model import Handler, UpstreamRequest, UpstreamResponse
 from gateway.pipeline.rules_filter import filter_alerts, filter_rules
-from gateway.promql import Expr, PromQLError, parse_match, parse_query, print_expr, selectors
+from gateway.promql import Expr, PromQLError, offloop, parse_match, parse_query, print_expr, selectors
 from gateway.promql.ast import Matcher, VectorSelector
 from gateway.promql.rewrite import EnforcementConflict, carries, enforce, enforce_selector
 
@@ -131,7 +131,9 @@ def enforcement_stage(settings: EnforceSettings):  # type: ignore[no-untyped-def
                         }
                     ),
                 )
-            answer = await next_handler(enforce_params(request, settings.override))
+            size = sum(len(v) for k, v in request.params if k in ("query", "match[]"))
+            enforced = await offloop.run(size, enforce_params, request, settings.override)
+            answer = await next_handler(enforced)
             if request.endpoint in ("rules", "alerts"):
                 return _filtered(answer, request.endpoint, pairs)
             return answer

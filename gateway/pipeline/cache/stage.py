@@ -43,6 +43,7 @@ from gateway.pipeline.cache.matrix import (
 from gateway.pipeline.cache.safety import Analysis, analyse, final_until, format_seconds, pin_start_end
 from gateway.pipeline.cache.tiers import MemoryTier, RedisTier, Store
 from gateway.pipeline.model import Handler, UpstreamRequest, UpstreamResponse
+from gateway.promql import offloop
 from gateway.promql.memo import tree_bytes
 
 log = logging.getLogger("gateway.cache")
@@ -169,13 +170,14 @@ class ResultsCache:
         )
         return "gwc:" + hashlib.blake2b(text.encode(), digest_size=20).hexdigest()
 
-    def _analyse(self, request: UpstreamRequest, query: str) -> Analysis | None:
+    async def _analyse(self, request: UpstreamRequest, query: str) -> Analysis | None:
         """The analysis of the request's (validated, enforced) tree, remembered by its text."""
         analysis = self._analyses.get(query)
         if analysis is None:
             if request.expr is None:
                 return None
-            analysis = self._analyses[query] = analyse(request.expr)
+            analysis = await offloop.run(len(query), analyse, request.expr)
+            self._analyses[query] = analysis
         return analysis
 
     def _not_cached(self, answer: UpstreamResponse, reason: str) -> UpstreamResponse:
@@ -236,7 +238,7 @@ class ResultsCache:
             return await self._bypass(request, "no-time")
         if request.param("stats"):
             return await self._bypass(request, "stats")
-        analysis = self._analyse(request, request.param("query"))
+        analysis = await self._analyse(request, request.param("query"))
         if analysis is None:
             return await self._bypass(request, "no-expression")
         time_ms = request.time_ms
@@ -258,7 +260,7 @@ class ResultsCache:
                 return await self._bypass(request, reason)
         if window.step_ns % 1_000_000:
             return await self._bypass(request, "sub-millisecond-step")
-        analysis = self._analyse(request, first.get("query", ""))
+        analysis = await self._analyse(request, first.get("query", ""))
         if analysis is None:
             return await self._bypass(request, "no-expression")
         step = window.step_ns // 1_000_000
@@ -267,7 +269,9 @@ class ResultsCache:
         pinned_query: str | None = None
         key_query = analysis.normalized
         if analysis.start_end:
-            pinned_query = key_query = pin_start_end(analysis, window.start_ms, window.end_ms)
+            pinned_query = key_query = await offloop.run(
+                len(analysis.normalized), pin_start_end, analysis, window.start_ms, window.end_ms
+            )
         base = self._key(request, "range", key_query, step, start % step)
         whole_key = f"{base}:{start}:{last}"
         if not request.no_cache:
