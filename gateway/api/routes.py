@@ -13,6 +13,7 @@ that depends on the clock or that failed.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
 import re
@@ -60,7 +61,12 @@ T = TypeVar("T")
 
 
 def success(data: object) -> Response:
-    return Response(orjson.dumps({"status": "success", "data": data}), media_type="application/json")
+    document = {"status": "success", "data": data}
+    try:
+        body = orjson.dumps(document)
+    except TypeError:  # orjson refuses more than 255 levels (a deep parse_query tree)
+        body = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+    return Response(body, media_type="application/json")
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +242,8 @@ class PrometheusApi:
             return prepared
         params = parse_params(content_type, body, query_string)
         raw = len(query_string) + len(body)
+        if b"~" in query_string or b"~" in body or b"%7E" in query_string.upper() or b"%7E" in body.upper():
+            raw = max(raw, offloop.OFF_LOOP_CHARS + 1)  # regexes to compile: milliseconds each
         call = await build_call(builder, params, label, raw)
         prepared = self._prepared(call, 4 * raw + _MEMO_OVERHEAD)
         # An instant query without `time` is evaluated at "now": never memoized.
@@ -275,10 +283,11 @@ class PrometheusApi:
                 params = await read_params(request, max_body_bytes(principal))
                 if name == "buildinfo":
                     response = success(local.buildinfo())
-                elif name == "format_query":
-                    response = success(local.format_query(params))
                 else:
-                    response = success(local.parse_query(params))
+                    text = params.get("query")
+                    answer = local.format_query if name == "format_query" else local.parse_query
+                    # Printing and translating walk the whole tree: off the loop for long texts.
+                    response = success(await offloop.run(len(text), answer, params))
             except ApiError as err:
                 response = err.to_response()
             response.headers["x-request-id"] = request_id(request)

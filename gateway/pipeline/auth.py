@@ -377,10 +377,16 @@ class Authenticator:
         scheme, _, value = header.strip().partition(" ")
         scheme = scheme.lower()
         if scheme == "bearer" and value.strip():
-            self._throttle(address, None)
+            # A token (256 bits, unguessable) is checked first and a right one always passes:
+            # clients behind one ingress address must not be locked out by another's bad token.
+            # Wrong ones from a busy address get 429s.
             credential = self._by_token(value.strip())
-            named = None
-        elif scheme == "basic" and value.strip():
+            if credential is None:
+                self._throttle(address, None)
+                raise self._fail("invalid", "the credentials are not valid", address)
+            return self._unexpired(credential, address)
+        if scheme == "basic" and value.strip():
+            # Passwords can be guessed: a throttled address or user is refused, right or wrong.
             username, credential = self._by_password(value.strip())
             named = self._principal_named(username)
             self._throttle(address, named)

@@ -13,6 +13,7 @@ tokens are read, since the tables' stack and the tree's depth grow with them.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -41,7 +42,7 @@ from gateway.promql.ast import (
     VectorSelector,
     value_type,
 )
-from gateway.promql.errors import ParseError, PromQLError
+from gateway.promql.errors import ParseError, PromQLError, QueryTooComplex
 from gateway.promql.guard import DEFAULT_BOUNDS, Bounds, TokenBudget, check_length
 from gateway.promql.lexer import TYPE_STR, Item, Lexer, go_quote, is_label
 from gateway.promql.numbers import parse_duration_ms, parse_float, parse_int_base0
@@ -55,6 +56,9 @@ FUNCTIONS: dict[str, Function] = {
 _CLOSING = frozenset({g.RIGHT_BRACE, g.RIGHT_PAREN, g.RIGHT_BRACKET, g.DURATION, g.NUMBER})
 _MATCH_OPS: dict[int, MatchOp] = {g.EQL: "=", g.NEQ: "!=", g.EQL_REGEX: "=~", g.NEQ_REGEX: "!~"}
 _INT64 = 2**63
+# Compiling a query's regexes may take this long at most (each compile is bounded by RE2's
+# program size; a query may hold hundreds of them).
+REGEX_BUDGET_SECONDS = 0.25
 
 
 def _set(node: object, name: str, value: object) -> None:
@@ -117,6 +121,7 @@ class _Parser:
         self.last_closing = 0
         self.lval = Item(g.EOF, 0, "")
         self.result: Any = None
+        self.regex_seconds = 0.0
 
     # ---------------------------------------------------------------- errors
 
@@ -189,10 +194,17 @@ class _Parser:
         text = self.unquote(value.val)
         kind = _MATCH_OPS[op.typ]
         if kind in ("=~", "!~"):
+            began = time.perf_counter()
             try:
                 compile_anchored(text)
             except ValueError as err:
                 self.error(Pos(label.pos, value.end()), str(err))
+            self.regex_seconds += time.perf_counter() - began
+            if self.regex_seconds > REGEX_BUDGET_SECONDS:
+                raise QueryTooComplex(
+                    f"the regular expressions of this query took over {REGEX_BUDGET_SECONDS * 1000:.0f} ms "
+                    "to compile; use fewer or simpler ones"
+                )
         return Matcher(label.val, kind, text)
 
     def binary(self, lhs: Expr, op: Item, modifier: _BinModifier, rhs: Expr) -> BinaryExpr:
@@ -345,8 +357,9 @@ class _Parser:
             self.error(op_range(), "comparisons between scalars must use BOOL modifier")
         if node.op in SET_OPS and matching.card == "one-to-one":
             matching = VectorMatching("many-to-many", matching.matching_labels, matching.on, matching.include)
+        included = set(matching.include)
         for label in matching.matching_labels:
-            if matching.on and label in matching.include:
+            if matching.on and label in included:
                 self.error(
                     op_range(), f"label {go_quote(label)} must not occur in ON and GROUP clause at once"
                 )
@@ -427,10 +440,13 @@ def matches_empty(m: Matcher) -> bool:
 
 
 def round_half_away(value: float) -> float:
-    """Go's math.Round."""
+    """Go's math.Round (half away from zero; exact for every float, unlike floor(x + 0.5))."""
     if math.isinf(value) or math.isnan(value):
         return value
-    return math.copysign(math.floor(abs(value) + 0.5), value)
+    whole = float(math.trunc(value))
+    if abs(value - whole) >= 0.5:
+        whole += math.copysign(1.0, value)
+    return whole
 
 
 # ------------------------------------------------------------------------ string literals
@@ -507,7 +523,7 @@ def _binary(p: _Parser, d: list[Any]) -> Any:
 def _on_ignoring(on: bool) -> Action:
     def action(p: _Parser, d: list[Any]) -> Any:
         modifier: _BinModifier = d[0]
-        modifier.matching_labels = d[2]
+        modifier.matching_labels = tuple(d[2] or ())
         if on:
             modifier.on = True
         return modifier
@@ -519,7 +535,7 @@ def _group_side(card: str) -> Action:
     def action(p: _Parser, d: list[Any]) -> Any:
         modifier: _BinModifier = d[0]
         modifier.card = card
-        modifier.include = d[2] if d[2] is not None else ()
+        modifier.include = tuple(d[2] or ())
         return modifier
 
     return action
@@ -616,8 +632,21 @@ def _label_matchers(close: int) -> Action:
     return action
 
 
+# The list rules append in place (as Go's append does): copying made long lists quadratic.
 def _append_matcher(p: _Parser, d: list[Any]) -> Any:
-    return [*d[0], d[2]] if d[0] is not None else d[0]
+    if d[0] is not None:
+        d[0].append(d[2])
+    return d[0]
+
+
+def _append_label(p: _Parser, d: list[Any]) -> Any:
+    d[0].append(d[2].val)
+    return d[0]
+
+
+def _append_arg(p: _Parser, d: list[Any]) -> Any:
+    d[0].append(d[2])
+    return d[0]
 
 
 def _name_only_matcher(p: _Parser, d: list[Any]) -> Any:
@@ -664,17 +693,17 @@ _ACTIONS: dict[int, Action] = {
     50: _group_side("one-to-many"),
     51: lambda p, d: d[1],
     52: lambda p, d: d[1],
-    53: lambda p, d: (),
+    53: lambda p, d: [],
     54: _unexpected("grouping opts", '"("'),
-    55: lambda p, d: (*d[0], d[2].val),
-    56: lambda p, d: (d[0].val,),
+    55: _append_label,
+    56: lambda p, d: [d[0].val],
     57: _unexpected("grouping opts", '"," or ")"'),
     58: _grouping_label,
     59: _unexpected("grouping opts", "label"),
     60: _function_call,
     61: lambda p, d: d[1],
     62: lambda p, d: _Args(),
-    63: lambda p, d: _Args([*d[0], d[2]]),
+    63: _append_arg,
     64: lambda p, d: _Args([d[0]]),
     65: _trailing_comma,
     66: lambda p, d: ParenExpr(d[1], Pos(d[0].pos, d[2].end())),

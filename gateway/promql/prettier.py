@@ -21,11 +21,30 @@ def _indent(level: int) -> str:
     return "  " * level
 
 
-def _needs_split(node: Expr) -> bool:
-    return len(print_expr(node).encode("utf-8", "surrogateescape")) > MAX_CHARACTERS_PER_LINE
-
-
 def prettify(node: Expr, level: int = 0) -> str:
+    """The prettified text. Each node's one-line text is printed once (a deep tree would
+    otherwise be printed again at every level)."""
+    return _Prettier().pretty(node, level)
+
+
+class _Prettier:
+    def __init__(self) -> None:
+        self._printed: dict[int, str] = {}
+
+    def _line(self, node: Expr) -> str:
+        return print_expr(node, self._printed)
+
+    def _needs_split(self, node: Expr) -> bool:
+        return len(self._line(node).encode("utf-8", "surrogateescape")) > MAX_CHARACTERS_PER_LINE
+
+    def pretty(self, node: Expr, level: int) -> str:
+        return _pretty(self, node, level)
+
+
+def _pretty(self: _Prettier, node: Expr, level: int) -> str:
+    print_expr = self._line
+    _needs_split = self._needs_split
+    prettify = self.pretty
     pad = _indent(level)
     if isinstance(node, AggregateExpr):
         if not _needs_split(node):

@@ -140,8 +140,18 @@ def subquery_suffix(node: SubqueryExpr) -> str:
     )
 
 
-def print_expr(node: Expr) -> str:
-    """The canonical PromQL text of `node`."""
+def print_expr(node: Expr, memo: dict[int, str] | None = None) -> str:
+    """The canonical PromQL text of `node`. With `memo`, each subtree's text is kept there (by
+    node identity) and reused: the prettier asks for every subtree's text."""
+    if memo is not None:
+        known = memo.get(id(node))
+        if known is None:
+            known = memo[id(node)] = _print(node, memo)
+        return known
+    return _print(node, None)
+
+
+def _print(node: Expr, memo: dict[int, str] | None) -> str:
     if isinstance(node, VectorSelector):
         return _selector_body(node) + _modifiers(node.at_ms, node.start_or_end, node.offset_ms)
     if isinstance(node, MatrixSelector):
@@ -151,22 +161,22 @@ def print_expr(node: Expr) -> str:
         )
     if isinstance(node, SubqueryExpr):
         step = format_duration(node.step_ms) if node.step_ms else ""
-        return f"{print_expr(node.expr)}[{format_duration(node.range_ms)}:{step}]" + _modifiers(
+        return f"{print_expr(node.expr, memo)}[{format_duration(node.range_ms)}:{step}]" + _modifiers(
             node.at_ms, node.start_or_end, node.offset_ms
         )
     if isinstance(node, Call):
-        return f"{node.func.name}(" + ", ".join(print_expr(a) for a in node.args) + ")"
+        return f"{node.func.name}(" + ", ".join(print_expr(a, memo) for a in node.args) + ")"
     if isinstance(node, AggregateExpr):
-        args = print_expr(node.expr)
+        args = print_expr(node.expr, memo)
         if node.param is not None:
-            args = f"{print_expr(node.param)}, {args}"
+            args = f"{print_expr(node.param, memo)}, {args}"
         return f"{aggregate_head(node)}({args})"
     if isinstance(node, BinaryExpr):
-        return f"{print_expr(node.lhs)} {binary_operator(node)} {print_expr(node.rhs)}"
+        return f"{print_expr(node.lhs, memo)} {binary_operator(node)} {print_expr(node.rhs, memo)}"
     if isinstance(node, ParenExpr):
-        return f"({print_expr(node.expr)})"
+        return f"({print_expr(node.expr, memo)})"
     if isinstance(node, UnaryExpr):
-        return f"{node.op}{print_expr(node.expr)}"
+        return f"{node.op}{print_expr(node.expr, memo)}"
     if isinstance(node, NumberLiteral):
         # Go prints +Inf; a leading + would read as a unary operator when this is an operand.
         return "Inf" if node.val == math.inf else format_float(node.val)

@@ -160,6 +160,24 @@ async def test_local_endpoints(gateway: httpx.AsyncClient, fresh_amp: AmpStandin
     assert fresh_amp.requests == []
 
 
+async def test_deep_trees_are_formatted_and_translated(
+    gateway: httpx.AsyncClient, fresh_amp: AmpStandin
+) -> None:
+    # 300 levels: deeper than orjson writes, within the gateway's bounds (as Prometheus answers it)
+    deep = "-" * 300 + "demo_num_cpus"
+    parsed = await gateway.post("/api/v1/parse_query", data={"query": deep})
+    assert parsed.status_code == 200, parsed.text[:300]
+    node, depth = parsed.json()["data"], 0
+    while node["type"] == "unaryExpr":
+        node, depth = node["expr"], depth + 1
+    assert depth == 300 and node["type"] == "vectorSelector"
+    chain = "x" + "+x" * 500
+    formatted = await gateway.post("/api/v1/format_query", data={"query": chain})
+    assert formatted.status_code == 200
+    assert formatted.json()["data"].splitlines()[-1].strip() == "x"
+    assert fresh_amp.requests == []
+
+
 async def test_unknown_api_path_is_prometheus_404(gateway: httpx.AsyncClient) -> None:
     answer = await gateway.get("/api/v1/nonsense")
     assert answer.status_code == 404

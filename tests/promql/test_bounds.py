@@ -97,3 +97,30 @@ def test_numbers_and_durations_take_go_syntax() -> None:
     for text in ("1_0", "1e400", "0x", "1e", "x[1.5m]", "x[5mm]", "x[0s]"):
         with pytest.raises(PromQLError):
             parse_query(text)
+
+
+def test_regex_compilation_is_bounded_per_query() -> None:
+    # RE2 builds Unicode classes byte by byte: each of these takes milliseconds to compile
+    many = "x{" + ",".join(f'a{i}=~"\\\\pL{{{20 + i}}}"' for i in range(110)) + "}"
+    with pytest.raises(QueryTooComplex) as refused:
+        parse_query(many)
+    assert "regular expressions" in str(refused.value)
+    with pytest.raises(PromQLError) as large:
+        parse_query('x{a=~"\\\\pL{400}"}')  # one program over RE2's 1 MiB cap
+    assert "expression too large" in str(large.value)
+
+
+@pytest.mark.parametrize(
+    ("query", "words"),
+    [
+        ('x{a=~"\\\\C"}', "invalid escape sequence: `\\C`"),  # RE2 takes \C, Go does not
+        ('x{a=~"' + "(" * 1001 + "a" + ")" * 1001 + '"}', "expression nests too deeply"),
+        ('x{a=~"\\xff"}', "invalid UTF-8"),
+        ("x[" + "1" * 5000 + "s]", "not a valid duration string"),  # not Python's int() words
+    ],
+)
+def test_errors_keep_go_words(query: str, words: str) -> None:
+    with pytest.raises(PromQLError) as refused:
+        parse_query(query)
+    assert words in str(refused.value)
+    assert "sys.set_int_max_str_digits" not in str(refused.value)

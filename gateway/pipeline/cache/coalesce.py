@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from gateway.pipeline.model import Handler, UpstreamRequest, UpstreamResponse
 
-_Key = tuple[str, str, str, tuple[tuple[str, str], ...]]
+_Key = tuple[str, str, str, tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]
 _Frozen = tuple[int, bytes, bool, tuple[tuple[str, str], ...]]
 
 
@@ -22,7 +22,15 @@ class Coalescer:
         self._on_shared = on_shared
 
     async def __call__(self, request: UpstreamRequest) -> UpstreamResponse:
-        key: _Key = (request.workspace.id, request.method, request.path, tuple(request.params))
+        # The enforced labels are part of the key: a request only joins one made for the same
+        # label scope, so every request still meets the edge guard with its own principal's.
+        key: _Key = (
+            request.workspace.id,
+            request.method,
+            request.path,
+            tuple(request.params),
+            request.principal.enforce,
+        )
         task = self._in_flight.get(key)
         if task is None:
             task = asyncio.get_running_loop().create_task(self._fetch(request))
