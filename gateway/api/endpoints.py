@@ -22,7 +22,7 @@ from gateway.api.params import (
     parse_duration_ns,
 )
 from gateway.api.promql import parse_matchers, parse_printed
-from gateway.pipeline.model import QueryWindow
+from gateway.pipeline.model import QueryWindow, with_single
 from gateway.promql import Expr, PromQLError, parse_canonical
 from gateway.promql.lexer import go_quote
 
@@ -57,20 +57,6 @@ def _keep(params: Params, names: tuple[str, ...]) -> list[tuple[str, str]]:
     return [(k, v) for k, v in params.items if k in wanted]
 
 
-def _with_query(kept: list[tuple[str, str]], printed: str) -> list[tuple[str, str]]:
-    """The parameters with exactly one `query`, printed from the parsed tree: the text that goes
-    upstream is the text the gateway validated, whatever copies (URL and body) the client sent."""
-    out: list[tuple[str, str]] = []
-    seen = False
-    for key, value in kept:
-        if key != "query":
-            out.append((key, value))
-        elif not seen:
-            out.append(("query", printed))
-            seen = True
-    return out
-
-
 def _timeout(params: Params) -> float | None:
     if params.get("timeout") == "":
         return None
@@ -96,7 +82,7 @@ def query(params: Params) -> Call:
     timeout = _timeout(params)
     _common_query_checks(params)
     expr, printed = parse_printed(params.get("query"))
-    kept = _with_query(_keep(params, (*_QUERY_COMMON, "time")), printed)
+    kept = with_single(_keep(params, (*_QUERY_COMMON, "time")), "query", printed)
     return Call(
         "query",
         "/api/v1/query",
@@ -116,7 +102,7 @@ def query_range(params: Params) -> Call:
     timeout = _timeout(params)
     _common_query_checks(params)
     expr, printed = parse_printed(params.get("query"))
-    kept = _with_query(_keep(params, (*_QUERY_COMMON, "start", "end", "step")), printed)
+    kept = with_single(_keep(params, (*_QUERY_COMMON, "start", "end", "step")), "query", printed)
     return Call(
         "query_range",
         "/api/v1/query_range",
@@ -203,7 +189,7 @@ def query_exemplars(params: Params) -> Call:
         "query_exemplars",
         "/api/v1/query_exemplars",
         "POST",
-        _with_query(_keep(params, ("query", "start", "end")), printed),
+        with_single(_keep(params, ("query", "start", "end")), "query", printed),
         expr=expr,
     )
 

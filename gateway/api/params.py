@@ -14,7 +14,7 @@ from urllib.parse import unquote
 
 from gateway.api.errors import ApiError, bad_param
 from gateway.promql.lexer import go_quote
-from gateway.promql.numbers import parse_duration_ms, parse_float
+from gateway.promql.numbers import parse_duration_ms, parse_float, round_half_away
 
 # Prometheus's MinTime and MaxTime (web/api/v1/api.go), in ms.
 MIN_TIME_MS = (-(2**63) // 1000 + 62135596801) * 1000
@@ -34,11 +34,6 @@ LABEL_NAME_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z", re.ASCII)
 MAX_POINTS = 11_000
 
 
-def _go_round(value: float) -> float:
-    """math.Round: half away from zero (Python's round() is half to even)."""
-    return math.copysign(math.floor(abs(value) + 0.5), value)
-
-
 def _float_or_none(text: str) -> float | None:
     try:
         return parse_float(text)
@@ -54,7 +49,7 @@ def parse_time_ms(text: str) -> int:
         # Go: s, ns := math.Modf(t); ns = math.Round(ns*1000)/1000;
         # time.Unix(int64(s), int64(ns*1e9)), then timestamp.FromTime truncates to ms.
         seconds = math.trunc(value)
-        fraction = _go_round((value - seconds) * 1000) / 1000
+        fraction = round_half_away((value - seconds) * 1000) / 1000
         nanos = math.trunc(fraction * _NS_PER_S)
         seconds, nanos = seconds + nanos // _NS_PER_S, nanos % _NS_PER_S
         ms = seconds * 1000 + nanos // 1_000_000
@@ -78,7 +73,7 @@ def parse_time_ms(text: str) -> int:
         return MIN_TIME_MS
     if text == _MAX_TIME_STRING:
         return MAX_TIME_MS
-    raise ValueError(f"cannot parse {_go_quote(text)} to a valid timestamp")
+    raise ValueError(f"cannot parse {go_quote(text)} to a valid timestamp")
 
 
 def parse_duration_ns(text: str) -> int:
@@ -89,12 +84,12 @@ def parse_duration_ns(text: str) -> int:
             return -(2**63)  # Go's int64(NaN) on amd64
         ns = value * _NS_PER_S
         if ns > float(_INT64_MAX) or ns < -float(2**63):
-            raise ValueError(f"cannot parse {_go_quote(text)} to a valid duration. It overflows int64")
+            raise ValueError(f"cannot parse {go_quote(text)} to a valid duration. It overflows int64")
         return int(ns)
     try:
         return parse_duration_ms(text) * 1_000_000
     except ValueError:
-        raise ValueError(f"cannot parse {_go_quote(text)} to a valid duration") from None
+        raise ValueError(f"cannot parse {go_quote(text)} to a valid duration") from None
 
 
 def parse_prometheus_duration_ms(text: str) -> int | None:
@@ -103,9 +98,6 @@ def parse_prometheus_duration_ms(text: str) -> int | None:
         return parse_duration_ms(text)
     except ValueError:
         return None
-
-
-_go_quote = go_quote
 
 
 def parse_form(text: str) -> list[tuple[str, str]]:
@@ -167,7 +159,7 @@ class Params:
         try:
             value = int(text)
         except ValueError:
-            raise bad_param("limit", f"cannot parse {_go_quote(text)} to a valid limit") from None
+            raise bad_param("limit", f"cannot parse {go_quote(text)} to a valid limit") from None
         if value < 0:
             raise bad_param("limit", "limit must be non-negative")
         return value

@@ -22,7 +22,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 from starlette._utils import get_route_path
@@ -57,7 +57,6 @@ MEMO_BYTES = 16 * 1024 * 1024
 MEMO_MAX_RAW = 64 * 1024
 _MEMO_OVERHEAD = 600  # the OrderedDict slot, the key tuple, the Prepared object
 _CLIENT_HEADERS = (b"x-request-id", b"cache-control", b"accept-encoding")
-T = TypeVar("T")
 
 
 def success(data: object) -> Response:
@@ -170,8 +169,7 @@ class PrometheusApi:
         authorization, validation and pipeline as /api/v1/<endpoint>; raises ApiError."""
         principal, target = await self._admit(request, workspace)
         builder = None if endpoint == "label_values" else BUILDERS[endpoint]
-        raw = sum(len(k) + len(v) for k, v in params.items)
-        call = await build_call(builder, params, label, raw)
+        call = await offloop.run(parse_cost(params), _build, builder, params, label)
         return await self.pipeline(self._upstream_request(request, call, principal, target))
 
     async def _admit(self, request: Request, name: str | None = None) -> tuple[Principal, Workspace]:
@@ -242,10 +240,8 @@ class PrometheusApi:
             return prepared
         params = parse_params(content_type, body, query_string)
         raw = len(query_string) + len(body)
-        if b"~" in query_string or b"~" in body or b"%7E" in query_string.upper() or b"%7E" in body.upper():
-            raw = max(raw, offloop.OFF_LOOP_CHARS + 1)  # regexes to compile: milliseconds each
-        call = await build_call(builder, params, label, raw)
-        prepared = self._prepared(call, 4 * raw + _MEMO_OVERHEAD)
+        call = await offloop.run(parse_cost(params), _build, builder, params, label)
+        prepared = self._prepared(call, _measured(key, call))
         # An instant query without `time` is evaluated at "now": never memoized.
         if raw <= MEMO_MAX_RAW and (endpoint != "query" or params.get("time") != ""):
             self._memo.put(key, prepared)
@@ -393,13 +389,13 @@ def _build(builder: Callable[[Params], Call] | None, params: Params, label: str)
     return builder(params) if builder is not None else label_values(params, label)
 
 
-async def build_call(builder: Callable[[Params], Call] | None, params: Params, label: str, raw: int) -> Call:
-    return await validated(raw, _build, builder, params, label)
-
-
-async def validated(size: int, fn: Callable[..., T], *args: Any) -> T:
-    """`fn(*args)`, a validation that parses PromQL: off the event loop for a long request."""
-    return await offloop.run(size, fn, *args)
+def parse_cost(params: Params) -> int:
+    """What validating these parameters may cost, in offloop's unit (characters to parse): a
+    regex matcher (`~`) counts as a long text, its compilation takes milliseconds."""
+    size = sum(len(k) + len(v) for k, v in params.items)
+    if any("~" in v for _, v in params.items):
+        return max(size, offloop.OFF_LOOP_CHARS + 1)
+    return size
 
 
 def _make_request(

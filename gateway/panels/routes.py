@@ -10,7 +10,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from gateway.api.errors import ApiError
-from gateway.api.routes import PrometheusApi, read_params, validated
+from gateway.api.routes import PrometheusApi, parse_cost, read_params
 from gateway.config import Settings
 from gateway.panels import assets, pages
 from gateway.panels.access import Endpoint, signed_in
@@ -18,6 +18,7 @@ from gateway.panels.dashboard_routes import DashboardPages
 from gateway.panels.dashboards import DashboardStore
 from gateway.panels.service import JSON_HEADERS, figure_response
 from gateway.panels.spec import parse_panel, parse_view
+from gateway.promql import offloop
 
 KINDS = ("rate", "query")
 
@@ -58,7 +59,7 @@ class PanelPages:
         async def handle(request: Request) -> Response:
             try:
                 params = await read_params(request)
-                panel = await validated(len(request.url.query), parse_panel, params, kind)
+                panel = await offloop.run(parse_cost(params), parse_panel, params, kind)
                 view = parse_view(params)
                 return await figure_response(self.api, request, panel, view)
             except ApiError as err:
@@ -74,7 +75,7 @@ class PanelPages:
             try:
                 params = await read_params(request)
                 view = parse_view(params)
-                panel = await validated(len(request.url.query), parse_panel, params, kind)
+                panel = await offloop.run(parse_cost(params), parse_panel, params, kind)
             except ApiError as err:
                 return pages.page(
                     settings=self.settings.panels, title=title, error=err.message, status=err.status

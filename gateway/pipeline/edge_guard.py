@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from gateway.api.errors import ApiError
 from gateway.metrics import Metrics
-from gateway.pipeline.model import Handler, UpstreamRequest, UpstreamResponse
+from gateway.pipeline.model import Handler, UpstreamRequest, UpstreamResponse, promql_chars
 from gateway.promql import PromQLError, offloop, parse_match, parse_query, selectors
 from gateway.promql.rewrite import carries
 
@@ -51,8 +51,7 @@ def edge_guard(metrics: Metrics) -> Callable[[Handler], Handler]:
         async def handle(request: UpstreamRequest) -> UpstreamResponse:
             if not request.principal.enforce:
                 return await next_handler(request)
-            size = sum(len(v) for k, v in request.params if k in ("query", "match[]"))
-            why = await offloop.run(size, violation, request)
+            why = await offloop.run(promql_chars(request.params), violation, request)
             if why is not None:
                 metrics.enforcement_violations.labels(request.endpoint).inc()
                 log.error(

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 import orjson
 
 from gateway.api.errors import ApiError
-from gateway.pipeline.model import Handler, UpstreamRequest, UpstreamResponse
+from gateway.pipeline.model import Handler, UpstreamRequest, UpstreamResponse, promql_chars, with_single
 from gateway.pipeline.rules_filter import filter_alerts, filter_rules
-from gateway.promql import Expr, PromQLError, offloop, parse_match, parse_query, print_expr, selectors
+from gateway.promql import Expr, PromQLError, offloop, parse_match, parse_query, print_expr
 from gateway.promql.ast import Matcher, VectorSelector
-from gateway.promql.rewrite import EnforcementConflict, carries, enforce, enforce_selector
+from gateway.promql.rewrite import EnforcementConflict, enforce, enforce_selector
 
 log = logging.getLogger("gateway.enforce")
 
@@ -44,9 +44,6 @@ def enforce_query(expr: Expr, pairs: Pairs, override: bool = False) -> tuple[str
         enforced = enforce(expr, pairs, override)
     except EnforcementConflict as err:
         raise _conflict(err) from None
-    if not all(carries(s, pairs) for s in selectors(enforced)):
-        log.error("label enforcement left a selector without the principal's matchers; refused")
-        raise ApiError("bad_data", "the gateway cannot apply this principal's label matchers to this query")
     return print_expr(enforced), enforced
 
 
@@ -72,16 +69,7 @@ def enforce_params(request: UpstreamRequest, override: bool) -> UpstreamRequest:
             except PromQLError as err:
                 raise ApiError("bad_data", str(err)) from None
         text, expr = enforce_query(expr, pairs, override)
-        # Exactly one `query` goes upstream, the one validated: a second copy (URL and body)
-        # must not reach an upstream that might read the other one.
-        out: list[tuple[str, str]] = []
-        for key, value in params:
-            if key == "query":
-                if not any(k == "query" for k, _ in out):
-                    out.append(("query", text))
-            else:
-                out.append((key, value))
-        params = out
+        params = with_single(params, "query", text)
     elif request.endpoint in _MATCH_ENDPOINTS:
         params = [(k, enforce_match(v, pairs, override) if k == "match[]" else v) for k, v in params]
         if request.endpoint != "rules" and not any(k == "match[]" for k, _ in params):
@@ -131,8 +119,9 @@ def enforcement_stage(settings: EnforceSettings):  # type: ignore[no-untyped-def
                         }
                     ),
                 )
-            size = sum(len(v) for k, v in request.params if k in ("query", "match[]"))
-            enforced = await offloop.run(size, enforce_params, request, settings.override)
+            enforced = await offloop.run(
+                promql_chars(request.params), enforce_params, request, settings.override
+            )
             answer = await next_handler(enforced)
             if request.endpoint in ("rules", "alerts"):
                 return _filtered(answer, request.endpoint, pairs)

@@ -90,5 +90,24 @@ class UpstreamResponse:
         return 200 <= self.status < 300
 
 
+def with_single(params: list[tuple[str, str]], name: str, value: str) -> list[tuple[str, str]]:
+    """The parameters with exactly one `name`, set to `value` where the first stood: the text
+    that goes upstream is the text the gateway checked, whatever copies (URL and body) came."""
+    out: list[tuple[str, str]] = []
+    seen = False
+    for key, current in params:
+        if key != name:
+            out.append((key, current))
+        elif not seen:
+            out.append((name, value))
+            seen = True
+    return out
+
+
+def promql_chars(params: list[tuple[str, str]]) -> int:
+    """Characters of PromQL a request carries (its `query` and `match[]` values)."""
+    return sum(len(value) for key, value in params if key in ("query", "match[]"))
+
+
 Handler = Callable[[UpstreamRequest], Awaitable[UpstreamResponse]]
 Stage = Callable[[Handler], Handler]

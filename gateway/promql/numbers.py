@@ -76,6 +76,16 @@ def parse_float(text: str) -> float:
     return value
 
 
+def round_half_away(value: float) -> float:
+    """Go's math.Round (half away from zero; exact for every float, unlike floor(x + 0.5))."""
+    if math.isinf(value) or math.isnan(value):
+        return value
+    whole = float(math.trunc(value))
+    if abs(value - whole) >= 0.5:
+        whole += math.copysign(1.0, value)
+    return whole
+
+
 def parse_int_base0(text: str) -> int:
     """strconv.ParseInt(text, 0, 64) for the unsigned forms the PromQL lexer produces."""
     body = text.replace("_", "")

@@ -45,7 +45,7 @@ from gateway.promql.ast import (
 from gateway.promql.errors import ParseError, PromQLError, QueryTooComplex
 from gateway.promql.guard import DEFAULT_BOUNDS, Bounds, TokenBudget, check_length
 from gateway.promql.lexer import TYPE_STR, Item, Lexer, go_quote, is_label
-from gateway.promql.numbers import parse_duration_ms, parse_float, parse_int_base0
+from gateway.promql.numbers import parse_duration_ms, parse_float, parse_int_base0, round_half_away
 from gateway.promql.regex import compile_anchored
 
 FUNCTIONS: dict[str, Function] = {
@@ -437,16 +437,6 @@ def matches_empty(m: Matcher) -> bool:
         return m.value != ""
     hit = compile_anchored(m.value).fullmatch("") is not None
     return hit if m.op == "=~" else not hit
-
-
-def round_half_away(value: float) -> float:
-    """Go's math.Round (half away from zero; exact for every float, unlike floor(x + 0.5))."""
-    if math.isinf(value) or math.isnan(value):
-        return value
-    whole = float(math.trunc(value))
-    if abs(value - whole) >= 0.5:
-        whole += math.copysign(1.0, value)
-    return whole
 
 
 # ------------------------------------------------------------------------ string literals
