@@ -1,71 +1,132 @@
-"""Builds the Starlette app; the request pipeline is composed here, in one place."""
+"""The gateway, put together. The whole request path is composed here, in the order it runs.
+
+An API call (`gateway.api.routes`) arrives as an `Incoming` and goes:
+
+    authenticate   who is asking                                pipeline/authenticate.py
+    rate limit     the principal's requests per second          pipeline/rate.py
+    authorize      which workspace, and may they read it        pipeline/authorize.py
+    validate       parameters checked as Prometheus does        pipeline/validate/
+  then, as an immutable `Request`, through the stages:
+    size limits    range, points, query length, result caps     pipeline/limits.py
+    principal slots  requests in flight per principal           pipeline/slots.py
+    enforce        the principal's label matchers everywhere    pipeline/enforce.py
+    local answers  buildinfo, format_query, parse_query, exemplars  pipeline/local.py
+    result caps    at most `limit` series or names              pipeline/result_caps.py
+    cache          results cache (memory, Redis)                pipeline/cache/
+    coalesce       identical requests in flight share one       pipeline/coalesce.py
+    edge guard     nothing unenforced leaves                    pipeline/edge_guard.py
+    retry          backoff within the request's deadline        pipeline/retry.py
+    workspace slots  requests in flight per workspace           pipeline/slots.py
+    sign           the HTTP request, SigV4-signed               pipeline/sign.py
+    send           one round trip                               pipeline/send.py
+
+Every step raises GatewayError to refuse; `gateway.api.respond` writes it.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Protocol
 
 from starlette.applications import Starlette
+from starlette.requests import Request as StarletteRequest
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.api.errors import error_response
+from gateway.api.middleware import AccessLog, SecurityHeaders, add_cors
+from gateway.api.ops import Readiness, healthy, index, metrics_endpoint, ready_endpoint
+from gateway.api.respond import error_response
 from gateway.api.routes import PrometheusApi
-from gateway.config import Settings
+from gateway.config import Settings, is_loopback
+from gateway.errors import GatewayError
 from gateway.logs import cap_library_loggers
 from gateway.metrics import Metrics
-from gateway.ops import AccessLog, Readiness, healthy, index, metrics_endpoint, ready_endpoint
 from gateway.panels.routes import panel_routes
-from gateway.pipeline.auth import Authenticator, AuthSettings, is_loopback, parse_auth
+from gateway.pipeline.authenticate import Authenticator
+from gateway.pipeline.authorize import authorizer
 from gateway.pipeline.cache import ResultsCache
+from gateway.pipeline.coalesce import coalescing
+from gateway.pipeline.compose import compose, instrumented
 from gateway.pipeline.credentials import CredentialSource
 from gateway.pipeline.edge_guard import edge_guard
-from gateway.pipeline.enforce import EnforceSettings, enforcement_stage
-from gateway.pipeline.exemplars import exemplars_stage
-from gateway.pipeline.limits import LimitsStage
-from gateway.pipeline.model import Handler
-from gateway.pipeline.upstream import Upstream
-from gateway.security import CORSMiddleware, SecurityHeaders, cors_options
+from gateway.pipeline.enforce import EnforceSettings, enforcement
+from gateway.pipeline.limits import size_limits
+from gateway.pipeline.local import local_answers
+from gateway.pipeline.model import Answer, Handler, Incoming, Stage
+from gateway.pipeline.rate import RateLimiter
+from gateway.pipeline.result_caps import result_caps
+from gateway.pipeline.retry import retrying
+from gateway.pipeline.send import Sender
+from gateway.pipeline.sign import signing
+from gateway.pipeline.slots import principal_slots, workspace_slots
+from gateway.pipeline.validate import Validator
 
 log = logging.getLogger("gateway")
 
 
-class Closeable(Protocol):
-    async def aclose(self) -> None: ...
+class Gateway:
+    """The query path and the parts that must be closed when the app stops."""
 
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.authenticator = Authenticator(settings.auth, metrics)
+        self.sender = Sender(settings.upstream, metrics)
+        self.upstream: Handler = compose(
+            metrics,
+            [
+                ("retry", retrying(settings.upstream, metrics)),
+                ("workspace_slots", workspace_slots(settings.upstream, metrics)),
+            ],
+            ("sign", signing(CredentialSource(settings.aws), metrics, self.sender)),
+        )
+        self.cache: ResultsCache | None = None
+        stages: list[tuple[str, Stage]] = [
+            ("size_limits", size_limits(metrics)),
+            ("principal_slots", principal_slots(metrics)),
+            ("enforce", enforcement(EnforceSettings(override=settings.auth.override))),
+            ("local_answers", local_answers()),
+            ("result_caps", result_caps()),
+        ]
+        if settings.cache.mode != "off":
+            stages.append(("cache", self._cache_stage))
+        stages += [
+            ("coalesce", coalescing(metrics.cache_coalesced.inc)),
+            ("edge_guard", edge_guard(metrics)),
+        ]
+        self.query: Handler = compose(metrics, stages, ("upstream", self.upstream))
+        self.authenticate = instrumented("authenticate", self.authenticator.authenticate, metrics)
+        self.rate_limit = instrumented("rate_limit", RateLimiter(metrics).admit, metrics)
+        self.authorize = instrumented("authorize", authorizer(settings), metrics)
+        self.validate = instrumented("validate", Validator(settings.upstream.timeout), metrics)
 
-def build_pipeline(
-    settings: Settings,
-    metrics: Metrics,
-    access: AuthSettings,
-    on_close: list[Closeable] | None = None,
-) -> tuple[Handler, Upstream]:
-    """limits → label enforcement → exemplars (answered here) → cache → edge guard → sign +
-    upstream. Each stage wraps the next."""
-    upstream = Upstream(settings.upstream, CredentialSource(settings.aws), metrics, settings.workspaces)
-    handler: Handler = edge_guard(metrics)(upstream)
-    if settings.cache.mode != "off":
-        cache = ResultsCache(settings.cache, metrics, handler)
-        handler = cache
-        if on_close is not None:
-            on_close.append(cache)
-    handler = exemplars_stage(handler)
-    handler = enforcement_stage(EnforceSettings(override=access.override))(handler)
-    handler = LimitsStage(access.defaults, metrics)(handler)
-    return handler, upstream
+    def _cache_stage(self, next_handler: Handler) -> Handler:
+        self.cache = ResultsCache(self.settings.cache, self.metrics, next_handler)
+        return self.cache
+
+    async def ask(self, incoming: Incoming) -> Answer:
+        """One API call, the whole way."""
+        principal = await self.authenticate(incoming.headers, incoming.client)
+        await self.rate_limit(principal)
+        workspace = await self.authorize(principal, incoming.workspace)
+        request = await self.validate(incoming, principal, workspace)
+        return await self.query(request)
+
+    async def aclose(self) -> None:
+        if self.cache is not None:
+            await self.cache.aclose()
+        await self.sender.aclose()
 
 
 def create_app(settings: Settings) -> Starlette:
     cap_library_loggers()
     metrics = Metrics()
-    closers: list[Closeable] = []
-    access = parse_auth(settings)
-    pipeline, upstream = build_pipeline(settings, metrics, access, closers)
-    if not access.enabled and not is_loopback(settings.listen_host):
+    gateway = Gateway(settings, metrics)
+    if not settings.auth.enabled and not is_loopback(settings.listen_host):
         log.warning("auth: none; anyone who reaches %s can query every workspace", settings.listen_host)
-    api = PrometheusApi(settings, pipeline, Authenticator(access, metrics), metrics)
-    readiness = Readiness(settings, upstream, metrics)
+    api = PrometheusApi(settings, gateway.ask, metrics)
+    readiness = Readiness(settings, gateway.upstream, metrics)
 
     routes: list[BaseRoute] = [
         Route("/", index, methods=["GET", "HEAD"]),
@@ -73,37 +134,34 @@ def create_app(settings: Settings) -> Starlette:
         Route("/-/ready", ready_endpoint(readiness), methods=["GET", "HEAD"]),
         Route("/metrics", metrics_endpoint(metrics), methods=["GET"]),
         *api.routes(),
-        *panel_routes(settings, api),
+        *panel_routes(settings, api, gateway.authenticator),
     ]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
-        for part in closers:
-            await part.aclose()
-        await upstream.aclose()
+        await gateway.aclose()
 
-    async def not_found(request, exc):  # type: ignore[no-untyped-def]
-        return error_response("not_found", f"no such path: {request.url.path}", 404)
+    async def not_found(request: StarletteRequest, exc: Exception) -> Response:
+        return error_response(GatewayError("not_found", f"no such path: {request.url.path}"))
 
-    async def internal(request, exc):  # type: ignore[no-untyped-def]
+    async def method_not_allowed(request: StarletteRequest, exc: Exception) -> Response:
+        return error_response(GatewayError("bad_data", f"method {request.method} is not allowed here", 405))
+
+    async def internal(request: StarletteRequest, exc: Exception) -> Response:
         log.exception("unhandled error on %s", request.url.path)
-        return error_response("internal", "internal error in the gateway; see its log", 500)
+        return error_response(GatewayError("internal", "internal error in the gateway; see its log"))
 
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={404: not_found, 405: _method_not_allowed, Exception: internal},
+        exception_handlers={404: not_found, 405: method_not_allowed, Exception: internal},
     )
     app.state.settings = settings
     app.state.metrics = metrics
-    app.state.cache = next((c for c in closers if isinstance(c, ResultsCache)), None)
+    app.state.gateway = gateway
     app.add_middleware(SecurityHeaders, frame_ancestors=settings.panels.frame_ancestors)
-    if access.cors_origins:
-        app.add_middleware(CORSMiddleware, **cors_options(access.cors_origins))
+    if settings.auth.cors_origins:
+        add_cors(app, settings.auth.cors_origins)
     app.add_middleware(AccessLog, enabled=settings.access_log)
     return app
-
-
-async def _method_not_allowed(request, exc):  # type: ignore[no-untyped-def]
-    return error_response("bad_data", f"method {request.method} is not allowed here", 405)

@@ -19,6 +19,12 @@ class Metrics:
             ["endpoint", "workspace", "code"],
             registry=r,
         )
+        self.stage_errors = Counter(
+            "gateway_stage_errors_total",
+            "Errors answered, by the stage of the request path that decided them and error type.",
+            ["stage", "type"],
+            registry=r,
+        )
         self.request_seconds = Histogram(
             "gateway_request_duration_seconds",
             "Time to answer an API request.",

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-if str(Path(__file__).parent) not in sys.path:  # keep `import support` working
-    sys.path.insert(0, str(Path(__file__).parent))
-
 from support.amp_standin import AmpStandin, start_amp
 from support.prometheus import PrometheusServer, start_prometheus
 from support.sts_standin import StsStandin, start_sts

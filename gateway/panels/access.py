@@ -9,11 +9,12 @@ from collections.abc import Awaitable, Callable
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.api.errors import ApiError
+from gateway.api.respond import error_response
 from gateway.config import PanelSettings
+from gateway.errors import GatewayError
 from gateway.panels import pages
 from gateway.panels.service import JSON_HEADERS
-from gateway.pipeline.auth import Authenticator
+from gateway.pipeline.authenticate import Authenticator
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -26,15 +27,11 @@ def signed_in(
 
     async def handle(request: Request) -> Response:
         try:
-            await authenticator.authenticate(request)
-        except ApiError as err:
+            await authenticator.authenticate(request.headers, request.client.host if request.client else "-")
+        except GatewayError as err:
             if json:
-                response = err.to_response()
-                response.headers.update(JSON_HEADERS)
-            else:
-                response = pages.page(
-                    settings=settings, title="Sign in", error=err.message, status=err.status
-                )
+                return error_response(err, JSON_HEADERS)
+            response = pages.page(settings=settings, title="Sign in", error=err.message, status=err.status)
             response.headers.update(err.headers)
             return response
         return await endpoint(request)

@@ -10,14 +10,15 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.api.errors import ApiError
-from gateway.api.params import Params
+from gateway.api.respond import error_response
 from gateway.api.routes import PrometheusApi, read_params
 from gateway.config import Settings
+from gateway.errors import GatewayError
 from gateway.panels import grafana, pages
 from gateway.panels.dashboards import ALL_VALUE, Dashboard, DashboardStore, Variable
 from gateway.panels.service import JSON_HEADERS, figure_response
 from gateway.panels.spec import parse_panel, parse_view, substitute
+from gateway.pipeline.validate.params import Params
 
 # What a page may change about a dashboard's panels; the queries stay as the file says.
 VIEW_PARAMS = ("range", "start", "end", "step", "width", "min_interval", "tz", "theme")
@@ -37,8 +38,8 @@ class DashboardPages:
         if dashboard is None:
             broken = [p for p in self.store.problems() if p.file.rsplit(".", 1)[0] == name]
             if broken:
-                raise ApiError("unavailable", f"dashboard {name!r} cannot be shown: {broken[0]}", 503)
-            raise ApiError("not_found", f"no dashboard named {name!r}")
+                raise GatewayError("unavailable", f"dashboard {name!r} cannot be shown: {broken[0]}", 503)
+            raise GatewayError("not_found", f"no dashboard named {name!r}")
         return dashboard
 
     async def index(self, request: Request) -> Response:
@@ -69,7 +70,7 @@ class DashboardPages:
             params = await read_params(request)
             dashboard = self._dashboard(request)
             view = parse_view(params, dashboard.refresh)
-        except ApiError as err:
+        except GatewayError as err:
             return pages.page(
                 settings=self.settings.panels, title="Dashboard", error=err.message, status=err.status
             )
@@ -134,7 +135,7 @@ class DashboardPages:
                 request, "label_values", Params(items), dashboard.workspace, variable.label
             )
             body = orjson.loads(answer.json_bytes())
-        except ApiError as err:
+        except GatewayError as err:
             return [], f"cannot list values: {err.message}"
         except orjson.JSONDecodeError:
             return [], f"cannot list values: HTTP {answer.status}"
@@ -148,7 +149,7 @@ class DashboardPages:
             dashboard = self._dashboard(request)
             index = request.path_params["index"]
             if index >= len(dashboard.panels):
-                raise ApiError("not_found", f"dashboard {dashboard.name!r} has no panel {index}")
+                raise GatewayError("not_found", f"dashboard {dashboard.name!r} has no panel {index}")
             panel = dashboard.panels[index]
             values = {v.name: params.get(f"var-{v.name}") or v.default for v in dashboard.variables}
             items = panel.params() + [(k, params.get(k)) for k in VIEW_PARAMS if params.get(k)]
@@ -157,16 +158,14 @@ class DashboardPages:
             # The page shows the title above the chart; the figure does not repeat it.
             query = dataclasses.replace(query, title="")
             return await figure_response(self.api, request, query, view, dashboard.workspace)
-        except ApiError as err:
-            response = err.to_response()
-            response.headers.update(JSON_HEADERS)
-            return response
+        except GatewayError as err:
+            return error_response(err, JSON_HEADERS)
 
     async def grafana_export(self, request: Request) -> Response:
         try:
             dashboard = self._dashboard(request)
-        except ApiError as err:
-            return err.to_response()
+        except GatewayError as err:
+            return error_response(err)
         body = orjson.dumps(grafana.export(dashboard), option=orjson.OPT_INDENT_2)
         headers = dict(JSON_HEADERS)
         headers["content-disposition"] = f'attachment; filename="{dashboard.name}.grafana.json"'

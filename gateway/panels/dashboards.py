@@ -38,11 +38,12 @@ from typing import Any
 
 import yaml
 
-from gateway.api.errors import ApiError
-from gateway.api.params import LABEL_NAME_RE, Params, parse_prometheus_duration_ms
-from gateway.api.promql import parse_matchers
+from gateway.errors import GatewayError
+from gateway.golang import LABEL_NAME_RE, try_duration_ms
 from gateway.panels.spec import parse_panel
 from gateway.panels.units import MAX_UNIT_LENGTH
+from gateway.pipeline.validate.params import Params
+from gateway.pipeline.validate.promql_params import parse_matchers
 
 log = logging.getLogger("gateway.dashboards")
 
@@ -136,7 +137,7 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _Located:
     return mapping
 
 
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)  # type: ignore[arg-type]
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
 def _line(mapping: Any, key: str | None = None) -> int | None:
@@ -176,7 +177,7 @@ def _whole(raw: Mapping[str, Any], key: str, where: str, default: int, low: int,
 
 def _duration(raw: Mapping[str, Any], key: str, where: str, default: str) -> str:
     text = _string(raw, key, where, default)
-    if text and text != "off" and not parse_prometheus_duration_ms(text):
+    if text and text != "off" and not try_duration_ms(text):
         raise DashboardError(f"{where}{key}: {text!r} is not a duration such as 30s or 1h", _line(raw, key))
     return text
 
@@ -248,7 +249,7 @@ def _variable(item: Any, index: int, parent: Mapping[str, Any]) -> Variable:
     if match:
         try:
             parse_matchers([match])
-        except ApiError as err:
+        except GatewayError as err:
             raise DashboardError(f"{where}match: {err.message}", _line(item, "match")) from None
     default = _string(item, "default", where, ALL_VALUE if include_all else "")
     return Variable(name=name, label=label, match=match, default=default, include_all=include_all)
@@ -297,7 +298,7 @@ def _panel(item: Any, index: int, parent: Mapping[str, Any], dummy: Mapping[str,
     )
     try:
         parse_panel(Params(panel.params()), kind, dummy)
-    except ApiError as err:
+    except GatewayError as err:
         raise DashboardError(f"panels[{index}]: {err.message}", key_line) from None
     return panel
 

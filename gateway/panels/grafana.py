@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.api.params import parse_prometheus_duration_ms
+from gateway.golang import try_duration_ms
 from gateway.panels.dashboards import Dashboard, PanelDef
 from gateway.panels.spec import default_legend, rate_expr
 from gateway.panels.timing import format_duration
@@ -20,9 +20,7 @@ def panel_expr(panel: PanelDef) -> str:
     if panel.kind == "query":
         return panel.get("query")
     window = panel.get("window") or "auto"
-    window = (
-        "$__rate_interval" if window == "auto" else format_duration(parse_prometheus_duration_ms(window) or 0)
-    )
+    window = "$__rate_interval" if window == "auto" else format_duration(try_duration_ms(window) or 0)
     by = tuple(b for b in panel.get("by").split(",") if b)
     match = panel.get("match").strip().removeprefix("{").removesuffix("}")
     return rate_expr(

@@ -9,27 +9,29 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.api.errors import ApiError
-from gateway.api.routes import PrometheusApi, parse_cost, read_params
+from gateway.api.respond import error_response
+from gateway.api.routes import PrometheusApi, read_params
 from gateway.config import Settings
+from gateway.errors import GatewayError
 from gateway.panels import assets, pages
 from gateway.panels.access import Endpoint, signed_in
 from gateway.panels.dashboard_routes import DashboardPages
 from gateway.panels.dashboards import DashboardStore
 from gateway.panels.service import JSON_HEADERS, figure_response
 from gateway.panels.spec import parse_panel, parse_view
+from gateway.pipeline.authenticate import Authenticator
+from gateway.pipeline.validate import parse_cost
 from gateway.promql import offloop
 
 KINDS = ("rate", "query")
 
 
-def panel_routes(settings: Settings, api: PrometheusApi) -> list[BaseRoute]:
+def panel_routes(settings: Settings, api: PrometheusApi, guard: Authenticator) -> list[BaseRoute]:
     """Every route of the panels feature; app.py adds them after the API's."""
     store = DashboardStore(settings.panels.dashboards_dir)
     store.refresh()
     single = PanelPages(settings, api)
     boards = DashboardPages(settings, api, store)
-    guard = api.authenticator
 
     def json(endpoint: Endpoint) -> Endpoint:
         return signed_in(settings.panels, guard, endpoint, json=True)
@@ -62,10 +64,8 @@ class PanelPages:
                 panel = await offloop.run(parse_cost(params), parse_panel, params, kind)
                 view = parse_view(params)
                 return await figure_response(self.api, request, panel, view)
-            except ApiError as err:
-                response = err.to_response()
-                response.headers.update(JSON_HEADERS)
-                return response
+            except GatewayError as err:
+                return error_response(err, JSON_HEADERS)
 
         return handle
 
@@ -76,7 +76,7 @@ class PanelPages:
                 params = await read_params(request)
                 view = parse_view(params)
                 panel = await offloop.run(parse_cost(params), parse_panel, params, kind)
-            except ApiError as err:
+            except GatewayError as err:
                 return pages.page(
                     settings=self.settings.panels, title=title, error=err.message, status=err.status
                 )

@@ -9,42 +9,27 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.api.errors import ApiError
+from gateway.api.respond import error_response
 from gateway.api.routes import PrometheusApi
+from gateway.errors import GatewayError
 from gateway.panels.figure import build_figure
 from gateway.panels.spec import PanelQuery, View
 
 JSON_HEADERS = {"x-content-type-options": "nosniff", "cache-control": "no-cache"}
 
 
-class FigureError(Exception):
-    """The query failed; carries the upstream's (or the gateway's) Prometheus error envelope."""
-
-    def __init__(self, status: int, body: bytes) -> None:
-        super().__init__(status)
-        self.status = status
-        self.body = body
-
-    def response(self) -> Response:
-        return Response(
-            self.body, status_code=self.status, media_type="application/json", headers=JSON_HEADERS
-        )
-
-
 async def panel_figure(
     api: PrometheusApi, request: Request, panel: PanelQuery, view: View, workspace: str | None = None
 ) -> tuple[dict[str, Any], str]:
-    """The figure and the cache outcome (x-cache) of one panel query; raises ApiError/FigureError."""
+    """The figure and the cache outcome (x-cache) of one panel query; raises GatewayError."""
     answer = await api.run(request, "query_range", panel.api_params(), workspace)
     raw = answer.json_bytes()
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise ApiError(
-            "unavailable", f"the upstream answered HTTP {answer.status} without a JSON body"
-        ) from None
-    if not answer.ok or body.get("status") != "success":
-        raise FigureError(answer.status if not answer.ok else 502, raw)
+        raise GatewayError("unavailable", "the upstream answered without a JSON body") from None
+    if not isinstance(body, dict) or body.get("status") != "success":
+        raise GatewayError("unavailable", "the upstream's answer is not a success", 502, upstream_body=raw)
     figure = build_figure(
         body["data"],
         start_ms=panel.time.start_ms,
@@ -67,8 +52,8 @@ async def figure_response(
 ) -> Response:
     try:
         figure, cache = await panel_figure(api, request, panel, view, workspace)
-    except FigureError as err:
-        return err.response()
+    except GatewayError as err:
+        return error_response(err, JSON_HEADERS)
     headers = dict(JSON_HEADERS)
     if cache:
         headers["x-cache"] = cache

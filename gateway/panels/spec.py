@@ -12,11 +12,12 @@ import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from gateway.api.errors import ApiError, bad_param
-from gateway.api.params import LABEL_NAME_RE, Params, parse_prometheus_duration_ms, parse_time_ms
-from gateway.api.promql import parse_expr, parse_matchers
+from gateway.errors import GatewayError, bad_param
+from gateway.golang import LABEL_NAME_RE, try_duration_ms
 from gateway.panels import timing
 from gateway.panels.units import MAX_UNIT_LENGTH
+from gateway.pipeline.validate.params import Params, parse_time_ms
+from gateway.pipeline.validate.promql_params import parse_expr, parse_matchers
 
 METRIC_NAME_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 RATE_FUNCTIONS = ("rate", "irate", "increase")
@@ -98,7 +99,7 @@ def _duration_ms(params: Params, name: str, default: int | None) -> int:
     text = params.get(name)
     if text == "" and default is not None:
         return default
-    ms = parse_prometheus_duration_ms(text)
+    ms = try_duration_ms(text)
     if ms is None:
         try:
             seconds = float(text)
@@ -139,7 +140,7 @@ def parse_time_range(params: Params, now_ms: int | None = None, default_range: s
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     end = _time(params, "end")
     start = _time(params, "start")
-    fallback = parse_prometheus_duration_ms(default_range) or timing.DEFAULT_RANGE_MS
+    fallback = try_duration_ms(default_range) or timing.DEFAULT_RANGE_MS
     if start is not None and end is not None:
         if end <= start:
             raise bad_param("end", "must be after start")
@@ -198,7 +199,7 @@ def parse_panel(
     now_ms: int | None = None,
     default_range: str = "",
 ) -> PanelQuery:
-    """A rate or query panel from its parameters; raises ApiError (bad_data) naming the parameter."""
+    """A rate or query panel from its parameters; raises GatewayError (bad_data) naming the parameter."""
     time_range = parse_time_range(params, now_ms, default_range)
     values = {**(variables or {}), **_macros(time_range)}
     legend = _text(params, "legend")
@@ -213,7 +214,7 @@ def parse_panel(
         if match:
             try:
                 parse_matchers([f"{metric}{{{match}}}"])
-            except ApiError as err:
+            except GatewayError as err:
                 raise bad_param("match", err.message) from None
         window = params.get("window") or "auto"
         if window == "auto":
@@ -236,7 +237,7 @@ def parse_panel(
             raise bad_param("query", "required")
         expr = substitute(text, values)
     else:
-        raise ApiError("not_found", f"no panel kind {kind!r}")
+        raise GatewayError("not_found", f"no panel kind {kind!r}")
     parse_expr(expr)
     return PanelQuery(expr=expr, legend=legend, unit=unit, title=title, time=time_range)
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import math
 
+from gateway.config import MAX_POINTS
+
 DEFAULT_RANGE_MS = 3600 * 1000
 DEFAULT_WIDTH = 1000  # maxDataPoints when the page width is unknown (Grafana: the panel width)
 DEFAULT_MIN_INTERVAL_MS = 15 * 1000  # Grafana's default scrape interval for Prometheus
-MAX_POINTS = 11_000
 
 # Grafana's roundInterval (packages/grafana-data/src/datetime/rangeutil.ts): below the bound,
 # the interval becomes the value.

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import get_args
 
 import orjson
 
-from gateway.api.errors import error_body
 from gateway.config import Workspace
-from gateway.pipeline.model import UpstreamResponse
+from gateway.errors import ErrorType, GatewayError
 
 log = logging.getLogger("gateway.upstream")
 
@@ -31,20 +31,19 @@ def scrub(text: str) -> str:
     return _ACCOUNT.sub("<account>", _ARN.sub("<arn>", text))
 
 
-def is_prometheus_envelope(body: bytes) -> bool:
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return False
-    return isinstance(parsed, dict) and parsed.get("status") in ("success", "error")
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
 
 
 def translate_error(
     status: int, headers: dict[str, str], body: bytes, workspace: Workspace, path: str
-) -> UpstreamResponse:
-    """An upstream error as the client should see it."""
-    if is_prometheus_envelope(body):
-        return UpstreamResponse(status=status, body=body)
+) -> GatewayError:
+    """An upstream error answer as the client should see it: Prometheus's own envelope as it
+    came, anything else (AMP's API-Gateway answers, proxies' pages) in the gateway's words."""
+    retry = ("throttled" if status == 429 else str(status)) if status in RETRY_STATUSES else ""
+    envelope = _envelope(body)
+    if envelope is not None:
+        passed = {"Retry-After": headers["retry-after"]} if "retry-after" in headers else None
+        return GatewayError(envelope[0], envelope[1], status, passed, upstream_body=body, retry=retry)
     error_type = headers.get("x-amzn-errortype", "").split(":")[0]
     aws_message = _aws_message(body, headers)
     request_id = headers.get("x-amzn-requestid") or headers.get("x-amz-request-id")
@@ -56,6 +55,7 @@ def translate_error(
     rid = f" [AMP request id {request_id}]" if request_id else ""
     ws = workspace.id
     extra: dict[str, str] = {}
+    kind: ErrorType
 
     lowered = f"{error_type} {aws_message}".lower()
     if error_type == "MissingAuthenticationTokenException" or "missing authentication token" in lowered:
@@ -139,7 +139,25 @@ def translate_error(
         text += "; AMP's answer is in the gateway's log" + rid
     else:
         text += said + rid
-    return UpstreamResponse(status=code, body=error_body(kind, text), headers=extra)
+    if retry and "retry-after" in headers:
+        extra.setdefault("Retry-After", headers["retry-after"])
+    return GatewayError(kind, text, code, extra, retry=retry)
+
+
+def _envelope(body: bytes) -> tuple[ErrorType, str] | None:
+    """(errorType, error) of a Prometheus error envelope; None when the body is not one."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(parsed, dict) or parsed.get("status") not in ("success", "error"):
+        return None
+    kind = parsed.get("errorType")
+    known: ErrorType = "execution"
+    for candidate in get_args(ErrorType):
+        if candidate == kind:
+            known = candidate
+    return known, str(parsed.get("error") or "")
 
 
 def _aws_message(body: bytes, headers: dict[str, str]) -> str:

@@ -7,11 +7,10 @@ anything added later). A request that does not is refused, logged and counted; i
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
-from gateway.api.errors import ApiError
+from gateway.errors import GatewayError
 from gateway.metrics import Metrics
-from gateway.pipeline.model import Handler, UpstreamRequest, UpstreamResponse, promql_chars
+from gateway.pipeline.model import Answer, Handler, Request, Stage, promql_chars
 from gateway.promql import PromQLError, offloop, parse_match, parse_query, selectors
 from gateway.promql.rewrite import carries
 
@@ -21,7 +20,7 @@ _QUERY_ENDPOINTS = frozenset({"query", "query_range", "query_exemplars"})
 _MATCH_REQUIRED = frozenset({"series", "labels", "label_values"})
 
 
-def violation(request: UpstreamRequest) -> str | None:
+def violation(request: Request) -> str | None:
     """Why the request must not go upstream for its principal, or None."""
     pairs = request.principal.enforce
     if not pairs:
@@ -46,9 +45,9 @@ def violation(request: UpstreamRequest) -> str | None:
     return None
 
 
-def edge_guard(metrics: Metrics) -> Callable[[Handler], Handler]:
+def edge_guard(metrics: Metrics) -> Stage:
     def stage(next_handler: Handler) -> Handler:
-        async def handle(request: UpstreamRequest) -> UpstreamResponse:
+        async def handle(request: Request) -> Answer:
             if not request.principal.enforce:
                 return await next_handler(request)
             why = await offloop.run(promql_chars(request.params), violation, request)
@@ -62,7 +61,7 @@ def edge_guard(metrics: Metrics) -> Callable[[Handler], Handler]:
                     why,
                     request.request_id,
                 )
-                raise ApiError(
+                raise GatewayError(
                     "internal",
                     "the gateway refused to send a request without this principal's label matchers; "
                     "this is a gateway bug, see its log",

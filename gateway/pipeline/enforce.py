@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import orjson
 
-from gateway.api.errors import ApiError
-from gateway.pipeline.model import Handler, UpstreamRequest, UpstreamResponse, promql_chars, with_single
+from gateway.errors import GatewayError
+from gateway.pipeline.model import Answer, Handler, Request, Stage, promql_chars, with_single
 from gateway.pipeline.rules_filter import filter_alerts, filter_rules
 from gateway.promql import Expr, PromQLError, offloop, parse_match, parse_query, print_expr
 from gateway.promql.ast import Matcher, VectorSelector
@@ -34,8 +34,8 @@ class EnforceSettings:
     override: bool = False  # drop contradicting matchers instead of refusing the query
 
 
-def _conflict(err: EnforcementConflict) -> ApiError:
-    return ApiError("bad_data", str(err))
+def _conflict(err: EnforcementConflict) -> GatewayError:
+    return GatewayError("bad_data", str(err))
 
 
 def enforce_query(expr: Expr, pairs: Pairs, override: bool = False) -> tuple[str, Expr]:
@@ -54,10 +54,10 @@ def enforce_match(text: str, pairs: Pairs, override: bool = False) -> str:
     except EnforcementConflict as err:
         raise _conflict(err) from None
     except PromQLError as err:
-        raise ApiError("bad_data", str(err)) from None
+        raise GatewayError("bad_data", str(err)) from None
 
 
-def enforce_params(request: UpstreamRequest, override: bool) -> UpstreamRequest:
+def enforce_params(request: Request, override: bool) -> Request:
     """The request with every selector-bearing parameter rewritten; nothing else changes."""
     pairs = request.principal.enforce
     params = request.params
@@ -67,58 +67,51 @@ def enforce_params(request: UpstreamRequest, override: bool) -> UpstreamRequest:
             try:
                 expr = parse_query(request.param("query"))
             except PromQLError as err:
-                raise ApiError("bad_data", str(err)) from None
+                raise GatewayError("bad_data", str(err)) from None
         text, expr = enforce_query(expr, pairs, override)
         params = with_single(params, "query", text)
     elif request.endpoint in _MATCH_ENDPOINTS:
-        params = [(k, enforce_match(v, pairs, override) if k == "match[]" else v) for k, v in params]
+        params = tuple((k, enforce_match(v, pairs, override) if k == "match[]" else v) for k, v in params)
         if request.endpoint != "rules" and not any(k == "match[]" for k, _ in params):
             only = VectorSelector("", tuple(Matcher(name, "=", value) for name, value in pairs))
-            params = [*params, ("match[]", print_expr(only))]
+            params = (*params, ("match[]", print_expr(only)))
     return request.replace(params=params, expr=expr)
 
 
-def _filtered(response: UpstreamResponse, endpoint: str, pairs: Pairs) -> UpstreamResponse:
-    if not response.ok:
-        return response
+def _filtered(answer: Answer, endpoint: str, pairs: Pairs) -> Answer:
     try:
-        document = orjson.loads(response.json_bytes())
+        document = orjson.loads(answer.json_bytes())
     except orjson.JSONDecodeError:
-        return UpstreamResponse(
-            status=502,
-            body=orjson.dumps(
-                {"status": "error", "errorType": "internal", "error": "the upstream answer is not JSON"}
-            ),
-        )
+        raise GatewayError("internal", "the upstream answer is not JSON", 502) from None
     data = document.get("data") if isinstance(document, dict) else None
     if isinstance(data, dict):
         if endpoint == "rules":
             document["data"] = filter_rules(data, pairs)
         else:
             document["data"] = filter_alerts(data, pairs)
-    return UpstreamResponse(status=response.status, body=orjson.dumps(document), headers=response.headers)
+    return answer.replace(body=orjson.dumps(document), gzipped=False)
 
 
-def enforcement_stage(settings: EnforceSettings):  # type: ignore[no-untyped-def]
+_METADATA_REFUSED = orjson.dumps(
+    {
+        "status": "success",
+        "data": {},
+        "warnings": ["metadata is not available to principals with label enforcement"],
+    }
+)
+
+
+def enforcement(settings: EnforceSettings) -> Stage:
     """Stage: rewrite selectors for principals with `enforce`; others pass unchanged."""
 
     def stage(next_handler: Handler) -> Handler:
-        async def handle(request: UpstreamRequest) -> UpstreamResponse:
+        async def handle(request: Request) -> Answer:
             pairs = request.principal.enforce
             if not pairs:
                 return await next_handler(request)
             if request.endpoint == "metadata":
                 # Metadata is not label-scoped upstream; it would list every team's metrics.
-                return UpstreamResponse(
-                    status=200,
-                    body=orjson.dumps(
-                        {
-                            "status": "success",
-                            "data": {},
-                            "warnings": ["metadata is not available to principals with label enforcement"],
-                        }
-                    ),
-                )
+                return Answer(_METADATA_REFUSED)
             enforced = await offloop.run(
                 promql_chars(request.params), enforce_params, request, settings.override
             )

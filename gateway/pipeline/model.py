@@ -1,33 +1,46 @@
-"""What flows through the pipeline: one request to an upstream workspace and its answer."""
+"""What flows through the query path: the request as it arrived (`Incoming`), the validated
+request to one workspace (`Request`) and its answer (`Answer`). All three are immutable: a stage
+that changes a request or an answer makes a new one (`replace`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from gateway.config import Workspace
+from starlette.datastructures import Headers
+
+from gateway.config import Principal, Workspace
 from gateway.promql import Expr
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is asking. `enforce` holds label matchers added to every selector they send."""
-
-    name: str
-    workspaces: frozenset[str] | None = None  # None: every workspace
-    enforce: tuple[tuple[str, str], ...] = ()
-    limits: Any = None
-
-    def may_query(self, workspace: Workspace) -> bool:
-        return self.workspaces is None or any(n in self.workspaces for n in workspace.names)
-
 
 ANONYMOUS = Principal(name="anonymous")
 
+# Reads a POST body within a byte limit: (content type, body); ("", b"") for a GET.
+BodyReader = Callable[[int], Awaitable[tuple[str, bytes]]]
 
-@dataclass(frozen=True)
+
+async def _no_body(limit: int) -> tuple[str, bytes]:
+    return "", b""
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """An API call as the client sent it, before anything of it was checked."""
+
+    endpoint: str  # query, query_range, series, labels, label_values, ..., format_query
+    method: str = "GET"
+    workspace: str | None = None  # the <name> of /workspaces/<name>/...; None: the default
+    label: str = ""  # the <name> of /label/<name>/values
+    headers: Headers = dataclasses.field(default_factory=Headers)
+    client: str = "-"  # the peer's address
+    query_string: bytes = b""
+    read_body: BodyReader = _no_body
+    request_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class QueryWindow:
     """A range query's parsed window: times in ms, step in ns (Go's time.Duration)."""
 
@@ -36,61 +49,61 @@ class QueryWindow:
     step_ns: int
 
 
-@dataclass
-class UpstreamRequest:
+@dataclass(frozen=True, slots=True)
+class Request:
     """One Prometheus API call to one workspace, validated and ready to forward.
 
-    `params` are what goes upstream, in the client's order; stages may replace them (label
-    enforcement rewrites the query, the cache asks for sub-ranges) with `replace`.
+    `params` are what goes upstream, in the client's order; stages replace them (enforcement
+    rewrites the query, the cache asks for sub-ranges) with `replace`.
     """
 
     workspace: Workspace
-    endpoint: str  # query, query_range, series, labels, label_values, metadata, ...
+    endpoint: str
     path: str  # the API path appended to the workspace URL, e.g. /api/v1/query_range
     method: str  # the method used upstream: POST (form body) or GET
-    params: list[tuple[str, str]]
+    params: tuple[tuple[str, str], ...]
     timeout: float  # seconds this request may take upstream, retries included
     principal: Principal = ANONYMOUS
     expr: Expr | None = None  # the parsed (and, once enforced, rewritten) `query`
     window: QueryWindow | None = None
     time_ms: int | None = None  # an instant query's evaluation time
     no_cache: bool = False  # the client sent Cache-Control: no-cache
-    accept_gzip: bool = False  # the client takes gzip: ask the upstream for it and pass it through
+    accept_gzip: bool = False  # the client takes gzip: ask the upstream for it, pass it through
     request_id: str = ""
-    client_headers: dict[str, str] = field(default_factory=dict)
 
     def param(self, name: str) -> str:
+        """The first value of `name`, or "" (Go's FormValue)."""
         for key, value in self.params:
             if key == name:
                 return value
         return ""
 
-    def replace(self, **changes: Any) -> UpstreamRequest:
-        values = {**self.__dict__, **changes}
-        return UpstreamRequest(**values)
+    def replace(self, **changes: Any) -> Request:
+        return dataclasses.replace(self, **changes)
 
 
-@dataclass
-class UpstreamResponse:
-    """An answer in Prometheus's JSON shape, possibly still gzip-encoded as it arrived."""
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A successful answer in Prometheus's JSON shape, gzip-encoded or not (`gzipped`)."""
 
-    status: int
     body: bytes
     gzipped: bool = False
-    headers: dict[str, str] = field(default_factory=dict)  # extra headers for the client
-    cache: str = ""  # hit, miss, partial or "bypass; <reason>"
+    status: int = 200
+    headers: tuple[tuple[str, str], ...] = ()  # extra headers for the client
+    cache: str = ""  # hit, miss, partial or "bypass; reason=<why>": the client's x-cache
 
     def json_bytes(self) -> bytes:
-        if self.gzipped:
-            self.body, self.gzipped = gzip.decompress(self.body), False
-        return self.body
+        return gzip.decompress(self.body) if self.gzipped else self.body
 
-    @property
-    def ok(self) -> bool:
-        return 200 <= self.status < 300
+    def replace(self, **changes: Any) -> Answer:
+        return dataclasses.replace(self, **changes)
 
 
-def with_single(params: list[tuple[str, str]], name: str, value: str) -> list[tuple[str, str]]:
+Handler = Callable[[Request], Awaitable[Answer]]
+Stage = Callable[[Handler], Handler]
+
+
+def with_single(params: tuple[tuple[str, str], ...], name: str, value: str) -> tuple[tuple[str, str], ...]:
     """The parameters with exactly one `name`, set to `value` where the first stood: the text
     that goes upstream is the text the gateway checked, whatever copies (URL and body) came."""
     out: list[tuple[str, str]] = []
@@ -101,13 +114,9 @@ def with_single(params: list[tuple[str, str]], name: str, value: str) -> list[tu
         elif not seen:
             out.append((name, value))
             seen = True
-    return out
+    return tuple(out)
 
 
-def promql_chars(params: list[tuple[str, str]]) -> int:
+def promql_chars(params: tuple[tuple[str, str], ...]) -> int:
     """Characters of PromQL a request carries (its `query` and `match[]` values)."""
     return sum(len(value) for key, value in params if key in ("query", "match[]"))
-
-
-Handler = Callable[[UpstreamRequest], Awaitable[UpstreamResponse]]
-Stage = Callable[[Handler], Handler]

@@ -17,7 +17,7 @@ from botocore.credentials import ReadOnlyCredentials
 SERVICE = "aps"
 
 
-def encode_query(params: list[tuple[str, str]]) -> str:
+def encode_query(params: tuple[tuple[str, str], ...]) -> str:
     """RFC 3986 encoding, as AWS canonicalises it: only A-Z a-z 0-9 - _ . ~ stay literal.
 
     Pairs are sorted the way the canonical request sorts them, so that the URL sent is

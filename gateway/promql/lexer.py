@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from gateway.golang import go_quote
 from gateway.promql import _grammar as g
 
 EOF_RUNE = ""
@@ -89,32 +90,6 @@ _TYPE_DESC = {
     g.NUMBER: "number",
     g.DURATION: "duration",
 }
-
-
-def go_quote(text: str) -> str:
-    """Go's strconv.Quote / %q for valid UTF-8 text."""
-    if text.isprintable() and '"' not in text and "\\" not in text and "\ufeff" not in text:
-        return f'"{text}"'  # nothing to escape: most label values
-    out = ['"']
-    for char in text:
-        code = ord(char)
-        if char == '"' or char == "\\":
-            out.append("\\" + char)
-        elif char in _GO_ESCAPES:
-            out.append(_GO_ESCAPES[char])
-        elif char.isprintable() and code != 0xFEFF:
-            out.append(char)
-        elif code < 0x80:
-            out.append(f"\\x{code:02x}")
-        elif code < 0x10000:
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(f"\\U{code:08x}")
-    out.append('"')
-    return "".join(out)
-
-
-_GO_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v"}
 
 
 def go_quote_rune(char: str) -> str:
@@ -274,7 +249,7 @@ class Lexer:
     def next_item(self) -> Item:
         self.scanned = False
         if self.state is not None:
-            while not self.scanned:
+            while not self.scanned and self.state is not None:
                 self.state = self.state(self)
         else:
             self.emit(g.EOF)

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from gateway.golang import go_quote, parse_duration_ms, parse_float, parse_int_base0, round_half_away
 from gateway.promql import _grammar as g
 from gateway.promql.ast import (
     COMPARISON_OPS,
@@ -44,8 +45,7 @@ from gateway.promql.ast import (
 )
 from gateway.promql.errors import ParseError, PromQLError, QueryTooComplex
 from gateway.promql.guard import DEFAULT_BOUNDS, Bounds, TokenBudget, check_length
-from gateway.promql.lexer import TYPE_STR, Item, Lexer, go_quote, is_label
-from gateway.promql.numbers import parse_duration_ms, parse_float, parse_int_base0, round_half_away
+from gateway.promql.lexer import TYPE_STR, Item, Lexer, is_label
 from gateway.promql.regex import compile_anchored
 
 FUNCTIONS: dict[str, Function] = {

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 
+from gateway.golang import format_duration, format_float, go_quote
 from gateway.promql.ast import (
     METRIC_NAME,
     AggregateExpr,
@@ -28,8 +29,6 @@ from gateway.promql.ast import (
     VectorMatching,
     VectorSelector,
 )
-from gateway.promql.lexer import go_quote
-from gateway.promql.numbers import format_duration, format_float
 
 _LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*", re.ASCII)
 _METRIC = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*", re.ASCII)

@@ -272,6 +272,9 @@ async def _send(client: httpx.AsyncClient, case: dict[str, Any]) -> list[httpx.R
     return list(await asyncio.gather(*calls))
 
 
+PROMETHEUS_TIMEOUT = "query timed out in query execution"
+
+
 def test_fuzzed_requests_against_real_processes(
     attacked: tuple[GatewayProcess, GatewayProcess], amp: AmpStandin, prometheus: PrometheusServer
 ) -> None:
@@ -291,6 +294,8 @@ def test_fuzzed_requests_against_real_processes(
         answers = asyncio.run(run())
         assert all(p.alive for p in attacked), "a gateway process died"
         for answer in answers:
+            if answer.status_code == 503 and answer.json().get("error") == PROMETHEUS_TIMEOUT:
+                continue  # Prometheus's own answer to a `timeout` it cannot meet (such as 0), passed on
             assert answer.status_code < 500, (case, answer.status_code, answer.text[:300])
             seen["statuses"].add(answer.status_code)
         new = amp.requests[before:]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.api.params import Params
 from gateway.panels import timing, units
 from gateway.panels.figure import legend_name
 from gateway.panels.spec import parse_panel, parse_time_range, rate_expr, substitute
+from gateway.pipeline.validate.params import Params
 
 
 @pytest.mark.parametrize(

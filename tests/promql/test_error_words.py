@@ -15,8 +15,8 @@ from urllib.parse import urlencode
 import httpx
 from support.prometheus import PrometheusServer
 
-from gateway.api.errors import ApiError
-from gateway.api.promql import parse_expr
+from gateway.errors import GatewayError
+from gateway.pipeline.validate.promql_params import parse_expr
 
 CORPUS = Path(__file__).resolve().parents[3] / "shared" / "promql-compliance" / "queries.jsonl"
 
@@ -123,7 +123,7 @@ def _should_fail() -> list[str]:
 def _gateway_error(query: str) -> str | None:
     try:
         parse_expr(query)
-    except ApiError as err:
+    except GatewayError as err:
         return err.message
     return None
 

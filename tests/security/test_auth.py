@@ -277,8 +277,8 @@ def test_bad_access_settings_name_the_key(raw: dict[str, Any], env: dict[str, st
 
 
 def test_exposing_without_auth_needs_an_explicit_none(caplog: pytest.LogCaptureFixture) -> None:
-    assert _build({}).auth is None  # loopback by default: fine
-    assert _build({"auth": "none", "listen": "0.0.0.0:8080"}).auth == "none"
+    assert not _build({}).auth.enabled  # loopback by default: fine
+    assert not _build({"auth": "none", "listen": "0.0.0.0:8080"}).auth.enabled
     settings = _build({}, {"GATEWAY_LISTEN": "0.0.0.0:8080", "GATEWAY_AUTH": "none"})
     from gateway.app import create_app
 

@@ -11,7 +11,7 @@ from support.gateway import cache_raw, cached_gateway, gateway_client, gateway_s
 
 from gateway.pipeline import enforce
 from gateway.pipeline.cache import stage as cache_stage
-from gateway.pipeline.model import UpstreamRequest
+from gateway.pipeline.model import Request
 
 from .conftest import NODE_AUTH, principals, secure_settings
 
@@ -44,9 +44,11 @@ async def test_a_faulty_cache_sub_range_fetch_is_caught(
 ) -> None:
     original = cache_stage._sub_request
 
-    def unenforced(request: UpstreamRequest, run, query):
+    def unenforced(request: Request, run, query):
         sub = original(request, run, query)
-        return sub.replace(params=[(k, "http_requests_total" if k == "query" else v) for k, v in sub.params])
+        return sub.replace(
+            params=tuple((k, "http_requests_total" if k == "query" else v) for k, v in sub.params)
+        )
 
     monkeypatch.setattr(cache_stage, "_sub_request", unenforced)
     settings = gateway_settings(

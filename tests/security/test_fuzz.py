@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from support.amp_standin import AmpStandin
 from support.gateway import gateway_client
 
-from gateway.api.errors import ApiError
+from gateway.errors import GatewayError
 from gateway.pipeline.enforce import enforce_query
 from gateway.promql import PromQLError, parse_query, print_expr
 
@@ -172,7 +172,7 @@ def test_rewritten_queries_parse_print_stably_and_are_enforced(text: str) -> Non
     assert print_expr(parse_query(printed)) == printed
     try:
         rewritten, _ = enforce_query(expr, NODE)
-    except ApiError as err:
+    except GatewayError as err:
         assert err.status == 400
         return
     assert all(selector_is_enforced(s, NODE) for s in all_selectors(rewritten))

@@ -141,7 +141,7 @@ async def test_request_rate_is_a_token_bucket_per_principal(
     settings = _with_limits(fresh_amp, {"rate": {"per_second": 0.01, "burst": 5}})
     async with gateway_client(settings) as client:
         burst = await asyncio.gather(
-            *(client.post("/api/v1/query", data={"query": "1"}, headers=NODE_AUTH) for _ in range(12))
+            *(client.post("/api/v1/query", data={"query": str(i)}, headers=NODE_AUTH) for i in range(12))
         )
         codes = sorted(r.status_code for r in burst)
         assert codes == [200] * 5 + [429] * 7

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from starlette.datastructures import MutableHeaders
 
-from gateway.security import SecurityHeaders
+from gateway.api.middleware import SecurityHeaders
 
 _NAMES = st.sampled_from(
     [b"content-type", b"x-content-type-options", b"referrer-policy", b"content-security-policy", b"x-cache"]

@@ -13,7 +13,7 @@ from support.amp_standin import AmpStandin
 from support.gateway import gateway_settings
 
 from gateway.app import create_app
-from gateway.pipeline.auth import AuthSettings
+from gateway.config import AuthSettings
 
 from .conftest import NODE_AUTH, REC_PASSWORD, REC_USER, principals
 

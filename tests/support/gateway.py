@@ -67,7 +67,7 @@ async def cached_gateway(
     """Like support.gateway.gateway_client, but also hands out the cache stage (for its clock,
     its store and its Redis writes)."""
     app = create_app(settings)
-    cache = app.state.cache
+    cache = app.state.gateway.cache
     assert isinstance(cache, ResultsCache), "these settings have the cache off"
     if clock is not None:
         cache.clock = clock

@@ -21,8 +21,9 @@ SCHEMA_VERSION = 2
 _MAGIC = b"GWC"
 _HEADER = struct.Struct("!3sBBdIQ")  # magic, version, kind, expires_at (unix s), samples, checksum
 _CHECKED = _HEADER.size - 8  # the header bytes before the checksum
-KIND_RESPONSE = 1  # a whole response body, gzip, servable as-is
+KIND_RESPONSE = 1  # a whole response body, gzip, servable as-is to clients that take gzip
 KIND_EXTENT = 2  # one split bucket of a range query (coverage and series)
+KIND_PLAIN = 3  # a whole response body, not compressed: for clients that do not take gzip
 
 
 @dataclass(frozen=True)
@@ -30,10 +31,10 @@ class Entry:
     kind: int
     expires_at: float
     samples: int
-    payload: bytes  # gzip-compressed
+    payload: bytes  # gzip-compressed, except for KIND_PLAIN
 
     def data(self) -> bytes:
-        return gzip.decompress(self.payload)
+        return self.payload if self.kind == KIND_PLAIN else gzip.decompress(self.payload)
 
 
 def gzip_bytes(data: bytes) -> bytes:
@@ -45,7 +46,7 @@ class DamagedEntry(ValueError):
 
 
 def encode(kind: int, expires_at: float, samples: int, payload: bytes, compressed: bool = False) -> bytes:
-    body = payload if compressed else gzip_bytes(payload)
+    body = payload if compressed or kind == KIND_PLAIN else gzip_bytes(payload)
     head = _HEADER.pack(_MAGIC, SCHEMA_VERSION, kind, expires_at, min(samples, 2**32 - 1), 0)[:_CHECKED]
     return head + struct.pack("!Q", _checksum(head, body)) + body
 
@@ -71,4 +72,5 @@ def decode(blob: bytes | None, now: float) -> Entry | None:
 
 
 def expires_at(blob: bytes) -> float:
-    return _HEADER.unpack_from(blob)[3]
+    expires: float = _HEADER.unpack_from(blob)[3]
+    return expires

@@ -90,8 +90,8 @@ def replace_range(target: Matrix, source: Matrix, first: int, last: int) -> None
         histograms = clip(incoming.histograms, first, last)
         if not values and not histograms:
             continue
-        series = target.series.get(key)
-        if series is None:
+        found = target.series.get(key)
+        if found is None:
             target.series[key] = Series(incoming.metric, values, histograms)
             continue
         series.values = sorted(series.values + values, key=_first)

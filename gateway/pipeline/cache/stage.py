@@ -1,6 +1,6 @@
-"""The results cache stage: answers from the cache what it can, asks the upstream for the rest.
+"""Stage: the results cache. Answers from the cache what it can, asks the next stage for the rest.
 
-Every answer says how it was made in `UpstreamResponse.cache` (the client's `x-cache`):
+Every answer says how it was made in `Answer.cache` (the client's `x-cache`):
 `hit`, `miss`, `partial` (some sub-ranges fetched) or `bypass; reason=<why>`.
 
 Range queries are kept as extents per split bucket (see extents.py): a request reads the
@@ -10,6 +10,10 @@ the usual dashboard refresh, is answered without any merging). Points newer than
 freshness horizon are never written into extents; answers that include them live only
 `recent_ttl`. Instant queries with an explicit time and the metadata endpoints are whole-
 response entries with a TTL. Errors are never stored.
+
+A hit is served as stored, in the encoding the client takes: whole responses are kept gzip (in
+memory and Redis) and, once a client without gzip has asked, also plain in memory, so that no
+hit decompresses or compresses anything.
 """
 
 from __future__ import annotations
@@ -19,16 +23,16 @@ import hashlib
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 from cachetools import LRUCache
 
 from gateway.config import CacheSettings
+from gateway.errors import GatewayError
 from gateway.metrics import Metrics
 from gateway.pipeline.cache import codec
-from gateway.pipeline.cache.coalesce import Coalescer
 from gateway.pipeline.cache.extents import Run, add_run, bucket_runs, floor_grid, grid_last, missing_runs
 from gateway.pipeline.cache.matrix import (
     Matrix,
@@ -42,7 +46,7 @@ from gateway.pipeline.cache.matrix import (
 )
 from gateway.pipeline.cache.safety import Analysis, analyse, final_until, format_seconds, pin_start_end
 from gateway.pipeline.cache.tiers import MemoryTier, RedisTier, Store
-from gateway.pipeline.model import Handler, UpstreamRequest, UpstreamResponse
+from gateway.pipeline.model import Answer, Handler, Request
 from gateway.promql import offloop
 from gateway.promql.memo import tree_bytes
 
@@ -58,11 +62,8 @@ _WINDOW_PARAMS = {
     "max_samples_processed_error_threshold": "sample-threshold",
 }
 _METADATA_ENDPOINTS = frozenset({"series", "labels", "label_values", "metadata"})
-# Cache keys remembered for repeated requests: at most this many (cleared when full), and only
-# for queries up to _KEY_MEMO_TEXT characters, so the memo stays within a few MB.
-_KEY_MEMO_ENTRIES = 1024
-_KEY_MEMO_TEXT = 2048
 ANALYSES_BYTES = 8 << 20
+_PLAIN = ":plain"  # the key suffix of a response's plain copy
 
 
 def _analysis_bytes(analysis: Analysis) -> int:
@@ -83,7 +84,7 @@ class ResultsCache:
         self._metrics = metrics
         self.clock = clock  # replaceable (benchmarks simulate time)
         self._clock: Callable[[], float] = lambda: self.clock()
-        self._fetch = Coalescer(upstream, on_shared=metrics.cache_coalesced.inc)
+        self._fetch = upstream
         redis = None
         if settings.mode == "redis" and settings.redis_url:
             redis = RedisTier(settings.redis_url, metrics)
@@ -97,10 +98,8 @@ class ResultsCache:
         self._split_ms = max(1000, round(settings.split_interval * 1000))
         # Analyses of the queries seen, by canonical text, bounded by their measured bytes.
         self._analyses: LRUCache[str, Analysis] = LRUCache(maxsize=ANALYSES_BYTES, getsizeof=_analysis_bytes)
-        self._counters: dict[tuple[str, str], Any] = {}
-        self._keys: dict[tuple[Any, ...], str] = {}
         self._samples_from_cache = metrics.cache_samples.labels("cache")
-        self._handlers: dict[str, Callable[[UpstreamRequest], Awaitable[UpstreamResponse]]] = {
+        self._handlers: dict[str, Handler] = {
             "query_range": self._range,
             "query": self._instant,
             **{name: self._metadata for name in _METADATA_ENDPOINTS},
@@ -109,53 +108,27 @@ class ResultsCache:
     async def aclose(self) -> None:
         await self.store.aclose()
 
-    async def __call__(self, request: UpstreamRequest) -> UpstreamResponse:
+    async def __call__(self, request: Request) -> Answer:
         handler = self._handlers.get(request.endpoint)
-        if handler is None:
-            answer = await self._bypass(request, "endpoint-not-cached")
-        else:
-            answer = await handler(request)
+        try:
+            if handler is None:
+                answer = await self._bypass(request, "endpoint-not-cached")
+            else:
+                answer = await handler(request)
+        except GatewayError as err:
+            self._metrics.cache_requests.labels(request.endpoint, "bypass").inc()
+            self._metrics.cache_not_cached.labels("error-not-cached").inc()
+            raise err.with_headers({"x-cache": "bypass; reason=error-not-cached"}) from None
         result = answer.cache.split(";", 1)[0] or "bypass"
-        counter = self._counters.get((request.endpoint, result))
-        if counter is None:
-            counter = self._counters[(request.endpoint, result)] = self._metrics.cache_requests.labels(
-                request.endpoint, result
-            )
-        counter.inc()
+        self._metrics.cache_requests.labels(request.endpoint, result).inc()
         return answer
 
     # ------------------------------------------------------------ helpers
 
-    def _key(self, request: UpstreamRequest, kind: str, *parts: Any) -> str:
-        """The entry's key: a hash of everything that can change the answer. A pure function of
-        its inputs, so repeated requests reuse the digest (a bounded dict, cleared when full).
-        The memo compares exact types (str, int) only: equal-but-different values such as 1
-        and 1.0 would print differently."""
-        for part in parts:
-            if type(part) is str:
-                if len(part) > _KEY_MEMO_TEXT:
-                    return self._digest(request, kind, parts)
-            elif type(part) is not int:
-                return self._digest(request, kind, parts)
-        memo_key = (
-            kind,
-            request.workspace.id,
-            request.endpoint,
-            request.path,
-            request.principal.enforce,
-            tuple(request.params),
-            parts,
-        )
-        key = self._keys.get(memo_key)
-        if key is None:
-            if len(self._keys) >= _KEY_MEMO_ENTRIES:
-                self._keys.clear()
-            key = self._keys[memo_key] = self._digest(request, kind, parts)
-        return key
-
     @staticmethod
-    def _digest(request: UpstreamRequest, kind: str, parts: tuple[Any, ...]) -> str:
-        # repr() of a tuple quotes and escapes every string, so distinct inputs cannot collide.
+    def _key(request: Request, kind: str, *parts: Any) -> str:
+        """The entry's key: a hash of everything that can change the answer. repr() of a tuple
+        quotes and escapes every string, so distinct inputs cannot collide."""
         text = repr(
             (
                 codec.SCHEMA_VERSION,
@@ -170,7 +143,7 @@ class ResultsCache:
         )
         return "gwc:" + hashlib.blake2b(text.encode(), digest_size=20).hexdigest()
 
-    async def _analyse(self, request: UpstreamRequest, query: str) -> Analysis | None:
+    async def _analyse(self, request: Request, query: str) -> Analysis | None:
         """The analysis of the request's (validated, enforced) tree, remembered by its text."""
         analysis = self._analyses.get(query)
         if analysis is None:
@@ -180,18 +153,45 @@ class ResultsCache:
             self._analyses[query] = analysis
         return analysis
 
-    def _not_cached(self, answer: UpstreamResponse, reason: str) -> UpstreamResponse:
+    def _not_cached(self, answer: Answer, reason: str) -> Answer:
         self._metrics.cache_not_cached.labels(reason).inc()
-        answer.cache = f"bypass; reason={reason}"
-        return answer
+        return answer.replace(cache=f"bypass; reason={reason}")
 
-    async def _bypass(self, request: UpstreamRequest, reason: str) -> UpstreamResponse:
+    async def _bypass(self, request: Request, reason: str) -> Answer:
         return self._not_cached(await self._fetch(request), reason)
 
-    def _serve(self, entry: codec.Entry) -> UpstreamResponse:
+    def _cached(self, request: Request, key: str) -> Answer | None:
+        """A whole response from memory, in the client's encoding, as stored."""
+        if not request.accept_gzip:
+            plain = self.store.get_memory(key + _PLAIN)
+            if plain is not None:
+                return self._serve(plain, request, key)
+        entry = self.store.get_memory(key)
+        return None if entry is None else self._serve(entry, request, key)
+
+    async def _lookup(self, request: Request, key: str) -> Answer | None:
+        if request.no_cache:
+            return None
+        found = self._cached(request, key)
+        if found is None:
+            entry = await self.store.get(key)
+            found = None if entry is None else self._serve(entry, request, key)
+        return found
+
+    def _serve(self, entry: codec.Entry, request: Request, key: str) -> Answer:
         self._samples_from_cache.inc(entry.samples)
         self._metrics.cache_served_bytes.inc(len(entry.payload))
-        return UpstreamResponse(200, entry.payload, gzipped=True, cache="hit")
+        if request.accept_gzip or entry.kind == codec.KIND_PLAIN:
+            return Answer(entry.payload, gzipped=entry.kind != codec.KIND_PLAIN, cache="hit")
+        # The first client without gzip to ask for this entry: a plain copy, kept in memory.
+        data = entry.data()
+        self._keep_plain(key, entry.expires_at, entry.samples, data)
+        return Answer(data, cache="hit")
+
+    def _keep_plain(self, key: str, expires_at: float, samples: int, data: bytes) -> None:
+        self.store.put(
+            key + _PLAIN, codec.encode(codec.KIND_PLAIN, expires_at, samples, data), memory_only=True
+        )
 
     def _put(self, key: str, kind: int, ttl: float, samples: int, payload: bytes, compressed: bool) -> None:
         if ttl <= 0:
@@ -201,20 +201,22 @@ class ResultsCache:
         self.store.put(key, blob)
         self._metrics.cache_memory_bytes.set(self.store.memory.bytes)
 
+    def _put_answer(self, request: Request, key: str, ttl: float, samples: int, answer: Answer) -> None:
+        """A whole response: gzip for every tier, and plain in memory when this client is plain."""
+        self._put(key, codec.KIND_RESPONSE, ttl, samples, answer.body, answer.gzipped)
+        if not answer.gzipped and ttl > 0:
+            self._keep_plain(key, self._clock() + ttl, samples, answer.body)
+
     def _horizon_ms(self) -> int:
         return int((self._clock() - self._settings.max_freshness) * 1000)
 
     # ------------------------------------------------------------ whole responses
 
-    async def _whole(self, request: UpstreamRequest, key: str, ttl: float) -> UpstreamResponse:
-        if not request.no_cache:
-            entry = await self.store.get(key)
-            if entry is not None:
-                return self._serve(entry)
+    async def _whole(self, request: Request, key: str, ttl: float) -> Answer:
+        found = await self._lookup(request, key)
+        if found is not None:
+            return found
         answer = await self._fetch(request)
-        if not answer.ok:
-            return self._not_cached(answer, "error-not-cached")
-        raw, gzipped = answer.body, answer.gzipped
         try:
             doc = orjson.loads(answer.json_bytes())
         except orjson.JSONDecodeError:
@@ -223,17 +225,16 @@ class ResultsCache:
             return self._not_cached(answer, "error-not-cached")
         samples = _samples(doc.get("data"))
         self._metrics.cache_samples.labels("upstream").inc(samples)
-        self._put(key, codec.KIND_RESPONSE, ttl, samples, raw if gzipped else answer.body, gzipped)
+        self._put_answer(request, key, ttl, samples, answer)
         if request.no_cache:
             return self._not_cached(answer, "no-cache-header")
-        answer.cache = "miss"
-        return answer
+        return answer.replace(cache="miss")
 
-    async def _metadata(self, request: UpstreamRequest) -> UpstreamResponse:
+    async def _metadata(self, request: Request) -> Answer:
         key = self._key(request, "meta", request.params)
         return await self._whole(request, key, self._settings.metadata_ttl)
 
-    async def _instant(self, request: UpstreamRequest) -> UpstreamResponse:
+    async def _instant(self, request: Request) -> Answer:
         if request.time_ms is None:
             return await self._bypass(request, "no-time")
         if request.param("stats"):
@@ -250,7 +251,7 @@ class ResultsCache:
 
     # ------------------------------------------------------------ range queries
 
-    async def _range(self, request: UpstreamRequest) -> UpstreamResponse:
+    async def _range(self, request: Request) -> Answer:
         window = request.window
         if window is None:
             return await self._bypass(request, "no-window")
@@ -274,10 +275,9 @@ class ResultsCache:
             )
         base = self._key(request, "range", key_query, step, start % step)
         whole_key = f"{base}:{start}:{last}"
-        if not request.no_cache:
-            entry = self.store.get_memory(whole_key) or await self.store.get(whole_key)
-            if entry is not None:
-                return self._serve(entry)
+        found = await self._lookup(request, whole_key)
+        if found is not None:
+            return found
 
         final = final_until(analysis, self._horizon_ms(), (window.start_ms, window.end_ms))
         hist_last = start - step if final is None else min(last, floor_grid(final, start % step, step))
@@ -302,8 +302,8 @@ class ResultsCache:
 
         fetched = await self._fetch_runs(request, fetch_runs, pinned_query)
         for answer in fetched:
-            if isinstance(answer, UpstreamResponse):
-                return self._not_cached(answer, "error-not-cached")
+            if isinstance(answer, GatewayError):
+                raise answer
             if isinstance(answer, NotCacheable):
                 return await self._bypass(request, str(answer))
         matrices: list[Matrix] = [m for m in fetched if isinstance(m, Matrix)]
@@ -329,12 +329,13 @@ class ResultsCache:
         total = merged.samples()
         self._metrics.cache_samples.labels("cache").inc(max(0, total - fetched_samples))
         ttl = self._settings.results_ttl if hist_last == last else self._settings.recent_ttl
-        self._put(whole_key, codec.KIND_RESPONSE, ttl, total, body, compressed=False)
-        return UpstreamResponse(200, body, cache="partial" if fetch_runs else "hit")
+        merged_answer = Answer(body, cache="partial" if fetch_runs else "hit")
+        self._put_answer(request, whole_key, ttl, total, merged_answer)
+        return merged_answer
 
     async def _range_whole(
         self,
-        request: UpstreamRequest,
+        request: Request,
         buckets: list[tuple[int, Run]],
         bucket_keys: list[str],
         extents: list[tuple[list[Run], Matrix]],
@@ -342,13 +343,10 @@ class ResultsCache:
         hist_last: int,
         last: int,
         whole_key: str,
-    ) -> UpstreamResponse:
+    ) -> Answer:
         """Nothing cached (or the client asked for a fresh answer): send the client's own
         request, answer with exactly what came back, and keep it as extents."""
         answer = await self._fetch(request)
-        if not answer.ok:
-            return self._not_cached(answer, "error-not-cached")
-        raw, gzipped = answer.body, answer.gzipped
         try:
             matrix = parse_matrix(answer.json_bytes())
         except NotCacheable as err:
@@ -359,11 +357,10 @@ class ResultsCache:
             replace_range(stored, matrix, run[0], run[1])
             self._put_extent(key, add_run(coverage, run, step), stored)
         ttl = self._settings.results_ttl if hist_last == last else self._settings.recent_ttl
-        self._put(whole_key, codec.KIND_RESPONSE, ttl, samples, raw if gzipped else answer.body, gzipped)
+        self._put_answer(request, whole_key, ttl, samples, answer)
         if request.no_cache:
             return self._not_cached(answer, "no-cache-header")
-        answer.cache = "miss"
-        return answer
+        return answer.replace(cache="miss")
 
     async def _load_extents(self, keys: list[str]) -> list[tuple[list[Run], Matrix]]:
         out: list[tuple[list[Run], Matrix]] = []
@@ -382,15 +379,16 @@ class ResultsCache:
         self._put(key, codec.KIND_EXTENT, self._settings.results_ttl, matrix.samples(), payload, False)
 
     async def _fetch_runs(
-        self, request: UpstreamRequest, runs: list[Run], query: str | None
-    ) -> list[Matrix | UpstreamResponse | NotCacheable]:
+        self, request: Request, runs: list[Run], query: str | None
+    ) -> list[Matrix | GatewayError | NotCacheable]:
         slots = asyncio.Semaphore(self._settings.parallel_fetches)
 
-        async def one(run: Run) -> Matrix | UpstreamResponse | NotCacheable:
-            async with slots:
-                answer = await self._fetch(_sub_request(request, run, query))
-            if not answer.ok:
-                return answer
+        async def one(run: Run) -> Matrix | GatewayError | NotCacheable:
+            try:
+                async with slots:
+                    answer = await self._fetch(_sub_request(request, run, query))
+            except GatewayError as err:
+                return err
             try:
                 return parse_matrix(answer.json_bytes())
             except NotCacheable as err:
@@ -399,7 +397,7 @@ class ResultsCache:
         return list(await asyncio.gather(*(one(run) for run in runs)))
 
 
-def _sub_request(request: UpstreamRequest, run: Run, query: str | None) -> UpstreamRequest:
+def _sub_request(request: Request, run: Run, query: str | None) -> Request:
     params = []
     for name, value in request.params:
         if name == "start":
@@ -409,7 +407,7 @@ def _sub_request(request: UpstreamRequest, run: Run, query: str | None) -> Upstr
         elif name == "query" and query is not None:
             value = query
         params.append((name, value))
-    return request.replace(params=params)
+    return request.replace(params=tuple(params))
 
 
 def _samples(data: Any) -> int:

@@ -103,7 +103,7 @@ class RedisTier:
             self._failed(err)
             return [None] * len(keys)
         self._succeeded()
-        return list(values)
+        return [value if isinstance(value, bytes) else None for value in values]
 
     def put(self, key: str, blob: bytes, ttl: float) -> None:
         if not self.available or len(self._pending) >= _MAX_PENDING_WRITES or ttl <= 0:
@@ -180,12 +180,12 @@ class Store:
     def get_memory(self, key: str) -> codec.Entry | None:
         return self._decode("memory", key, self.memory.get(key), self._clock())
 
-    def put(self, key: str, blob: bytes) -> None:
+    def put(self, key: str, blob: bytes, memory_only: bool = False) -> None:
         ttl = codec.expires_at(blob) - self._clock()
         if ttl <= 0:
             return
         self.memory.put(key, blob)
-        if self.redis is not None:
+        if self.redis is not None and not memory_only:
             self.redis.put(key, blob, ttl)
 
     async def aclose(self) -> None:

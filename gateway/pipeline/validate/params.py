@@ -10,11 +10,10 @@ from __future__ import annotations
 import math
 import re
 from datetime import UTC, datetime
-from urllib.parse import unquote
 
-from gateway.api.errors import ApiError, bad_param
-from gateway.promql.lexer import go_quote
-from gateway.promql.numbers import parse_duration_ms, parse_float, round_half_away
+from gateway.config import MAX_POINTS
+from gateway.errors import GatewayError, bad_param
+from gateway.golang import go_quote, parse_duration_ms, parse_float, round_half_away
 
 # Prometheus's MinTime and MaxTime (web/api/v1/api.go), in ms.
 MIN_TIME_MS = (-(2**63) // 1000 + 62135596801) * 1000
@@ -23,15 +22,14 @@ MAX_TIME_MS = ((2**63 - 1) // 1000 - 62135596801) * 1000 + 999
 _MIN_TIME_STRING = "-292273086-05-16T16:47:06Z"
 _MAX_TIME_STRING = "292277025-08-18T07:12:54.999999999Z"
 
+# Parameters that take several values; every other one is read once (its first value).
+LIST_PARAMS = frozenset({"match[]", "rule_name[]", "rule_group[]", "file[]"})
 _NS_PER_S = 1_000_000_000
 _INT64_MAX = 2**63 - 1
 # Go's time.Parse(time.RFC3339Nano): an upper-case T and Z only, seconds 00-59.
 _RFC3339_RE = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:\d{2})", re.ASCII
 )
-# \Z, not $: `$` also matches before a trailing newline.
-LABEL_NAME_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z", re.ASCII)
-MAX_POINTS = 11_000
 
 
 def _float_or_none(text: str) -> float | None:
@@ -92,30 +90,6 @@ def parse_duration_ns(text: str) -> int:
         raise ValueError(f"cannot parse {go_quote(text)} to a valid duration") from None
 
 
-def parse_prometheus_duration_ms(text: str) -> int | None:
-    """model.ParseDuration (`1h30m`, `5m`, `0`); None when it is not one."""
-    try:
-        return parse_duration_ms(text)
-    except ValueError:
-        return None
-
-
-def parse_form(text: str) -> list[tuple[str, str]]:
-    """Exactly `parse_qsl(text, keep_blank_values=True, errors="strict")`, about 4x faster:
-    only the pieces holding '%' or '+' go through unquote. Raises UnicodeDecodeError when a
-    percent-escape is not UTF-8, as parse_qsl does."""
-    items: list[tuple[str, str]] = []
-    for piece in text.split("&"):
-        if not piece:
-            continue
-        name, _, value = piece.partition("=")
-        if "%" in piece or "+" in piece:
-            name = unquote(name.replace("+", " "), errors="strict")
-            value = unquote(value.replace("+", " "), errors="strict")
-        items.append((name, value))
-    return items
-
-
 class Params:
     """A request's parameters (URL query and form body merged, as Go's r.Form does)."""
 
@@ -131,9 +105,6 @@ class Params:
 
     def get_all(self, name: str) -> list[str]:
         return [value for key, value in self.items if key == name]
-
-    def has(self, name: str) -> bool:
-        return any(key == name for key, _ in self.items)
 
     def time_ms(self, name: str, default: int | None = None) -> int:
         """parseTime, or with a `default` parseTimeParam (whose errors say which value)."""
@@ -173,9 +144,14 @@ def check_range(start_ms: int, end_ms: int, step_ns: int) -> None:
         raise bad_param(
             "step", "zero or negative query resolution step widths are not accepted. Try a positive integer"
         )
-    if (end_ms - start_ms) * 1_000_000 // step_ns > MAX_POINTS:
-        raise ApiError(
+    check_points(start_ms, end_ms, step_ns, MAX_POINTS)
+
+
+def check_points(start_ms: int, end_ms: int, step_ns: int, max_points: int) -> None:
+    """Prometheus's bound on points per series, with its integer arithmetic and words."""
+    if (end_ms - start_ms) * 1_000_000 // step_ns > max_points:
+        raise GatewayError(
             "bad_data",
-            "exceeded maximum resolution of 11,000 points per timeseries. "
+            f"exceeded maximum resolution of {max_points:,} points per timeseries. "
             "Try decreasing the query resolution (?step=XX)",
         )

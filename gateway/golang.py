@@ -1,4 +1,6 @@
-"""Go's number and duration syntax, as Prometheus reads numbers, durations and times.
+"""Go's number, duration and string syntax, as Prometheus reads and prints them.
+
+`go_quote` is strconv.Quote; `LABEL_NAME_RE` model.LabelNameRE;
 
 `parse_float` is strconv.ParseFloat(s, 64) (errors included: Python's float() takes spaces,
 non-ASCII digits and `+nan`, and turns 1e400 into inf, where Go refuses all of them);
@@ -12,19 +14,41 @@ import math
 import re
 from decimal import Decimal
 
-from gateway.promql.lexer import go_quote
-
+# \Z, not $: `$` also matches before a trailing newline.
+LABEL_NAME_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z", re.ASCII)
 _DECIMAL = re.compile(r"[+-]?(?=\.?[0-9])[0-9_]*(?:\.[0-9_]*)?(?:[eE][+-]?[0-9_]+)?", re.ASCII)
 _HEX = re.compile(r"[+-]?0[xX](?=\.?[0-9a-fA-F_])[0-9a-fA-F_]*(?:\.[0-9a-fA-F_]*)?[pP][+-]?[0-9_]+", re.ASCII)
 _INT64_MAX = 2**63 - 1
 
 
+def go_quote(text: str) -> str:
+    """Go's strconv.Quote / %q for valid UTF-8 text."""
+    if text.isprintable() and '"' not in text and "\\" not in text and "\ufeff" not in text:
+        return f'"{text}"'  # nothing to escape: most label values
+    out = ['"']
+    for char in text:
+        code = ord(char)
+        if char == '"' or char == "\\":
+            out.append("\\" + char)
+        elif char in _GO_ESCAPES:
+            out.append(_GO_ESCAPES[char])
+        elif char.isprintable() and code != 0xFEFF:
+            out.append(char)
+        elif code < 0x80:
+            out.append(f"\\x{code:02x}")
+        elif code < 0x10000:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    out.append('"')
+    return "".join(out)
+
+
+_GO_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v"}
+
+
 def _syntax(fn: str, text: str) -> ValueError:
-    return ValueError(f"strconv.{fn}: parsing {_go_q(text)}: invalid syntax")
-
-
-def _go_q(text: str) -> str:
-    return go_quote(text)
+    return ValueError(f"strconv.{fn}: parsing {go_quote(text)}: invalid syntax")
 
 
 def _underscores_ok(text: str) -> bool:
@@ -72,7 +96,7 @@ def parse_float(text: str) -> float:
     else:
         raise _syntax("ParseFloat", text)
     if math.isinf(value):
-        raise ValueError(f"strconv.ParseFloat: parsing {_go_q(text)}: value out of range")
+        raise ValueError(f"strconv.ParseFloat: parsing {go_quote(text)}: value out of range")
     return value
 
 
@@ -107,7 +131,7 @@ def parse_int_base0(text: str) -> int:
     except ValueError:
         raise _syntax("ParseInt", text) from None
     if value > _INT64_MAX:
-        raise ValueError(f"strconv.ParseInt: parsing {_go_q(text)}: value out of range")
+        raise ValueError(f"strconv.ParseInt: parsing {go_quote(text)}: value out of range")
     return value
 
 
@@ -134,7 +158,7 @@ def parse_duration_ms(text: str) -> int:
     rest = text
     while rest:
         if not ("0" <= rest[0] <= "9"):
-            raise ValueError(f"not a valid duration string: {_go_q(text)}")
+            raise ValueError(f"not a valid duration string: {go_quote(text)}")
         match = _PART.match(rest)
         assert match is not None
         digits, unit = match.group(1), match.group(2)
@@ -142,14 +166,14 @@ def parse_duration_ms(text: str) -> int:
         # ParseUint fails past 2^64-1 (20 digits); Python's int() refuses 4,300 digits in its own words.
         value = int(digits) if len(digits.lstrip("0")) <= 20 else 2**64
         if value > 2**64 - 1:
-            raise ValueError(f"not a valid duration string: {_go_q(text)}")
+            raise ValueError(f"not a valid duration string: {go_quote(text)}")
         if unit == "":
-            raise ValueError(f"not a valid duration string: {_go_q(text)}")
+            raise ValueError(f"not a valid duration string: {go_quote(text)}")
         if unit not in _UNITS:
-            raise ValueError(f"unknown unit {_go_q(unit)} in duration {_go_q(text)}")
+            raise ValueError(f"unknown unit {go_quote(unit)} in duration {go_quote(text)}")
         position, mult_ms = _UNITS[unit]
         if position <= last:
-            raise ValueError(f"not a valid duration string: {_go_q(text)}")
+            raise ValueError(f"not a valid duration string: {go_quote(text)}")
         last = position
         mult_ns = mult_ms * 1_000_000
         if value > (1 << 63) // mult_ns:
@@ -209,3 +233,11 @@ def format_float(value: float) -> str:
     if point >= len(digits):
         return f"{minus}{digits}{'0' * (point - len(digits))}"
     return f"{minus}{digits[:point]}.{digits[point:]}"
+
+
+def try_duration_ms(text: str) -> int | None:
+    """model.ParseDuration (`1h30m`, `5m`, `0`); None when `text` is not a duration."""
+    try:
+        return parse_duration_ms(text)
+    except ValueError:
+        return None

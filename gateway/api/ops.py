@@ -1,22 +1,22 @@
-"""Operations endpoints: /-/healthy, /-/ready (probed and cached), /metrics; the access log."""
+"""Operations endpoints: /-/healthy, /-/ready (probed and cached), /metrics."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.requests import Request
+from starlette.requests import Request as StarletteRequest
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.config import Settings
+from gateway.errors import GatewayError
 from gateway.metrics import Metrics
-from gateway.pipeline.model import UpstreamRequest
+from gateway.pipeline.model import Handler, Request
 
-access_log = logging.getLogger("gateway.access")
 log = logging.getLogger("gateway.ready")
 
 READY_CACHE_SECONDS = 10.0
@@ -27,7 +27,7 @@ class Readiness:
     is unauthenticated, so it says ready or not; which workspace fails and why goes to the log
     (when a workspace's state changes) and to /metrics (`gateway_workspace_ready`)."""
 
-    def __init__(self, settings: Settings, upstream: object, metrics: Metrics | None = None) -> None:
+    def __init__(self, settings: Settings, upstream: Handler, metrics: Metrics | None = None) -> None:
         self._settings = settings
         self._upstream = upstream
         self._metrics = metrics
@@ -47,21 +47,24 @@ class Readiness:
         async def one(workspace_id: str) -> tuple[str, str]:
             workspace = self._settings.workspace(workspace_id)
             assert workspace is not None
-            request = UpstreamRequest(
+            request = Request(
                 workspace=workspace,
                 endpoint="ready",
                 path="/api/v1/query",
                 method="POST",
-                params=[("query", "1")],
+                params=(("query", "1"),),
                 timeout=min(5.0, self._settings.upstream.timeout),
             )
-            answer = await self._upstream(request)  # type: ignore[operator]
-            if answer.ok:
-                return workspace_id, "ok"
             try:
-                return workspace_id, orjson.loads(answer.json_bytes()).get("error", "error")
-            except orjson.JSONDecodeError:
-                return workspace_id, f"HTTP {answer.status}"
+                await self._upstream(request)
+            except GatewayError as err:
+                if err.upstream_body is None:
+                    return workspace_id, err.message
+                try:
+                    return workspace_id, str(orjson.loads(err.upstream_body).get("error", "error"))
+                except (orjson.JSONDecodeError, AttributeError):
+                    return workspace_id, f"HTTP {err.status}"
+            return workspace_id, "ok"
 
         results = await asyncio.gather(*(one(w.id) for w in self._settings.workspaces))
         states = dict(results)
@@ -85,16 +88,19 @@ _INDEX = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>am
 """
 
 
-async def index(request: Request) -> Response:
+async def index(request: StarletteRequest) -> Response:
     return HTMLResponse(_INDEX, headers={"content-security-policy": "default-src 'none'"})
 
 
-async def healthy(request: Request) -> Response:
+async def healthy(request: StarletteRequest) -> Response:
     return PlainTextResponse("Healthy.\n")
 
 
-def ready_endpoint(readiness: Readiness):  # type: ignore[no-untyped-def]
-    async def ready(request: Request) -> Response:
+Endpoint = Callable[[StarletteRequest], Awaitable[Response]]
+
+
+def ready_endpoint(readiness: Readiness) -> Endpoint:
+    async def ready(request: StarletteRequest) -> Response:
         ok, _ = await readiness.check()
         body = orjson.dumps({"ready": ok})
         return Response(body, status_code=200 if ok else 503, media_type="application/json")
@@ -102,57 +108,8 @@ def ready_endpoint(readiness: Readiness):  # type: ignore[no-untyped-def]
     return ready
 
 
-def metrics_endpoint(metrics: Metrics):  # type: ignore[no-untyped-def]
-    async def serve_metrics(request: Request) -> Response:
+def metrics_endpoint(metrics: Metrics) -> Endpoint:
+    async def serve_metrics(request: StarletteRequest) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return serve_metrics
-
-
-class AccessLog:
-    """Pure ASGI middleware: one JSON line per request, with its request id. No query text,
-    no headers: nothing secret can land in the log. When the logger would drop the line
-    (gateway.access below INFO), the request is not watched at all."""
-
-    def __init__(self, app: ASGIApp, enabled: bool = True) -> None:
-        self.app = app
-        self.enabled = enabled
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.enabled or not access_log.isEnabledFor(logging.INFO):
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-        size = 0
-        headers: dict[bytes, bytes] = {}
-
-        async def sending(message: Message) -> None:
-            nonlocal status, size, headers
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                headers = dict(message.get("headers", []))
-            elif message["type"] == "http.response.body":
-                size += len(message.get("body", b""))
-            await send(message)
-
-        try:
-            await self.app(scope, receive, sending)
-        finally:
-            client = scope.get("client")
-            access_log.info(
-                orjson.dumps(
-                    {
-                        "ts": round(time.time(), 3),
-                        "request_id": scope.get("gateway.request_id")
-                        or headers.get(b"x-request-id", b"").decode(),
-                        "method": scope["method"],
-                        "path": scope["path"],
-                        "status": status,
-                        "bytes": size,
-                        "ms": round((time.perf_counter() - started) * 1000, 2),
-                        "cache": headers.get(b"x-cache", b"").decode() or None,
-                        "client": client[0] if client else None,
-                    }
-                ).decode()
-            )

@@ -24,34 +24,22 @@ loopback only. Only hashes of secrets are stored; every comparison is constant-t
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
 import ipaddress
 import logging
-import math
 import re
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from cachetools import TTLCache
-from starlette.requests import HTTPConnection
-
-from gateway.api.errors import ApiError
-from gateway.config import ConfigError, Settings
-from gateway.metrics import Metrics
-from gateway.pipeline.limits import Limits, parse_limits
-from gateway.pipeline.model import Principal
+from gateway.config.limits import Limits, parse_limits
+from gateway.config.readers import ConfigError
+from gateway.golang import LABEL_NAME_RE
 
 log = logging.getLogger("gateway.auth")
 
 _HEX_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
-_LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _HEADER_RE = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 _PRINCIPAL_KEYS = {
     "name",
@@ -64,11 +52,20 @@ _PRINCIPAL_KEYS = {
     "limits",
 }
 _AUTH_KEYS = {"principals", "proxy", "on_conflict", "cors", "failed_sign_ins"}
-REALM = 'realm="amp-gateway"'
-# Failed sign-ins are counted per minute, from one client address and for one principal (from
-# any address; a higher default, so that others cannot lock a team out as easily as they can
-# slow a guesser): auth.failed_sign_ins.
-FAILURE_WINDOW = 60.0
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is asking. `enforce` holds label matchers added to every selector they send."""
+
+    name: str
+    workspaces: frozenset[str] | None = None  # None: every workspace
+    enforce: tuple[tuple[str, str], ...] = ()
+    limits: Limits = field(default_factory=Limits)
+
+    def may_query(self, names: tuple[str, ...]) -> bool:
+        """May read the workspace known by these names (its id and alias)."""
+        return self.workspaces is None or any(n in self.workspaces for n in names)
 
 
 @dataclass(frozen=True)
@@ -116,15 +113,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def parse_auth(settings: Settings) -> AuthSettings:
+def parse_auth(raw: Any, limits: Any, listen_host: str, workspace_names: set[str]) -> AuthSettings:
     """Validates `auth` and `limits`; ConfigError names the key. Refuses an exposed gateway
     without authentication unless `auth: none` says so."""
-    defaults = parse_limits(settings.limits, "limits")
-    raw = settings.auth
+    defaults = parse_limits(limits, "limits")
     if raw is None:
-        if not is_loopback(settings.listen_host):
+        if not is_loopback(listen_host):
             raise ConfigError(
-                f"auth: the gateway would listen on {settings.listen_host} (GATEWAY_LISTEN) without "
+                f"auth: the gateway would listen on {listen_host} (GATEWAY_LISTEN) without "
                 "authentication; configure auth.principals, or set `auth: none` (GATEWAY_AUTH=none) "
                 "to expose it on purpose"
             )
@@ -140,7 +136,6 @@ def parse_auth(settings: Settings) -> AuthSettings:
     items = raw.get("principals")
     if not isinstance(items, list) or not items:
         raise ConfigError("auth.principals: must be a non-empty list (or set `auth: none`)")
-    workspace_names = {n for w in settings.workspaces for n in w.names}
     credentials = [
         _credential(item, f"auth.principals[{i}]", workspace_names, defaults, proxy is not None)
         for i, item in enumerate(items)
@@ -194,7 +189,7 @@ def _credential(item: Any, key: str, workspace_names: set[str], defaults: Limits
     if not isinstance(enforce, Mapping):
         raise ConfigError(f'{key}.enforce: must be a mapping of label to value, like {{team: "a"}}')
     for label, value in enforce.items():
-        if not isinstance(label, str) or not _LABEL_RE.match(label) or label == "__name__":
+        if not isinstance(label, str) or not LABEL_NAME_RE.match(label) or label == "__name__":
             raise ConfigError(f"{key}.enforce: {label!r} is not a label name that can be enforced")
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{key}.enforce.{label}: must be a non-empty string")
@@ -288,174 +283,3 @@ def _cors(raw: Any) -> tuple[str, ...]:
         if origin == "*" or not re.match(r"^https?://[^/\s]+$", origin):
             raise ConfigError(f"auth.cors.allow_origins: {origin!r} must be an origin like https://host:port")
     return tuple(origins)
-
-
-class FailedSignIns:
-    """Fixed windows of failed sign-ins per key (a client address, a principal): past `limit`
-    failures in `window` seconds, the key's further attempts are refused until the window ends,
-    right credentials included (that is what stops guessing). Bounded in keys."""
-
-    def __init__(
-        self, limit: int, window: float, clock: Callable[[], float] = time.monotonic, max_keys: int = 100_000
-    ) -> None:
-        self.limit = limit
-        self.window = window
-        self._clock = clock
-        self._windows: TTLCache[str, list[float]] = TTLCache(maxsize=max_keys, ttl=window, timer=clock)
-
-    def retry_after(self, key: str) -> float | None:
-        """Seconds until `key` may try again, or None when it may now."""
-        found = self._windows.get(key)
-        if found is None or found[1] < self.limit:
-            return None
-        return max(0.0, found[0] + self.window - self._clock())
-
-    def record(self, key: str) -> None:
-        found = self._windows.get(key)
-        if found is None:
-            self._windows[key] = [self._clock(), 1]
-        else:
-            found[1] += 1
-
-
-class Authenticator:
-    """Resolves the principal of a request; raises ApiError (401) when it cannot, 429 when its
-    client address or principal failed to sign in too often lately."""
-
-    def __init__(
-        self,
-        settings: AuthSettings | None = None,
-        metrics: Metrics | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.settings = settings or AuthSettings(enabled=False)
-        self.metrics = metrics
-        self.anonymous = Principal(name="anonymous", limits=self.settings.defaults)
-        self._challenge = f"Bearer {REALM}"
-        if any(c.password is not None for c in self.settings.credentials):
-            self._challenge += f", Basic {REALM}"
-        self.by_address = FailedSignIns(self.settings.failures_per_address, FAILURE_WINDOW, clock)
-        self.by_principal = FailedSignIns(self.settings.failures_per_principal, FAILURE_WINDOW, clock)
-
-    def _count(self, reason: str) -> None:
-        if self.metrics is not None:
-            self.metrics.auth_failures.labels(reason).inc()
-
-    def _fail(
-        self, reason: str, message: str, address: str | None = None, principal: str | None = None
-    ) -> ApiError:
-        self._count(reason)
-        if address is not None:
-            self.by_address.record(address)
-        if principal is not None:
-            self.by_principal.record(principal)
-        return ApiError("unauthorized", message, headers={"WWW-Authenticate": self._challenge})
-
-    def _throttle(self, address: str, principal: str | None) -> None:
-        wait = self.by_address.retry_after(address)
-        who = "this address"
-        if wait is None and principal is not None:
-            wait, who = self.by_principal.retry_after(principal), "this user"
-        if wait is not None:
-            self._count("throttled")
-            seconds = max(1, math.ceil(wait))
-            raise ApiError(
-                "too_many_requests",
-                f"too many failed sign-ins from {who}; try again in {seconds} s",
-                headers={"Retry-After": str(seconds)},
-            )
-
-    async def authenticate(self, connection: HTTPConnection) -> Principal:
-        settings = self.settings
-        if not settings.enabled:
-            return self.anonymous
-        address = connection.client.host if connection.client else "-"
-        proxy = settings.proxy
-        if proxy is not None and proxy.header in connection.headers and proxy.trusts(address):
-            return self._from_proxy(connection.headers.getlist(proxy.header), address)
-        header = connection.headers.get("authorization", "")
-        scheme, _, value = header.strip().partition(" ")
-        scheme = scheme.lower()
-        if scheme == "bearer" and value.strip():
-            # A token (256 bits, unguessable) is checked first and a right one always passes:
-            # clients behind one ingress address must not be locked out by another's bad token.
-            # Wrong ones from a busy address get 429s.
-            credential = self._by_token(value.strip())
-            if credential is None:
-                self._throttle(address, None)
-                raise self._fail("invalid", "the credentials are not valid", address)
-            return self._unexpired(credential, address)
-        if scheme == "basic" and value.strip():
-            # Passwords can be guessed: a throttled address or user is refused, right or wrong.
-            username, credential = self._by_password(value.strip())
-            named = self._principal_named(username)
-            self._throttle(address, named)
-        else:
-            raise self._fail(
-                "missing",
-                "authentication required: send Authorization: Bearer <token> or HTTP basic credentials",
-            )
-        if credential is None:
-            raise self._fail("invalid", "the credentials are not valid", address, named)
-        return self._unexpired(credential, address)
-
-    def _unexpired(self, credential: Credential, address: str) -> Principal:
-        if credential.expires is not None and datetime.now(UTC).timestamp() >= credential.expires:
-            raise self._fail(
-                "expired", f'the credentials of "{credential.principal.name}" have expired', address
-            )
-        return credential.principal
-
-    def _principal_named(self, username: str | None) -> str | None:
-        if username is None:
-            return None
-        for credential in self.settings.credentials:
-            if credential.username is not None and hmac.compare_digest(
-                credential.username.encode(), username.encode()
-            ):
-                return credential.principal.name
-        return None
-
-    def _from_proxy(self, values: list[str], address: str) -> Principal:
-        if len(values) != 1 or "," in values[0]:
-            raise self._fail(
-                "invalid", "the authenticating proxy's header must name exactly one user", address
-            )
-        name = values[0].strip()
-        found = None
-        for credential in self.settings.credentials:
-            if hmac.compare_digest(credential.principal.name.encode(), name.encode()):
-                found = credential
-        if found is None:
-            raise self._fail(
-                "invalid", "the user named by the authenticating proxy is not configured", address
-            )
-        return self._unexpired(found, address)
-
-    def _by_token(self, token: str) -> Credential | None:
-        digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
-        found = None
-        for credential in self.settings.credentials:  # no early exit: time does not depend on a match
-            if credential.token is not None and hmac.compare_digest(credential.token, digest):
-                found = credential
-        return found
-
-    def _by_password(self, encoded: str) -> tuple[str | None, Credential | None]:
-        """(the user name sent, the credential it and the password match)."""
-        try:
-            decoded = base64.b64decode(encoded, validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
-            return None, None
-        username, sep, password = decoded.partition(":")
-        if not sep:
-            return None, None
-        digest = hashlib.sha256(password.encode()).digest()
-        found = None
-        for credential in self.settings.credentials:
-            if credential.password is None or credential.username is None:
-                continue
-            user_ok = hmac.compare_digest(credential.username.encode(), username.encode())
-            password_ok = hmac.compare_digest(credential.password, digest)
-            if user_ok and password_ok:
-                found = credential
-        return username, found

@@ -15,12 +15,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from gateway.api.params import parse_prometheus_duration_ms
-
-
-class ConfigError(Exception):
-    """A setting that cannot be used; the message names the key."""
-
+from gateway.config.auth import AuthSettings, parse_auth
+from gateway.config.readers import ConfigError, Reader, read_bool
 
 _AMP_HOST_RE = re.compile(r"^aps-workspaces(?:-fips)?\.([a-z0-9-]+)\.(?:amazonaws\.com(?:\.cn)?|api\.aws)$")
 _WORKSPACE_PATH_RE = re.compile(r"/workspaces/([A-Za-z0-9_-]+)/?$")
@@ -96,8 +92,7 @@ class Settings:
     aws: AwsSettings = field(default_factory=AwsSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
     panels: PanelSettings = field(default_factory=PanelSettings)
-    auth: Mapping[str, Any] | str | None = None  # validated by gateway.pipeline.auth
-    limits: Mapping[str, Any] = field(default_factory=dict)
+    auth: AuthSettings = field(default_factory=lambda: AuthSettings(enabled=False))
     log_level: str = "info"
     access_log: bool = True
 
@@ -158,13 +153,12 @@ _TOP_KEYS = {
 
 
 def build_settings(raw: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
-    unknown = sorted(set(raw) - _TOP_KEYS)
-    if unknown:
-        raise ConfigError(f"{unknown[0]}: unknown setting")
-    listen = env.get("GATEWAY_LISTEN") or _str(raw, "listen", "127.0.0.1:8080")
+    top = Reader(raw)
+    top.reject_unknown(_TOP_KEYS)
+    listen = env.get("GATEWAY_LISTEN") or top.text("listen", "127.0.0.1:8080")
     host, port = _parse_listen(listen)
 
-    workspaces = [_workspace(item, f"workspaces[{i}]") for i, item in enumerate(_list(raw, "workspaces"))]
+    workspaces = [_workspace(item, f"workspaces[{i}]") for i, item in enumerate(top.items("workspaces"))]
     single = _single_workspace(raw, env)
     if single is not None:
         # GATEWAY_UPSTREAM_URL names the default workspace; it replaces a YAML one with its id.
@@ -182,40 +176,35 @@ def build_settings(raw: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
             if name in seen:
                 raise ConfigError(f"workspaces: id or alias {name!r} is used twice")
             seen.add(name)
-    default = _str(raw, "default_workspace", None) if single is None else single.id
+    default = top.text("default_workspace", None) if single is None else single.id
     if default is not None and default not in seen:
         raise ConfigError(f"default_workspace: {default!r} is not a configured workspace")
 
-    aws_raw = _map(raw, "aws")
-    _reject_unknown(aws_raw, "aws", {"sts_region", "sts_endpoint", "profile"})
+    aws_raw = top.mapping("aws")
+    aws_raw.reject_unknown({"sts_region", "sts_endpoint", "profile"})
     aws = AwsSettings(
-        sts_region=env.get("GATEWAY_STS_REGION") or _str(aws_raw, "sts_region", None, "aws."),
-        sts_endpoint=env.get("GATEWAY_STS_ENDPOINT") or _str(aws_raw, "sts_endpoint", None, "aws."),
-        profile=_str(aws_raw, "profile", None, "aws."),
+        sts_region=env.get("GATEWAY_STS_REGION") or aws_raw.text("sts_region", None),
+        sts_endpoint=env.get("GATEWAY_STS_ENDPOINT") or aws_raw.text("sts_endpoint", None),
+        profile=aws_raw.text("profile", None),
     )
-    settings = Settings(
+    auth_raw = "none" if env.get("GATEWAY_AUTH", "").lower() == "none" else raw.get("auth")
+    return Settings(
         listen_host=host,
         listen_port=port,
         workspaces=tuple(workspaces),
         default_workspace=default or workspaces[0].id,
-        upstream=_upstream(_map(raw, "upstream")),
+        upstream=_upstream(top.mapping("upstream")),
         aws=aws,
-        cache=_cache(_map(raw, "cache"), env),
-        panels=_panels(_map(raw, "panels")),
-        auth="none" if env.get("GATEWAY_AUTH", "").lower() == "none" else raw.get("auth"),
-        limits=_map(raw, "limits"),
-        log_level=(env.get("GATEWAY_LOG_LEVEL") or _str(raw, "log_level", "info")).lower(),
-        access_log=_bool_value(raw.get("access_log", True), "access_log"),
+        cache=_cache(top.mapping("cache"), env),
+        panels=_panels(top.mapping("panels")),
+        auth=parse_auth(auth_raw, top.mapping("limits").raw or None, host, seen),
+        log_level=(env.get("GATEWAY_LOG_LEVEL") or top.text("log_level", "info")).lower(),
+        access_log=top.flag("access_log", True),
     )
-    # auth and limits are validated by their own module (imported here: it imports this one).
-    from gateway.pipeline.auth import parse_auth
-
-    parse_auth(settings)
-    return settings
 
 
 def _single_workspace(raw: Mapping[str, Any], env: Mapping[str, str]) -> Workspace | None:
-    url = env.get("GATEWAY_UPSTREAM_URL") or _str(raw, "upstream_url", None)
+    url = env.get("GATEWAY_UPSTREAM_URL") or Reader(raw).text("upstream_url", None)
     if not url:
         return None
     key = "GATEWAY_UPSTREAM_URL" if env.get("GATEWAY_UPSTREAM_URL") else "upstream_url"
@@ -237,7 +226,7 @@ def _apply_env_role(workspace: Workspace, env: Mapping[str, str]) -> Workspace:
     if env.get("GATEWAY_REGION"):
         changes["region"] = env["GATEWAY_REGION"]
     if env.get("GATEWAY_SIGV4"):
-        changes["sigv4"] = _bool_value(env["GATEWAY_SIGV4"], "GATEWAY_SIGV4")
+        changes["sigv4"] = read_bool(env["GATEWAY_SIGV4"], "GATEWAY_SIGV4")
     if env.get("GATEWAY_ROLE_ARN"):
         changes["role_arn"] = _role_arn(env["GATEWAY_ROLE_ARN"], "GATEWAY_ROLE_ARN")
     if env.get("GATEWAY_EXTERNAL_ID"):
@@ -252,10 +241,8 @@ def _apply_env_role(workspace: Workspace, env: Mapping[str, str]) -> Workspace:
 def _workspace(item: Any, key: str, env_prefix: str | None = None) -> Workspace:
     if not isinstance(item, Mapping):
         raise ConfigError(f"{key}: must be a mapping with at least `url`")
-    _reject_unknown(
-        item,
-        key,
-        {"id", "alias", "url", "region", "sigv4", "role_arn", "external_id", "session_name"},
+    Reader(item, f"{key}.").reject_unknown(
+        {"id", "alias", "url", "region", "sigv4", "role_arn", "external_id", "session_name"}
     )
     url = item.get("url")
     if not url:
@@ -277,7 +264,7 @@ def _workspace(item: Any, key: str, env_prefix: str | None = None) -> Workspace:
     if alias is not None and (not isinstance(alias, str) or not _NAME_RE.match(alias)):
         raise ConfigError(f"{key}.alias: must be letters, digits, '.', '_' or '-'")
     host_match = _AMP_HOST_RE.match(parts.hostname)
-    sigv4 = _bool_value(item.get("sigv4", True), f"{key}.sigv4")
+    sigv4 = read_bool(item.get("sigv4", True), f"{key}.sigv4")
     region = item.get("region") or (host_match.group(1) if host_match else "")
     if not isinstance(region, str):
         raise ConfigError(f"{key}.region: must be a string such as us-east-1")
@@ -304,26 +291,26 @@ def _role_arn(value: Any, key: str) -> str:
     return value
 
 
-def _upstream(raw: Mapping[str, Any]) -> UpstreamSettings:
-    _reject_unknown(raw, "upstream", set(UpstreamSettings.__dataclass_fields__))
+def _upstream(raw: Reader) -> UpstreamSettings:
+    raw.reject_unknown(set(UpstreamSettings.__dataclass_fields__))
     d = UpstreamSettings()
     return UpstreamSettings(
-        connect_timeout=_seconds(raw, "connect_timeout", d.connect_timeout, "upstream."),
-        timeout=_seconds(raw, "timeout", d.timeout, "upstream."),
-        retries=_int(raw, "retries", d.retries, "upstream.", minimum=0),
-        retry_budget=_seconds(raw, "retry_budget", d.retry_budget, "upstream."),
-        retry_base=_seconds(raw, "retry_base", d.retry_base, "upstream."),
-        max_concurrency=_int(raw, "max_concurrency", d.max_concurrency, "upstream.", minimum=1),
-        queue_timeout=_seconds(raw, "queue_timeout", d.queue_timeout, "upstream."),
-        max_connections=_int(raw, "max_connections", d.max_connections, "upstream.", minimum=1),
+        connect_timeout=raw.seconds("connect_timeout", d.connect_timeout),
+        timeout=raw.seconds("timeout", d.timeout),
+        retries=raw.whole("retries", d.retries, minimum=0),
+        retry_budget=raw.seconds("retry_budget", d.retry_budget),
+        retry_base=raw.seconds("retry_base", d.retry_base),
+        max_concurrency=raw.whole("max_concurrency", d.max_concurrency, minimum=1),
+        queue_timeout=raw.seconds("queue_timeout", d.queue_timeout),
+        max_connections=raw.whole("max_connections", d.max_connections, minimum=1),
     )
 
 
-def _cache(raw: Mapping[str, Any], env: Mapping[str, str]) -> CacheSettings:
-    _reject_unknown(raw, "cache", set(CacheSettings.__dataclass_fields__))
+def _cache(raw: Reader, env: Mapping[str, str]) -> CacheSettings:
+    raw.reject_unknown(set(CacheSettings.__dataclass_fields__))
     d = CacheSettings()
-    redis_url = env.get("GATEWAY_REDIS_URL") or _str(raw, "redis_url", None, "cache.")
-    mode = env.get("GATEWAY_CACHE") or _str(raw, "mode", "redis" if redis_url else d.mode, "cache.")
+    redis_url = env.get("GATEWAY_REDIS_URL") or raw.text("redis_url", None)
+    mode = env.get("GATEWAY_CACHE") or raw.text("mode", "redis" if redis_url else d.mode)
     mode_key = "GATEWAY_CACHE" if env.get("GATEWAY_CACHE") else "cache.mode"
     if mode not in ("off", "memory", "redis"):
         raise ConfigError(f"{mode_key}: must be off, memory or redis, got {mode!r}")
@@ -334,19 +321,19 @@ def _cache(raw: Mapping[str, Any], env: Mapping[str, str]) -> CacheSettings:
     return CacheSettings(
         mode=mode,
         redis_url=redis_url,
-        memory_bytes=_bytes(raw, "memory_bytes", d.memory_bytes, "cache."),
-        split_interval=_seconds(raw, "split_interval", d.split_interval, "cache."),
-        max_freshness=_seconds(raw, "max_freshness", d.max_freshness, "cache."),
-        recent_ttl=_seconds(raw, "recent_ttl", d.recent_ttl, "cache."),
-        metadata_ttl=_seconds(raw, "metadata_ttl", d.metadata_ttl, "cache."),
-        parallel_fetches=_int(raw, "parallel_fetches", d.parallel_fetches, "cache.", minimum=1),
-        results_ttl=_seconds(raw, "results_ttl", d.results_ttl, "cache."),
+        memory_bytes=raw.size("memory_bytes", d.memory_bytes),
+        split_interval=raw.seconds("split_interval", d.split_interval),
+        max_freshness=raw.seconds("max_freshness", d.max_freshness),
+        recent_ttl=raw.seconds("recent_ttl", d.recent_ttl),
+        metadata_ttl=raw.seconds("metadata_ttl", d.metadata_ttl),
+        parallel_fetches=raw.whole("parallel_fetches", d.parallel_fetches, minimum=1),
+        results_ttl=raw.seconds("results_ttl", d.results_ttl),
     )
 
 
-def _panels(raw: Mapping[str, Any]) -> PanelSettings:
-    _reject_unknown(raw, "panels", set(PanelSettings.__dataclass_fields__))
-    ancestors = raw.get("frame_ancestors", ["'self'"])
+def _panels(raw: Reader) -> PanelSettings:
+    raw.reject_unknown(set(PanelSettings.__dataclass_fields__))
+    ancestors = raw.raw.get("frame_ancestors", ["'self'"])
     if isinstance(ancestors, str):
         ancestors = ancestors.split()
     if not isinstance(ancestors, list) or not all(isinstance(a, str) for a in ancestors):
@@ -355,83 +342,10 @@ def _panels(raw: Mapping[str, Any]) -> PanelSettings:
         if any(c in source for c in ";,\r\n"):
             raise ConfigError(f"panels.frame_ancestors: {source!r} is not a CSP source")
     return PanelSettings(
-        dashboards_dir=_str(raw, "dashboards_dir", "dashboards", "panels."),
+        dashboards_dir=raw.text("dashboards_dir", "dashboards"),
         frame_ancestors=tuple(ancestors),
-        public=_bool_value(raw.get("public", False), "panels.public"),
+        public=raw.flag("public", False),
     )
-
-
-# ---------------------------------------------------------------- typed access
-
-
-def _reject_unknown(raw: Mapping[str, Any], key: str, allowed: set[str]) -> None:
-    unknown = sorted(set(raw) - allowed)
-    if unknown:
-        raise ConfigError(f"{key}.{unknown[0]}: unknown setting")
-
-
-def _map(raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
-    value = raw.get(key) or {}
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"{key}: must be a mapping")
-    return value
-
-
-def _list(raw: Mapping[str, Any], key: str) -> list[Any]:
-    value = raw.get(key) or []
-    if not isinstance(value, list):
-        raise ConfigError(f"{key}: must be a list")
-    return value
-
-
-def _str(raw: Mapping[str, Any], key: str, default: str | None, prefix: str = "") -> Any:
-    value = raw.get(key, default)
-    if value is not None and not isinstance(value, str):
-        raise ConfigError(f"{prefix}{key}: must be a string")
-    return value
-
-
-def _int(raw: Mapping[str, Any], key: str, default: int, prefix: str, minimum: int = 0) -> int:
-    value = raw.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{prefix}{key}: must be a whole number >= {minimum}, got {value!r}")
-    return value
-
-
-def _seconds(raw: Mapping[str, Any], key: str, default: float, prefix: str) -> float:
-    value = raw.get(key, default)
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
-        return float(value)
-    if isinstance(value, str):
-        ms = parse_prometheus_duration_ms(value)
-        if ms is not None:
-            return ms / 1000
-    raise ConfigError(f"{prefix}{key}: must be a duration such as 30s or 5m, got {value!r}")
-
-
-_SIZE_RE = re.compile(r"^(\d+)\s*([KMG]i?B?)?$", re.IGNORECASE)
-
-
-def _bytes(raw: Mapping[str, Any], key: str, default: int, prefix: str) -> int:
-    value = raw.get(key, default)
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    match = _SIZE_RE.match(str(value).strip())
-    if match and not isinstance(value, bool):
-        unit = (match.group(2) or "").upper()[:1]
-        return int(match.group(1)) * {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}[unit]
-    raise ConfigError(f"{prefix}{key}: must be a size such as 256MiB, got {value!r}")
-
-
-def _bool_value(value: Any, key: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{key}: must be true or false, got {value!r}")
 
 
 def _parse_listen(value: str) -> tuple[str, int]:

@@ -1,9 +1,10 @@
 """One builder per Prometheus endpoint: validate like Prometheus, then describe the upstream call.
 
-Each builder takes the request's parameters and returns the UpstreamRequest fields; nothing
+Each builder takes the request's parameters and returns what goes upstream (a `Call`); nothing
 reaches the upstream unless every check here passed. The parameters forwarded are the ones
 each endpoint knows (AMP's query-cost thresholds included); anything else a client sends is
-dropped, so it cannot alter the signed request or the cache key.
+dropped, so it cannot alter the signed request or the cache key, and a parameter that takes
+one value goes up once, with the value that was checked (the first, as Prometheus reads it).
 """
 
 from __future__ import annotations
@@ -12,19 +13,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from gateway.api.errors import ApiError
-from gateway.api.params import (
-    LABEL_NAME_RE,
+from gateway.errors import GatewayError
+from gateway.golang import LABEL_NAME_RE, go_quote
+from gateway.pipeline.model import QueryWindow, with_single
+from gateway.pipeline.validate.params import (
+    LIST_PARAMS,
     MAX_TIME_MS,
     MIN_TIME_MS,
     Params,
     check_range,
     parse_duration_ns,
 )
-from gateway.api.promql import parse_matchers, parse_printed
-from gateway.pipeline.model import QueryWindow, with_single
+from gateway.pipeline.validate.promql_params import parse_matchers, parse_printed
 from gateway.promql import Expr, PromQLError, parse_canonical
-from gateway.promql.lexer import go_quote
 
 MAX_MATCHES = 256
 _QUERY_COMMON = (
@@ -45,16 +46,22 @@ class Call:
     endpoint: str
     path: str
     method: str
-    params: list[tuple[str, str]]
+    params: tuple[tuple[str, str], ...]
     expr: Expr | None = None
     window: QueryWindow | None = None
     time_ms: int | None = None
     client_timeout: float | None = None
 
 
-def _keep(params: Params, names: tuple[str, ...]) -> list[tuple[str, str]]:
+def _keep(params: Params, names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     wanted = set(names)
-    return [(k, v) for k, v in params.items if k in wanted]
+    seen: set[str] = set()
+    kept = []
+    for key, value in params.items:
+        if key in wanted and (key in LIST_PARAMS or key not in seen):
+            seen.add(key)
+            kept.append((key, value))
+    return tuple(kept)
 
 
 def _timeout(params: Params) -> float | None:
@@ -72,7 +79,7 @@ def _common_query_checks(params: Params) -> None:
         try:
             parse_duration_ns(text)
         except ValueError as err:
-            raise ApiError("bad_data", f"error parsing lookback delta duration: {err}") from None
+            raise GatewayError("bad_data", f"error parsing lookback delta duration: {err}") from None
     params.limit()
 
 
@@ -124,7 +131,7 @@ def _count_matches(params: Params) -> None:
     """A cheap bound before any selector is parsed (Grafana sends one or two)."""
     count = sum(1 for key, _ in params.items if key == "match[]")
     if count > MAX_MATCHES:
-        raise ApiError(
+        raise GatewayError(
             "bad_data", f"{count} match[] parameters; the gateway takes at most {MAX_MATCHES} in one request"
         )
 
@@ -133,7 +140,7 @@ def series(params: Params) -> Call:
     _count_matches(params)
     matches = params.get_all("match[]")
     if not matches:
-        raise ApiError("bad_data", "no match[] parameter provided")
+        raise GatewayError("bad_data", "no match[] parameter provided")
     _series_window(params)
     parse_matchers(matches, prefixed=True)
     return Call("series", "/api/v1/series", "POST", _keep(params, ("match[]", "start", "end", "limit")))
@@ -148,7 +155,7 @@ def labels(params: Params) -> Call:
 
 def label_values(params: Params, name: str) -> Call:
     if not LABEL_NAME_RE.match(name):
-        raise ApiError("bad_data", f"invalid label name: {go_quote(name)}")
+        raise GatewayError("bad_data", f"invalid label name: {go_quote(name)}")
     _count_matches(params)
     _series_window(params)
     parse_matchers(params.get_all("match[]"))
@@ -168,7 +175,7 @@ def metadata(params: Params) -> Call:
             try:
                 int(text)
             except ValueError:
-                raise ApiError(
+                raise GatewayError(
                     "bad_data", f'invalid parameter "{name}": "{text}" is not a whole number'
                 ) from None
     return Call("metadata", "/api/v1/metadata", "GET", _keep(params, ("limit", "limit_per_metric", "metric")))
@@ -180,11 +187,11 @@ def query_exemplars(params: Params) -> Call:
     start_ms = params.time_ms("start", default=MIN_TIME_MS)
     end_ms = params.time_ms("end", default=MAX_TIME_MS)
     if end_ms < start_ms:
-        raise ApiError("bad_data", "end timestamp must not be before start timestamp")
+        raise GatewayError("bad_data", "end timestamp must not be before start timestamp")
     try:
         expr, printed = parse_canonical(params.get("query"))
     except PromQLError as err:
-        raise ApiError("bad_data", str(err)) from None  # no "invalid parameter" here in Prometheus
+        raise GatewayError("bad_data", str(err)) from None  # no "invalid parameter" here in Prometheus
     return Call(
         "query_exemplars",
         "/api/v1/query_exemplars",
@@ -209,12 +216,29 @@ _RULES_PARAMS = (
 def rules(params: Params) -> Call:
     kind = params.get("type")
     if kind not in ("", "alert", "record"):
-        raise ApiError("bad_data", f'invalid parameter "type": not supported value "{kind}"')
+        raise GatewayError("bad_data", f'invalid parameter "type": not supported value "{kind}"')
     return Call("rules", "/api/v1/rules", "GET", _keep(params, _RULES_PARAMS))
 
 
 def alerts(params: Params) -> Call:
-    return Call("alerts", "/api/v1/alerts", "GET", [])
+    return Call("alerts", "/api/v1/alerts", "GET", ())
+
+
+def buildinfo(params: Params) -> Call:
+    return Call("buildinfo", "", "GET", ())
+
+
+def _local_query(endpoint: str, params: Params) -> Call:
+    expr, _ = parse_printed(params.get("query"))
+    return Call(endpoint, "", "GET", (("query", params.get("query")),), expr=expr)
+
+
+def format_query(params: Params) -> Call:
+    return _local_query("format_query", params)
+
+
+def parse_query(params: Params) -> Call:
+    return _local_query("parse_query", params)
 
 
 BUILDERS: dict[str, Callable[[Params], Call]] = {
@@ -226,4 +250,7 @@ BUILDERS: dict[str, Callable[[Params], Call]] = {
     "query_exemplars": query_exemplars,
     "rules": rules,
     "alerts": alerts,
+    "buildinfo": buildinfo,
+    "format_query": format_query,
+    "parse_query": parse_query,
 }

@@ -1,4 +1,11 @@
-"""Endpoints the gateway answers itself: buildinfo (AMP has none), format_query, parse_query."""
+"""Stage: what the gateway answers itself, after validation and label enforcement.
+
+buildinfo (AMP has none), format_query and parse_query (Prometheus's, from the validated tree),
+and query_exemplars: AMP does not serve /api/v1/query_exemplars (it is not in its list of
+Prometheus-compatible APIs), so it is answered as a Prometheus without exemplar storage does;
+forwarding it would turn Grafana's exemplar probe into errors. Enforcement has run first, so
+an exemplar query that contradicts the principal's labels is refused as a query would be.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +13,9 @@ import math
 from typing import Any
 
 from gateway import __version__
-from gateway.api.params import Params
-from gateway.api.promql import parse_expr
-from gateway.promql import Expr
+from gateway.envelope import success_body
+from gateway.pipeline.model import Answer, Handler, Request, Stage
+from gateway.promql import Expr, offloop
 from gateway.promql.ast import (
     AggregateExpr,
     BinaryExpr,
@@ -40,12 +47,33 @@ def buildinfo() -> dict[str, Any]:
     }
 
 
-def format_query(params: Params) -> str:
-    return prettify(parse_expr(params.get("query")))
+LOCAL_ENDPOINTS = frozenset({"buildinfo", "format_query", "parse_query", "query_exemplars"})
+NO_EXEMPLARS = success_body([])
 
 
-def parse_query(params: Params) -> Any:
-    return translate(parse_expr(params.get("query")))
+def _body(request: Request) -> bytes:
+    if request.endpoint == "buildinfo":
+        return success_body(buildinfo())
+    if request.endpoint == "query_exemplars" or request.expr is None:
+        return NO_EXEMPLARS
+    if request.endpoint == "format_query":
+        return success_body(prettify(request.expr))
+    return success_body(translate(request.expr))
+
+
+def local_answers() -> Stage:
+    def stage(next_handler: Handler) -> Handler:
+        async def handle(request: Request) -> Answer:
+            if request.endpoint not in LOCAL_ENDPOINTS:
+                return await next_handler(request)
+            # Printing and translating walk the whole tree: off the loop for long texts.
+            body = await offloop.run(len(request.param("query")), _body, request)
+            exemplars = request.endpoint == "query_exemplars"
+            return Answer(body, cache="bypass; reason=answered-locally" if exemplars else "")
+
+        return handle
+
+    return stage
 
 
 def _at(timestamp: int | None, start_or_end: str | None) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.api.errors import ApiError, bad_param
+from gateway.errors import GatewayError, bad_param
 from gateway.promql import Expr, PromQLError, VectorSelector, parse_canonical, parse_match
 from gateway.promql.parser import matches_empty
 
@@ -24,8 +24,8 @@ def parse_matchers(values: list[str], prefixed: bool = False) -> list[VectorSele
     """Each match[] is a series selector (Prometheus's parseMatchersParam, same errors; /series
     says `invalid parameter "match[]":` before them, the label endpoints do not)."""
 
-    def refuse(message: str) -> ApiError:
-        return bad_param("match[]", message) if prefixed else ApiError("bad_data", message)
+    def refuse(message: str) -> GatewayError:
+        return bad_param("match[]", message) if prefixed else GatewayError("bad_data", message)
 
     selectors = []
     for value in values:

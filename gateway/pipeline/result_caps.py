@@ -1,0 +1,41 @@
+"""Stage: at most `limit` results from /series, /labels and /label/<name>/values, with a
+warning, whether or not the upstream honoured `limit` (the effective limit: the client's, within
+the principal's cap, as the limits stage set it)."""
+
+from __future__ import annotations
+
+import orjson
+
+from gateway.pipeline.limits import RESULT_CAPS
+from gateway.pipeline.model import Answer, Handler, Request, Stage
+
+
+def truncate(answer: Answer, cap: int, what: str) -> Answer:
+    try:
+        document = orjson.loads(answer.json_bytes())
+    except orjson.JSONDecodeError:
+        return answer
+    data = document.get("data") if isinstance(document, dict) else None
+    if not isinstance(data, list) or len(data) <= cap:
+        return answer
+    document["data"] = data[:cap]
+    warnings = document.get("warnings") if isinstance(document.get("warnings"), list) else []
+    document["warnings"] = [*warnings, f"results truncated to {cap} {what} by the gateway's limit"]
+    return answer.replace(body=orjson.dumps(document), gzipped=False)
+
+
+def result_caps() -> Stage:
+    def stage(next_handler: Handler) -> Handler:
+        async def handle(request: Request) -> Answer:
+            answer = await next_handler(request)
+            if request.endpoint not in RESULT_CAPS:
+                return answer
+            limit = request.param("limit")
+            if limit.isdigit() and int(limit) > 0:
+                what = "series" if request.endpoint == "series" else "names"
+                return truncate(answer, int(limit), what)
+            return answer
+
+        return handle
+
+    return stage
