@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 
 from starlette.applications import Starlette
 from starlette.requests import Request as StarletteRequest
@@ -68,18 +69,18 @@ log = logging.getLogger("gateway")
 class Gateway:
     """The query path and the parts that must be closed when the app stops."""
 
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
+        self.clock = clock  # the cache's idea of now (tests and benchmarks simulate time)
         self.metrics = metrics
         self.authenticator = Authenticator(settings.auth, metrics)
         self.sender = Sender(settings.upstream, metrics)
         self.upstream: Handler = compose(
-            metrics,
             [
                 ("retry", retrying(settings.upstream, metrics)),
                 ("workspace_slots", workspace_slots(settings.upstream, metrics)),
             ],
-            ("sign", signing(CredentialSource(settings.aws), metrics, self.sender)),
+            ("sign", signing(CredentialSource(settings.aws), metrics, instrumented("send", self.sender))),
         )
         self.cache: ResultsCache | None = None
         stages: list[tuple[str, Stage]] = [
@@ -95,14 +96,14 @@ class Gateway:
             ("coalesce", coalescing(metrics.cache_coalesced.inc)),
             ("edge_guard", edge_guard(metrics)),
         ]
-        self.query: Handler = compose(metrics, stages, ("upstream", self.upstream))
-        self.authenticate = instrumented("authenticate", self.authenticator.authenticate, metrics)
-        self.rate_limit = instrumented("rate_limit", RateLimiter(metrics).admit, metrics)
-        self.authorize = instrumented("authorize", authorizer(settings), metrics)
-        self.validate = instrumented("validate", Validator(settings.upstream.timeout), metrics)
+        self.query: Handler = compose(stages, ("upstream", self.upstream))
+        self.authenticate = instrumented("authenticate", self.authenticator.authenticate)
+        self.rate_limit = instrumented("rate_limit", RateLimiter(metrics).admit)
+        self.authorize = instrumented("authorize", authorizer(settings))
+        self.validate = instrumented("validate", Validator(settings.upstream.timeout))
 
     def _cache_stage(self, next_handler: Handler) -> Handler:
-        self.cache = ResultsCache(self.settings.cache, self.metrics, next_handler)
+        self.cache = ResultsCache(self.settings.cache, self.metrics, next_handler, self.clock)
         return self.cache
 
     async def ask(self, incoming: Incoming) -> Answer:
@@ -119,10 +120,10 @@ class Gateway:
         await self.sender.aclose()
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> Starlette:
     cap_library_loggers()
     metrics = Metrics()
-    gateway = Gateway(settings, metrics)
+    gateway = Gateway(settings, metrics, clock)
     if not settings.auth.enabled and not is_loopback(settings.listen_host):
         log.warning("auth: none; anyone who reaches %s can query every workspace", settings.listen_host)
     api = PrometheusApi(settings, gateway.ask, metrics)

@@ -29,16 +29,20 @@ def error_body(error: GatewayError) -> bytes:
     return orjson.dumps({"status": "error", "errorType": error.error_type, "error": error.message})
 
 
-def edit_data(body: bytes, edit: Callable[[Any], tuple[Any, list[str]]]) -> bytes | None:
-    """A success answer with `data` replaced by edit(data)[0] and edit(data)[1] added to its
-    warnings; None when the answer has no JSON `data` to edit."""
+def edit_data(body: bytes, edit: Callable[[Any], tuple[Any, list[str]] | None]) -> bytes | None:
+    """An answer with `data` replaced by edit(data)[0] and edit(data)[1] added to its warnings;
+    `body` itself when there is no `data` or `edit` returns None (nothing to change); None when
+    the answer is not a JSON object."""
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
         return None
-    if not isinstance(document, dict) or "data" not in document:
+    if not isinstance(document, dict):
         return None
-    data, warnings = edit(document["data"])
+    edited = edit(document["data"]) if "data" in document else None
+    if edited is None:
+        return body
+    data, warnings = edited
     document["data"] = data
     if warnings:
         given = document.get("warnings")

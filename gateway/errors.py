@@ -47,9 +47,9 @@ class GatewayError(Exception):
 
     `upstream_body` holds an error answer the upstream wrote itself in Prometheus's envelope:
     the client gets those bytes unchanged (Prometheus's exact words), with `status`.
-    `retry`: why the upstream may answer if asked again ("throttled", "502", "connection"), or
-    "" when asking again would not help. `stage` names the stage that raised it (set by the
-    pipeline's instrumentation).
+    `retry` says why the upstream may answer if asked again ("throttled", "502", "connection"),
+    "" when asking again would not help; `wait` is the upstream's own Retry-After, if it sent
+    one. `stage` names the stage that raised it (set by the pipeline's instrumentation).
     """
 
     def __init__(
@@ -60,6 +60,7 @@ class GatewayError(Exception):
         headers: Mapping[str, str] | None = None,
         upstream_body: bytes | None = None,
         retry: str = "",
+        wait: str = "",
     ) -> None:
         super().__init__(message)
         self.error_type: ErrorType = error_type
@@ -68,6 +69,7 @@ class GatewayError(Exception):
         self.headers: Mapping[str, str] = MappingProxyType(dict(headers)) if headers else _EMPTY
         self.upstream_body = upstream_body
         self.retry = retry
+        self.wait = wait
         self.stage: str | None = None
 
     def with_headers(self, headers: Mapping[str, str]) -> GatewayError:
@@ -79,6 +81,7 @@ class GatewayError(Exception):
             {**self.headers, **headers},
             self.upstream_body,
             self.retry,
+            self.wait,
         )
         error.stage = self.stage
         return error

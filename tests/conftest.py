@@ -1,12 +1,15 @@
-"""Shared fixtures: a real backfilled Prometheus, and AMP/STS stand-ins in front of it."""
+"""Shared fixtures: a real backfilled Prometheus, AMP/STS stand-ins in front of it, the one
+AWS environment, and the gateway (cache off) in front of them."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from support.amp_standin import AmpStandin, start_amp
+from support.gateway import gateway_client, gateway_settings
 from support.prometheus import PrometheusServer, start_prometheus
 from support.sts_standin import StsStandin, start_sts
 from support.testenv import (
@@ -72,3 +75,17 @@ def aws_env(
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return env
+
+
+@pytest.fixture
+async def gateway(fresh_amp: AmpStandin, aws_env: dict[str, str]) -> AsyncIterator[httpx.AsyncClient]:
+    """The gateway (cache off) signing with the stand-in's static key."""
+    async with gateway_client(gateway_settings(fresh_amp)) as client:
+        yield client
+
+
+@pytest.fixture
+async def direct(prometheus: PrometheusServer) -> AsyncIterator[httpx.AsyncClient]:
+    """The same Prometheus, asked directly: the reference answer."""
+    async with httpx.AsyncClient(base_url=prometheus.url, timeout=60) as client:
+        yield client

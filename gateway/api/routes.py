@@ -37,6 +37,10 @@ _METHODS = ["GET", "POST"]
 # Request ids: a random per-process prefix and a counter (unique, and far cheaper than uuid4).
 _ID_PREFIX = os.urandom(8).hex()
 _ID_COUNTER = itertools.count(1)
+# gateway_requests_total names a workspace only once the request was admitted to it, and never
+# for the endpoints answered without one.
+_ADMISSION = frozenset({"authenticate", "rate_limit", "authorize"})
+_UNLABELLED = frozenset({"buildinfo", "format_query", "parse_query"})
 # Endpoint name -> path under /api/v1/.
 PATHS = {
     "query": "query",
@@ -72,13 +76,16 @@ class PrometheusApi:
         async def handle(request: Request) -> Response:
             started = time.perf_counter()
             incoming = incoming_from(request, name)
+            admitted = name not in _UNLABELLED
             try:
                 answer = await self.ask(incoming)
                 response = respond(answer, request.headers.get("accept-encoding", ""))
             except GatewayError as err:
+                self.metrics.stage_errors.labels(err.stage or "-", err.error_type).inc()
+                admitted = admitted and err.stage not in _ADMISSION
                 response = error_response(err)
             response.headers["x-request-id"] = incoming.request_id
-            workspace = self.settings.workspace(incoming.workspace)
+            workspace = self.settings.workspace(incoming.workspace) if admitted else None
             workspace_id = workspace.id if workspace is not None else "-"
             self.metrics.requests.labels(name, workspace_id, str(response.status_code)).inc()
             self.metrics.request_seconds.labels(name).observe(time.perf_counter() - started)

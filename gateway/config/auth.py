@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.config.limits import Limits, parse_limits
-from gateway.config.readers import ConfigError
+from gateway.config.readers import ConfigError, Reader
 from gateway.golang import LABEL_NAME_RE
 
 log = logging.getLogger("gateway.auth")
@@ -129,9 +129,7 @@ def parse_auth(raw: Any, limits: Any, listen_host: str, workspace_names: set[str
         return AuthSettings(enabled=False, defaults=defaults)
     if not isinstance(raw, Mapping):
         raise ConfigError("auth: must be `none` or a mapping with `principals`")
-    unknown = sorted(set(raw) - _AUTH_KEYS)
-    if unknown:
-        raise ConfigError(f"auth.{unknown[0]}: unknown setting")
+    Reader(raw, "auth.").reject_unknown(_AUTH_KEYS)
     proxy = _proxy(raw.get("proxy"))
     items = raw.get("principals")
     if not isinstance(items, list) or not items:
@@ -166,9 +164,7 @@ def _digest(value: Any, key: str) -> bytes | None:
 def _credential(item: Any, key: str, workspace_names: set[str], defaults: Limits, proxy: bool) -> Credential:
     if not isinstance(item, Mapping):
         raise ConfigError(f"{key}: must be a mapping with `name`")
-    unknown = sorted(set(item) - _PRINCIPAL_KEYS)
-    if unknown:
-        raise ConfigError(f"{key}.{unknown[0]}: unknown setting")
+    Reader(item, f"{key}.").reject_unknown(_PRINCIPAL_KEYS)
     name = item.get("name")
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise ConfigError(f"{key}.name: required; letters, digits, '.', '_', '@' or '-'")

@@ -38,6 +38,7 @@ from typing import Any
 
 import yaml
 
+from gateway.config.readers import Reader
 from gateway.errors import GatewayError
 from gateway.golang import LABEL_NAME_RE, try_duration_ms
 from gateway.panels.spec import parse_panel
@@ -148,37 +149,23 @@ def _line(mapping: Any, key: str | None = None) -> int | None:
     return mapping.line
 
 
-def _reject_unknown(raw: Mapping[str, Any], allowed: set[str], where: str) -> None:
-    for key in raw:
-        if key not in allowed:
-            raise DashboardError(
-                f"{where}{key}: unknown key (expected one of {', '.join(sorted(allowed))})", _line(raw, key)
-            )
+def _fail(message: str, raw: Mapping[str, Any], key: str | None) -> Exception:
+    return DashboardError(message, _line(raw, key))
 
 
-def _string(raw: Mapping[str, Any], key: str, where: str, default: str = "", limit: int = 2000) -> str:
-    value = raw.get(key, default)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise DashboardError(f"{where}{key}: must be text", _line(raw, key))
-    text = str(value)
-    if len(text) > limit:
-        raise DashboardError(f"{where}{key}: longer than {limit} characters", _line(raw, key))
+def _reader(raw: Mapping[str, Any], where: str) -> Reader:
+    return Reader(raw, where, _fail)
+
+
+def _text(reader: Reader, key: str, default: str = "", limit: int = 2000) -> str:
+    text: str = reader.text(key, default, limit=limit, numbers=True)
     return text
 
 
-def _whole(raw: Mapping[str, Any], key: str, where: str, default: int, low: int, high: int) -> int:
-    value = raw.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise DashboardError(f"{where}{key}: must be a whole number from {low} to {high}", _line(raw, key))
-    return value
-
-
-def _duration(raw: Mapping[str, Any], key: str, where: str, default: str) -> str:
-    text = _string(raw, key, where, default)
+def _duration(reader: Reader, key: str, default: str) -> str:
+    text = _text(reader, key, default)
     if text and text != "off" and not try_duration_ms(text):
-        raise DashboardError(f"{where}{key}: {text!r} is not a duration such as 30s or 1h", _line(raw, key))
+        raise reader.error(key, f"{text!r} is not a duration such as 30s or 1h")
     return text
 
 
@@ -194,64 +181,59 @@ def parse_dashboard(name: str, file: str, text: str) -> Dashboard:
         raise DashboardError(f"not valid YAML: {problem}", mark.line + 1 if mark else None) from None
     if not isinstance(raw, Mapping):
         raise DashboardError("must be a mapping with `title` and `panels`", 1)
-    _reject_unknown(raw, {"title", "description", "workspace", "range", "refresh", "variables", "panels"}, "")
-    title = _string(raw, "title", "", limit=200)
+    top = _reader(raw, "")
+    top.reject_unknown(
+        {"title", "description", "workspace", "range", "refresh", "variables", "panels"}, "key"
+    )
+    title = _text(top, "title", limit=200)
     if not title:
         raise DashboardError("title: required", _line(raw, "title") or 1)
-    variables = tuple(_variable(item, i, raw) for i, item in enumerate(_items(raw, "variables")))
+    variables = tuple(_variable(item, i, raw) for i, item in enumerate(top.items("variables")))
     names = [v.name for v in variables]
     for i, duplicate in enumerate(names):
         if duplicate in names[:i]:
             raise DashboardError(
                 f"variables[{i}].name: {duplicate!r} is defined twice", _line(raw, "variables")
             )
-    panel_items = _items(raw, "panels")
+    panel_items = top.items("panels")
     if not panel_items:
         raise DashboardError("panels: at least one panel is required", _line(raw, "panels") or 1)
     dummy = {v.name: v.default or "x" for v in variables}
     panels = tuple(_panel(item, i, raw, dummy) for i, item in enumerate(panel_items))
-    workspace = _string(raw, "workspace", "") or None
+    workspace = _text(top, "workspace") or None
     return Dashboard(
         name=name,
         title=title,
         file=file,
-        description=_string(raw, "description", ""),
+        description=_text(top, "description"),
         workspace=workspace,
-        range=_duration(raw, "range", "", "1h"),
-        refresh=_duration(raw, "refresh", "", ""),
+        range=_duration(top, "range", "1h"),
+        refresh=_duration(top, "refresh", ""),
         variables=variables,
         panels=panels,
     )
-
-
-def _items(raw: Mapping[str, Any], key: str) -> list[Any]:
-    value = raw.get(key) or []
-    if not isinstance(value, list):
-        raise DashboardError(f"{key}: must be a list", _line(raw, key))
-    return value
 
 
 def _variable(item: Any, index: int, parent: Mapping[str, Any]) -> Variable:
     where = f"variables[{index}]."
     if not isinstance(item, Mapping):
         raise DashboardError(f"variables[{index}]: must be a mapping with `name`", _line(parent, "variables"))
-    _reject_unknown(item, {"name", "label", "match", "default", "all"}, where)
-    include_all = item.get("all", False)
-    if not isinstance(include_all, bool):
-        raise DashboardError(f"{where}all: must be true or false", _line(item, "all"))
-    name = _string(item, "name", where)
+    fields = _reader(item, where)
+    fields.reject_unknown({"name", "label", "match", "default", "all"}, "key")
+    include_all = fields.flag("all", False)
+    name = _text(fields, "name")
     if not LABEL_NAME_RE.match(name) or name.startswith("__"):
         raise DashboardError(f"{where}name: {name!r} is not a variable name", _line(item, "name"))
-    label = _string(item, "label", where, name)
+    label = _text(fields, "label", name)
     if not LABEL_NAME_RE.match(label):
         raise DashboardError(f"{where}label: {label!r} is not a label name", _line(item, "label"))
-    match = _string(item, "match", where)
+    match = _text(fields, "match")
     if match:
         try:
             parse_matchers([match])
         except GatewayError as err:
             raise DashboardError(f"{where}match: {err.message}", _line(item, "match")) from None
-    default = _string(item, "default", where, ALL_VALUE if include_all else "")
+    default = _text(fields, "default", ALL_VALUE if include_all else "")
     return Variable(name=name, label=label, match=match, default=default, include_all=include_all)
 
 
@@ -262,7 +244,8 @@ def _panel(item: Any, index: int, parent: Mapping[str, Any], dummy: Mapping[str,
     where = f"panels[{index}]."
     if not isinstance(item, Mapping):
         raise DashboardError(f"panels[{index}]: must be a mapping", _line(parent, "panels"))
-    _reject_unknown(item, {"title", "rate", "query", "unit", "legend", "width", "height"}, where)
+    given = _reader(item, where)
+    given.reject_unknown({"title", "rate", "query", "unit", "legend", "width", "height"}, "key")
     if ("rate" in item) == ("query" in item):
         raise DashboardError(f"panels[{index}]: needs exactly one of `rate` or `query`", _line(item))
     fields: list[tuple[str, str]] = []
@@ -270,9 +253,10 @@ def _panel(item: Any, index: int, parent: Mapping[str, Any], dummy: Mapping[str,
         kind, rate = "rate", item["rate"]
         if not isinstance(rate, Mapping):
             raise DashboardError(f"{where}rate: must be a mapping with `metric`", _line(item, "rate"))
-        _reject_unknown(rate, _RATE_KEYS, f"{where}rate.")
+        rate_fields = _reader(rate, f"{where}rate.")
+        rate_fields.reject_unknown(_RATE_KEYS, "key")
         for key in ("metric", "match", "window", "fn", "agg"):
-            text = _string(rate, key, f"{where}rate.")
+            text = _text(rate_fields, key)
             if text:
                 fields.append((key, text))
         by = rate.get("by", [])
@@ -285,16 +269,16 @@ def _panel(item: Any, index: int, parent: Mapping[str, Any], dummy: Mapping[str,
         key_line = _line(item, "rate")
     else:
         kind = "query"
-        fields.append(("query", _string(item, "query", where, limit=20_000)))
+        fields.append(("query", _text(given, "query", limit=20_000)))
         key_line = _line(item, "query")
     panel = PanelDef(
-        title=_string(item, "title", where, limit=200),
+        title=_text(given, "title", limit=200),
         kind=kind,
         fields=tuple(fields),
-        unit=_string(item, "unit", where, limit=MAX_UNIT_LENGTH),
-        legend=_string(item, "legend", where),
-        width=_whole(item, "width", where, 12, 1, GRID_COLUMNS),
-        height=_whole(item, "height", where, 8, 2, 40),
+        unit=_text(given, "unit", limit=MAX_UNIT_LENGTH),
+        legend=_text(given, "legend"),
+        width=given.whole("width", 12, 1, GRID_COLUMNS),
+        height=given.whole("height", 8, 2, 40),
     )
     try:
         parse_panel(Params(panel.params()), kind, dummy)

@@ -40,10 +40,13 @@ def translate_error(
     """An upstream error answer as the client should see it: Prometheus's own envelope as it
     came, anything else (AMP's API-Gateway answers, proxies' pages) in the gateway's words."""
     retry = ("throttled" if status == 429 else str(status)) if status in RETRY_STATUSES else ""
+    wait = headers.get("retry-after", "")
     envelope = _envelope(body)
     if envelope is not None:
         passed = {"Retry-After": headers["retry-after"]} if "retry-after" in headers else None
-        return GatewayError(envelope[0], envelope[1], status, passed, upstream_body=body, retry=retry)
+        return GatewayError(
+            envelope[0], envelope[1], status, passed, upstream_body=body, retry=retry, wait=wait
+        )
     error_type = headers.get("x-amzn-errortype", "").split(":")[0]
     aws_message = _aws_message(body, headers)
     request_id = headers.get("x-amzn-requestid") or headers.get("x-amz-request-id")
@@ -141,7 +144,7 @@ def translate_error(
         text += said + rid
     if retry and "retry-after" in headers:
         extra.setdefault("Retry-After", headers["retry-after"])
-    return GatewayError(kind, text, code, extra, retry=retry)
+    return GatewayError(kind, text, code, extra, retry=retry, wait=wait)
 
 
 def _envelope(body: bytes) -> tuple[ErrorType, str] | None:

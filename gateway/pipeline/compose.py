@@ -2,7 +2,8 @@
 
 A stage wraps the next handler (`Stage = Callable[[Handler], Handler]`); `compose` chains them
 in the order given and wraps each in `instrumented`, which names the stage that raised an error
-(`GatewayError.stage`) and counts it once, in gateway_stage_errors_total{stage, type}.
+(`GatewayError.stage`). The API edge counts the errors it answers by that name
+(gateway_stage_errors_total{stage, type}): an attempt that a retry recovered is not counted.
 """
 
 from __future__ import annotations
@@ -11,31 +12,27 @@ from collections.abc import Awaitable, Callable
 from typing import ParamSpec, TypeVar
 
 from gateway.errors import GatewayError
-from gateway.metrics import Metrics
 from gateway.pipeline.model import Handler, Stage
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 
-def instrumented(name: str, call: Callable[P, Awaitable[T]], metrics: Metrics) -> Callable[P, Awaitable[T]]:
-    errors = metrics.stage_errors
-
+def instrumented(name: str, call: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
     async def run(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return await call(*args, **kwargs)
         except GatewayError as err:
             if err.stage is None:
                 err.stage = name
-                errors.labels(name, err.error_type).inc()
             raise
 
     return run
 
 
-def compose(metrics: Metrics, stages: list[tuple[str, Stage]], last: tuple[str, Handler]) -> Handler:
+def compose(stages: list[tuple[str, Stage]], last: tuple[str, Handler]) -> Handler:
     """stages[0] runs first; `last` is the handler at the end of the chain."""
-    handler = instrumented(last[0], last[1], metrics)
+    handler = instrumented(last[0], last[1])
     for name, stage in reversed(stages):
-        handler = instrumented(name, stage(handler), metrics)
+        handler = instrumented(name, stage(handler))
     return handler

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
-import orjson
-
+from gateway.envelope import edit_data, success_body
 from gateway.errors import GatewayError
 from gateway.pipeline.model import Answer, Handler, Request, Stage, promql_chars, with_single
 from gateway.pipeline.rules_filter import filter_alerts, filter_rules
@@ -79,26 +79,18 @@ def enforce_params(request: Request, override: bool) -> Request:
 
 
 def _filtered(answer: Answer, endpoint: str, pairs: Pairs) -> Answer:
-    try:
-        document = orjson.loads(answer.json_bytes())
-    except orjson.JSONDecodeError:
-        raise GatewayError("internal", "the upstream answer is not JSON", 502) from None
-    data = document.get("data") if isinstance(document, dict) else None
-    if isinstance(data, dict):
-        if endpoint == "rules":
-            document["data"] = filter_rules(data, pairs)
-        else:
-            document["data"] = filter_alerts(data, pairs)
-    return answer.replace(body=orjson.dumps(document), gzipped=False)
+    def visible(data: Any) -> tuple[Any, list[str]] | None:
+        if not isinstance(data, dict):
+            return None
+        return (filter_rules(data, pairs) if endpoint == "rules" else filter_alerts(data, pairs)), []
+
+    edited = edit_data(answer.json_bytes(), visible)
+    if edited is None:
+        raise GatewayError("internal", "the upstream answer is not JSON", 502)
+    return answer.replace(body=edited, gzipped=False)
 
 
-_METADATA_REFUSED = orjson.dumps(
-    {
-        "status": "success",
-        "data": {},
-        "warnings": ["metadata is not available to principals with label enforcement"],
-    }
-)
+_METADATA_REFUSED = success_body({}, ["metadata is not available to principals with label enforcement"])
 
 
 def enforcement(settings: EnforceSettings) -> Stage:

@@ -4,24 +4,24 @@ the principal's cap, as the limits stage set it)."""
 
 from __future__ import annotations
 
-import orjson
+from typing import Any
 
+from gateway.envelope import edit_data
 from gateway.pipeline.limits import RESULT_CAPS
 from gateway.pipeline.model import Answer, Handler, Request, Stage
 
 
 def truncate(answer: Answer, cap: int, what: str) -> Answer:
-    try:
-        document = orjson.loads(answer.json_bytes())
-    except orjson.JSONDecodeError:
+    def first(data: Any) -> tuple[Any, list[str]] | None:
+        if not isinstance(data, list) or len(data) <= cap:
+            return None
+        return data[:cap], [f"results truncated to {cap} {what} by the gateway's limit"]
+
+    body = answer.json_bytes()
+    edited = edit_data(body, first)
+    if edited is None or edited is body:
         return answer
-    data = document.get("data") if isinstance(document, dict) else None
-    if not isinstance(data, list) or len(data) <= cap:
-        return answer
-    document["data"] = data[:cap]
-    warnings = document.get("warnings") if isinstance(document.get("warnings"), list) else []
-    document["warnings"] = [*warnings, f"results truncated to {cap} {what} by the gateway's limit"]
-    return answer.replace(body=orjson.dumps(document), gzipped=False)
+    return answer.replace(body=edited, gzipped=False)
 
 
 def result_caps() -> Stage:

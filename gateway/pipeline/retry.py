@@ -19,9 +19,8 @@ from gateway.pipeline.model import Answer, Handler, Request, Stage
 
 
 def backoff(attempt: int, base: float, error: GatewayError) -> float:
-    retry_after = error.headers.get("Retry-After", "")
-    if retry_after.isdigit():
-        return float(retry_after)
+    if error.wait.isdigit():  # the upstream's own Retry-After
+        return float(error.wait)
     return random.uniform(0, base * (2**attempt))
 
 

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 from support.amp_standin import AmpStandin
-from support.gateway import cache_raw, cached_gateway, gateway_client, gateway_settings
+from support.gateway import cache_raw, cached_gateway, gateway_settings, in_process
 
 from gateway.pipeline import enforce
 from gateway.pipeline.cache import stage as cache_stage
@@ -24,12 +24,12 @@ async def test_a_faulty_enforcement_stage_is_caught(
     fresh_amp: AmpStandin, aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, caplog
 ) -> None:
     monkeypatch.setattr(enforce, "enforce_params", lambda request, override: request)  # enforces nothing
-    async with gateway_client(secure_settings(fresh_amp)) as client:
+    async with in_process(secure_settings(fresh_amp)) as (client, gateway):
         with caplog.at_level(logging.ERROR, logger="gateway.enforce"):
             query = await client.post("/api/v1/query", data={"query": "up", "time": "100"}, headers=NODE_AUTH)
             series = await client.post("/api/v1/series", data={"match[]": "up"}, headers=NODE_AUTH)
             labels = await client.get("/api/v1/labels", headers=NODE_AUTH)
-        metrics = client._transport.app.state.metrics  # type: ignore[attr-defined]
+        metrics = gateway.metrics
     for answer in (query, series, labels):
         assert answer.status_code == 500, answer.text
         assert answer.json()["errorType"] == "internal"

@@ -16,7 +16,7 @@ import httpx
 import uvicorn
 import yaml
 
-from gateway.app import create_app
+from gateway.app import Gateway, create_app
 from gateway.config import Settings, build_settings
 from gateway.pipeline.cache import ResultsCache
 
@@ -44,13 +44,22 @@ def gateway_settings(
 
 
 @contextlib.asynccontextmanager
-async def gateway_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """An httpx client wired to an in-process gateway (lifespan run around it)."""
-    app = create_app(settings)
+async def in_process(
+    settings: Settings, clock: Callable[[], float] | None = None
+) -> AsyncIterator[tuple[httpx.AsyncClient, Gateway]]:
+    """The one in-process gateway builder: an httpx client wired to the app (lifespan run
+    around it) and the app's Gateway (its cache, metrics); `clock` is the cache's now."""
+    app = create_app(settings, clock or time.time)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway", timeout=60) as client:
-            yield client
+            yield client, app.state.gateway
+
+
+@contextlib.asynccontextmanager
+async def gateway_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with in_process(settings) as (client, _):
+        yield client
 
 
 def cache_raw(**overrides: Any) -> dict[str, Any]:
@@ -64,17 +73,10 @@ def cache_raw(**overrides: Any) -> dict[str, Any]:
 async def cached_gateway(
     settings: Settings, clock: Callable[[], float] | None = None
 ) -> AsyncIterator[tuple[httpx.AsyncClient, ResultsCache]]:
-    """Like support.gateway.gateway_client, but also hands out the cache stage (for its clock,
-    its store and its Redis writes)."""
-    app = create_app(settings)
-    cache = app.state.gateway.cache
-    assert isinstance(cache, ResultsCache), "these settings have the cache off"
-    if clock is not None:
-        cache.clock = clock
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway", timeout=60) as client:
-            yield client, cache
+    """in_process, handing out the cache stage (its store and its Redis writes)."""
+    async with in_process(settings, clock) as (client, gateway):
+        assert isinstance(gateway.cache, ResultsCache), "these settings have the cache off"
+        yield client, gateway.cache
 
 
 class LiveGateway:

@@ -42,15 +42,15 @@ def incoming(
 def request(
     endpoint: str = "query", params: tuple[tuple[str, str], ...] = (("query", "up"),), **fields: object
 ) -> Request:
-    return Request(
+    base = Request(
         workspace=WORKSPACE,
         endpoint=endpoint,
         path=f"/api/v1/{endpoint}",
         method="POST",
         params=params,
         timeout=5.0,
-        **fields,  # type: ignore[arg-type]
     )
+    return base.replace(**fields)
 
 
 class FakeUpstream:

@@ -77,7 +77,3 @@ def missing_runs(runs: list[Run], first: int, last: int, step: int) -> list[Run]
     if cursor <= last:
         gaps.append((cursor, last))
     return gaps
-
-
-def covers(runs: list[Run], first: int, last: int, step: int) -> bool:
-    return not missing_runs(runs, first, last, step)

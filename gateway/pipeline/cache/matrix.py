@@ -94,8 +94,8 @@ def replace_range(target: Matrix, source: Matrix, first: int, last: int) -> None
         if found is None:
             target.series[key] = Series(incoming.metric, values, histograms)
             continue
-        series.values = sorted(series.values + values, key=_first)
-        series.histograms = sorted(series.histograms + histograms, key=_first)
+        found.values = sorted(found.values + values, key=_first)
+        found.histograms = sorted(found.histograms + histograms, key=_first)
     for key in [k for k, s in target.series.items() if not s.values and not s.histograms]:
         del target.series[key]
     _union(target.warnings, source.warnings)

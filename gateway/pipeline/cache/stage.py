@@ -63,7 +63,8 @@ _WINDOW_PARAMS = {
 }
 _METADATA_ENDPOINTS = frozenset({"series", "labels", "label_values", "metadata"})
 ANALYSES_BYTES = 8 << 20
-_PLAIN = ":plain"  # the key suffix of a response's plain copy
+# Plain copies for clients without gzip may use 1/PLAIN_SHARE of cache.memory_bytes.
+PLAIN_SHARE = 8
 
 
 def _analysis_bytes(analysis: Analysis) -> int:
@@ -82,18 +83,18 @@ class ResultsCache:
     ) -> None:
         self._settings = settings
         self._metrics = metrics
-        self.clock = clock  # replaceable (benchmarks simulate time)
-        self._clock: Callable[[], float] = lambda: self.clock()
+        self._clock = clock
         self._fetch = upstream
         redis = None
         if settings.mode == "redis" and settings.redis_url:
             redis = RedisTier(settings.redis_url, metrics)
         damaged = metrics.cache_damaged_entries
         self.store = Store(
-            MemoryTier(settings.memory_bytes, self._clock),
+            MemoryTier(settings.memory_bytes - settings.memory_bytes // PLAIN_SHARE, self._clock),
             redis,
             self._clock,
             on_damaged=lambda tier: damaged.labels(tier).inc(),
+            plain=MemoryTier(settings.memory_bytes // PLAIN_SHARE, self._clock),
         )
         self._split_ms = max(1000, round(settings.split_interval * 1000))
         # Analyses of the queries seen, by canonical text, bounded by their measured bytes.
@@ -163,7 +164,7 @@ class ResultsCache:
     def _cached(self, request: Request, key: str) -> Answer | None:
         """A whole response from memory, in the client's encoding, as stored."""
         if not request.accept_gzip:
-            plain = self.store.get_memory(key + _PLAIN)
+            plain = self.store.get_plain(key)
             if plain is not None:
                 return self._serve(plain, request, key)
         entry = self.store.get_memory(key)
@@ -189,9 +190,8 @@ class ResultsCache:
         return Answer(data, cache="hit")
 
     def _keep_plain(self, key: str, expires_at: float, samples: int, data: bytes) -> None:
-        self.store.put(
-            key + _PLAIN, codec.encode(codec.KIND_PLAIN, expires_at, samples, data), memory_only=True
-        )
+        self.store.put_plain(key, codec.encode(codec.KIND_PLAIN, expires_at, samples, data))
+        self._metrics.cache_memory_bytes.set(self.store.memory_bytes)
 
     def _put(self, key: str, kind: int, ttl: float, samples: int, payload: bytes, compressed: bool) -> None:
         if ttl <= 0:
@@ -199,7 +199,7 @@ class ResultsCache:
         blob = codec.encode(kind, self._clock() + ttl, samples, payload, compressed)
         self._metrics.cache_stored_bytes.inc(len(blob))
         self.store.put(key, blob)
-        self._metrics.cache_memory_bytes.set(self.store.memory.bytes)
+        self._metrics.cache_memory_bytes.set(self.store.memory_bytes)
 
     def _put_answer(self, request: Request, key: str, ttl: float, samples: int, answer: Answer) -> None:
         """A whole response: gzip for every tier, and plain in memory when this client is plain."""

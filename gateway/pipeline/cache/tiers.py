@@ -135,7 +135,12 @@ class RedisTier:
 
 
 class Store:
-    """Memory first, then Redis (promoting what it finds into memory)."""
+    """Memory first, then Redis (promoting what it finds into memory).
+
+    `plain` holds decoded copies of whole responses for clients that do not take gzip, in memory
+    only, in its own byte bound: they are ten to twenty times the size of the gzip entries and
+    must not crowd those out.
+    """
 
     def __init__(
         self,
@@ -143,8 +148,10 @@ class Store:
         redis: RedisTier | None,
         clock: Callable[[], float],
         on_damaged: Callable[[str], None] = lambda tier: None,
+        plain: MemoryTier | None = None,
     ) -> None:
         self.memory = memory
+        self.plain = plain if plain is not None else MemoryTier(0, clock)
         self.redis = redis
         self._clock = clock
         self._on_damaged = on_damaged
@@ -158,6 +165,7 @@ class Store:
             self._on_damaged(tier)
             if tier == "memory":
                 self.memory.delete(key)
+                self.plain.delete(key)
             return None
 
     async def get_many(self, keys: list[str]) -> list[codec.Entry | None]:
@@ -180,13 +188,26 @@ class Store:
     def get_memory(self, key: str) -> codec.Entry | None:
         return self._decode("memory", key, self.memory.get(key), self._clock())
 
-    def put(self, key: str, blob: bytes, memory_only: bool = False) -> None:
+    def get_plain(self, key: str) -> codec.Entry | None:
+        """The plain copy of the whole response under `key`, when one is in memory."""
+        return self._decode("memory", key, self.plain.get(key), self._clock())
+
+    def put(self, key: str, blob: bytes) -> None:
         ttl = codec.expires_at(blob) - self._clock()
         if ttl <= 0:
             return
         self.memory.put(key, blob)
-        if self.redis is not None and not memory_only:
+        self.plain.delete(key)  # a copy of what was there before
+        if self.redis is not None:
             self.redis.put(key, blob, ttl)
+
+    def put_plain(self, key: str, blob: bytes) -> None:
+        if codec.expires_at(blob) > self._clock():
+            self.plain.put(key, blob)
+
+    @property
+    def memory_bytes(self) -> int:
+        return self.memory.bytes + self.plain.bytes
 
     async def aclose(self) -> None:
         if self.redis is not None:

@@ -1,0 +1,68 @@
+"""The cache stage alone: clients with and without gzip get the same answer, from stored bytes,
+and a refreshed entry never leaves an old plain copy behind."""
+
+from __future__ import annotations
+
+import gzip
+
+from support.stages import request
+
+from gateway.config import CacheSettings
+from gateway.metrics import Metrics
+from gateway.pipeline.cache import ResultsCache
+from gateway.pipeline.model import Answer, Request
+from gateway.promql import parse_query
+
+
+class Versioned:
+    """An upstream whose answer carries a version; gzip when the request asks for it."""
+
+    def __init__(self) -> None:
+        self.version = 1
+        self.calls = 0
+
+    def body(self) -> bytes:
+        return b'{"status":"success","data":{"resultType":"scalar","result":[100,"%d"]}}' % self.version
+
+    async def __call__(self, request: Request) -> Answer:
+        self.calls += 1
+        if request.accept_gzip:
+            return Answer(gzip.compress(self.body()), gzipped=True)
+        return Answer(self.body())
+
+
+def _instant() -> Request:
+    return request("query", (("query", "1"), ("time", "100")), expr=parse_query("1"), time_ms=100_000)
+
+
+async def test_both_encodings_are_served_as_stored_and_never_stale() -> None:
+    upstream = Versioned()
+    cache = ResultsCache(CacheSettings(), Metrics(), upstream, clock=lambda: 1_000_000.0)
+    plain, gzip_client = _instant(), _instant().replace(accept_gzip=True)
+
+    miss = await cache(plain)
+    assert (miss.cache, miss.gzipped, miss.body) == ("miss", False, upstream.body())
+    hit = await cache(gzip_client)
+    assert (hit.cache, hit.gzipped, gzip.decompress(hit.body)) == ("hit", True, upstream.body())
+    plain_hit = await cache(plain)
+    assert (plain_hit.cache, plain_hit.gzipped, plain_hit.body) == ("hit", False, upstream.body())
+    assert upstream.calls == 1
+
+    upstream.version = 2
+    refreshed = await cache(gzip_client.replace(no_cache=True))
+    assert gzip.decompress(refreshed.body) == upstream.body()
+    after = await cache(plain)
+    assert (after.cache, after.body) == ("hit", upstream.body())  # not the old plain copy
+    assert upstream.calls == 2
+
+
+async def test_a_gzip_entry_gets_one_plain_copy_for_plain_clients() -> None:
+    upstream = Versioned()
+    cache = ResultsCache(CacheSettings(), Metrics(), upstream, clock=lambda: 1_000_000.0)
+    await cache(_instant().replace(accept_gzip=True))
+    before = cache.store.plain.bytes
+    first = await cache(_instant())
+    grown = cache.store.plain.bytes
+    second = await cache(_instant())
+    assert first.body == second.body == upstream.body() and not second.gzipped
+    assert before == 0 < grown == cache.store.plain.bytes  # made once, then served as stored
