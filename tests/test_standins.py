@@ -101,7 +101,13 @@ def prom_query(http: httpx.Client, prometheus: PrometheusServer, promql: str) ->
 
 
 def test_data_window_reaches_now(prometheus: PrometheusServer) -> None:
-    assert prometheus.data_end <= time.time() < prometheus.data_end + 300
+    # The last sample is the last interval boundary at or before the moment it was started.
+    assert (
+        prometheus.asked_end - prometheus.interval
+        < prometheus.data_end
+        <= prometheus.asked_end
+        <= time.time()
+    )
     assert prometheus.data_end - prometheus.data_start == 3 * 3600
     assert prometheus.data_end % prometheus.interval == 0
 

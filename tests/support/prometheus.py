@@ -33,6 +33,7 @@ class PrometheusServer:
     workdir: Path
     process: subprocess.Popen[bytes]
     startup_seconds: float = field(default=0.0)
+    asked_end: float = field(default=0.0)  # the end the data was asked to reach (now, by default)
 
     @property
     def data_start(self) -> float:
@@ -92,7 +93,8 @@ def start_prometheus(
     Returns once ``/-/ready`` answers and ``demo_num_cpus`` has data at ``data_end``.
     """
     began = time.monotonic()
-    window = window_ending_at(time.time() if end is None else end, interval, duration)
+    asked_end = time.time() if end is None else end
+    window = window_ending_at(asked_end, interval, duration)
     tsdb = backfill(workdir, window, seed)
     config = workdir / "prometheus.yml"
     config.write_text(_CONFIG, encoding="utf-8")
@@ -112,7 +114,7 @@ def start_prometheus(
         cwd=workdir,
     )
     log.close()
-    server = PrometheusServer(f"http://127.0.0.1:{port}", window, workdir, process)
+    server = PrometheusServer(f"http://127.0.0.1:{port}", window, workdir, process, asked_end=asked_end)
     try:
         _wait_until_ready(server, began + timeout)
     except BaseException:
