@@ -5,6 +5,10 @@ under GATEWAY_LOG_LEVEL=warning), warms one 6 h query_range, then times N hits (
 several runs) and prints a cProfile of N more.
 
     .venv/bin/python bench/profile_hit.py [--n 3000] [--runs 5] [--rows 30] [--no-profile]
+                                          [--plain] [--no-memo]
+
+`--plain`: a client without Accept-Encoding (curl), served the cache's plain copy.
+`--no-memo`: the validation memo emptied before every hit, to measure what it saves.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--rows", type=int, default=30)
     parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument("--plain", action="store_true")
+    parser.add_argument("--no-memo", action="store_true")
     args = parser.parse_args()
     os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
     logging.getLogger("gateway.access").setLevel(logging.WARNING)
@@ -52,7 +58,7 @@ def main() -> None:
             "raw_path": b"/api/v1/query_range",
             "query_string": query,
             "root_path": "",
-            "headers": [(b"host", b"x"), (b"accept-encoding", b"gzip")],
+            "headers": [(b"host", b"x")] + ([] if args.plain else [(b"accept-encoding", b"gzip")]),
             "client": ("127.0.0.1", 1),
             "server": ("127.0.0.1", 80),
         }
@@ -60,8 +66,12 @@ def main() -> None:
         async def receive() -> dict[str, Any]:
             return {"type": "http.request", "body": b"", "more_body": False}
 
+        memo = app.state.gateway.validator.memo
+
         async def call() -> list[dict[str, Any]]:
             messages: list[dict[str, Any]] = []
+            if args.no_memo:
+                memo.clear()
 
             async def send(message: dict[str, Any]) -> None:
                 messages.append(message)

@@ -100,7 +100,8 @@ class Gateway:
         self.authenticate = instrumented("authenticate", self.authenticator.authenticate)
         self.rate_limit = instrumented("rate_limit", RateLimiter(metrics).admit)
         self.authorize = instrumented("authorize", authorizer(settings))
-        self.validate = instrumented("validate", Validator(settings.upstream.timeout))
+        self.validator = Validator(settings.upstream.timeout)
+        self.validate = instrumented("validate", self.validator)
 
     def _cache_stage(self, next_handler: Handler) -> Handler:
         self.cache = ResultsCache(self.settings.cache, self.metrics, next_handler, self.clock)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Hashable
+from collections.abc import Awaitable, Callable, Hashable
 
 from gateway.config import UpstreamSettings
 from gateway.errors import GatewayError
@@ -21,7 +21,7 @@ class KeyedSlots:
     def __init__(self) -> None:
         self._slots: dict[Hashable, asyncio.Semaphore] = {}
 
-    async def acquire(self, key: Hashable, size: int, deadline: float) -> asyncio.Semaphore | None:
+    async def _acquire(self, key: Hashable, size: int, deadline: float) -> asyncio.Semaphore | None:
         """The key's semaphore, acquired (release it when done); None when no slot freed up
         within `deadline` seconds."""
         slots = self._slots.get(key)
@@ -34,6 +34,23 @@ class KeyedSlots:
             return None
         return slots
 
+    async def run(
+        self,
+        key: Hashable,
+        size: int,
+        deadline: float,
+        refused: Callable[[], GatewayError],
+        call: Callable[[], Awaitable[Answer]],
+    ) -> Answer:
+        """call() in one of the key's slots; refused() is raised when none freed up in time."""
+        held = await self._acquire(key, size, deadline)
+        if held is None:
+            raise refused()
+        try:
+            return await call()
+        finally:
+            held.release()
+
 
 def principal_slots(metrics: Metrics) -> Stage:
     """Per principal and workspace, when the principal's limits set max_concurrency."""
@@ -45,20 +62,20 @@ def principal_slots(metrics: Metrics) -> Stage:
             if limits.max_concurrency is None:
                 return await next_handler(request)
             who, workspace = request.principal.name, request.workspace.id
-            held = await slots.acquire((who, workspace), limits.max_concurrency, limits.queue_timeout)
-            if held is None:
-                raise too_many(
+            return await slots.run(
+                (who, workspace),
+                limits.max_concurrency,
+                limits.queue_timeout,
+                lambda: too_many(
                     metrics,
                     who,
                     "concurrency",
                     f'"{who}" already has {limits.max_concurrency} requests in flight to '
                     f"{workspace} and none finished within {limits.queue_timeout:g}s; retry later",
                     1,
-                )
-            try:
-                return await next_handler(request)
-            finally:
-                held.release()
+                ),
+                lambda: next_handler(request),
+            )
 
         return handle
 
@@ -73,19 +90,23 @@ def workspace_slots(settings: UpstreamSettings, metrics: Metrics) -> Stage:
         async def handle(request: Request) -> Answer:
             workspace = request.workspace.id
             queued = time.monotonic()
-            held = await slots.acquire(workspace, settings.max_concurrency, settings.queue_timeout)
-            if held is None:
-                raise GatewayError(
+
+            def started() -> Awaitable[Answer]:
+                metrics.upstream_queue_seconds.labels(workspace).observe(time.monotonic() - queued)
+                return next_handler(request)
+
+            return await slots.run(
+                workspace,
+                settings.max_concurrency,
+                settings.queue_timeout,
+                lambda: GatewayError(
                     "too_many_requests",
                     f"all {settings.max_concurrency} upstream slots of {workspace} stayed "
                     f"busy for {settings.queue_timeout:g}s; retry later",
                     headers={"Retry-After": "1"},
-                )
-            metrics.upstream_queue_seconds.labels(workspace).observe(time.monotonic() - queued)
-            try:
-                return await next_handler(request)
-            finally:
-                held.release()
+                ),
+                started,
+            )
 
         return handle
 

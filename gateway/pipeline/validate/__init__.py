@@ -35,7 +35,7 @@ _Key = tuple[str, str, str, str, str, str, bytes, bytes]
 class Validator:
     def __init__(self, upstream_timeout: float) -> None:
         self._cap = upstream_timeout
-        self._memo: LRUCache[_Key, tuple[Request, int]] = LRUCache(MEMO_BYTES, getsizeof=lambda v: v[1])
+        self.memo: LRUCache[_Key, tuple[Request, int]] = LRUCache(MEMO_BYTES, getsizeof=lambda v: v[1])
 
     async def __call__(self, incoming: Incoming, principal: Principal, workspace: Workspace) -> Request:
         content_type, body = "", b""
@@ -51,7 +51,7 @@ class Validator:
             incoming.query_string,
             body,
         )
-        found = self._memo.get(key)
+        found = self.memo.get(key)
         if found is None:
             params = parse_params(content_type, body, incoming.query_string)
             call = await offloop.run(parse_cost(params), build, incoming.endpoint, params, incoming.label)
@@ -59,7 +59,7 @@ class Validator:
             raw = len(incoming.query_string) + len(body)
             # An instant query without `time` is evaluated at "now": never remembered.
             if raw <= MEMO_MAX_RAW and (call.endpoint != "query" or call.time_ms is not None):
-                self._memo[key] = (template, _measured(key, call))
+                self.memo[key] = (template, _measured(key, call))
         else:
             template = found[0]
         headers = incoming.headers
