@@ -72,7 +72,7 @@ def _analysis_bytes(analysis: Analysis) -> int:
 
 
 class ResultsCache:
-    """Pipeline stage in front of the upstream (sign + send)."""
+    """The cache stage; `upstream` is the next handler (coalesce, then on to the upstream)."""
 
     def __init__(
         self,
