@@ -1,6 +1,11 @@
 """Baseline for the cache-hit benchmark: a bare Starlette handler returning fixed bytes.
 
-python bench/cache_baseline_app.py PORT BODY_FILE   (BODY_FILE holds gzip bytes)
+python bench/cache_baseline_app.py PORT GZIP_FILE PLAIN_FILE
+
+`/gzip/...` answers GZIP_FILE's bytes with `content-encoding: gzip` (what a gzip client such as
+Grafana gets from the gateway); `/plain/...` answers PLAIN_FILE's bytes as they are (a client
+without Accept-Encoding, such as curl). The handler does no work: no header is read, nothing is
+compressed.
 """
 
 from __future__ import annotations
@@ -14,14 +19,24 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-BODY = Path(sys.argv[2]).read_bytes()
+GZIP = Path(sys.argv[2]).read_bytes()
+PLAIN = Path(sys.argv[3]).read_bytes()
 
 
-async def handler(request: Request) -> Response:
-    return Response(BODY, media_type="application/json", headers={"content-encoding": "gzip"})
+async def gzipped(request: Request) -> Response:
+    return Response(GZIP, media_type="application/json", headers={"content-encoding": "gzip"})
 
 
-app = Starlette(routes=[Route("/{path:path}", handler, methods=["GET", "POST"])])
+async def plain(request: Request) -> Response:
+    return Response(PLAIN, media_type="application/json")
+
+
+app = Starlette(
+    routes=[
+        Route("/gzip/{path:path}", gzipped, methods=["GET", "POST"]),
+        Route("/plain/{path:path}", plain, methods=["GET", "POST"]),
+    ]
+)
 
 if __name__ == "__main__":
     uvicorn.run(

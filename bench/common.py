@@ -24,8 +24,10 @@ from support.prometheus import PrometheusServer, start_prometheus  # noqa: E402
 
 
 @contextmanager
-def prometheus() -> Iterator[PrometheusServer]:
-    server = start_prometheus(Path(tempfile.mkdtemp(prefix="bench-prom-")))
+def prometheus(duration: int | None = None) -> Iterator[PrometheusServer]:
+    """A Prometheus backfilled with `duration` seconds of data up to now (default: 3 h)."""
+    extra = {} if duration is None else {"duration": duration}
+    server = start_prometheus(Path(tempfile.mkdtemp(prefix="bench-prom-")), **extra)
     try:
         yield server
     finally:
@@ -42,6 +44,16 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far."""
     times = psutil.Process(pid).cpu_times()
     return times.user + times.system
+
+
+def gateway_package() -> str:
+    """The directory of the `gateway` package that `gateway_process` runs (`python -m gateway`
+    from ROOT imports ROOT's package first, then PYTHONPATH's, then the installed one)."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import gateway, os; print(os.path.dirname(gateway.__file__))"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return done.stdout.strip()
 
 
 @contextmanager
@@ -94,19 +106,42 @@ def _ms(text: str) -> float:
     return float(match.group(1)) * _UNIT[match.group(2)]
 
 
-def wrk(url: str, body: str, seconds: int = 10, connections: int = 16, threads: int = 2) -> WrkResult:
-    """POST `body` (a form) to `url` with wrk; parse throughput and latency percentiles."""
+def _lua_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def wrk(
+    url: str, body: str | list[str], seconds: int = 10, connections: int = 16, threads: int = 2
+) -> WrkResult:
+    """POST `body` (a form) to `url` with wrk; parse throughput and latency percentiles.
+
+    `body` as a list: one wrk thread and one connection per body, each connection sending its
+    own body again and again (distinct requests in flight, none identical to another).
+    """
     script = Path(tempfile.mkstemp(suffix=".lua")[1])
-    escaped = body.replace("\\", "\\\\").replace('"', '\\"')
-    script.write_text(
-        'wrk.method = "POST"\n'
-        f'wrk.body = "{escaped}"\n'
-        'wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"\n'
-    )
-    done = subprocess.run(
-        ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--latency", "-s", str(script), url],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+    if isinstance(body, list):
+        threads = connections = len(body)
+        script.write_text(
+            f"local bodies = {{{', '.join(_lua_string(b) for b in body)}}}\n"
+            "local count = 0\n"
+            'function setup(thread)\n  count = count + 1\n  thread:set("id", count)\nend\n'
+            "function init(args)\n  wrk.body = bodies[id]\nend\n"
+            'wrk.method = "POST"\n'
+            'wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"\n'
+        )
+    else:
+        script.write_text(
+            'wrk.method = "POST"\n'
+            f"wrk.body = {_lua_string(body)}\n"
+            'wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"\n'
+        )
+    try:
+        done = subprocess.run(
+            ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--latency", "-s", str(script), url],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+    finally:
+        script.unlink()
     out = done.stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     pct = dict(re.findall(r"^\s+(50|90|99)%\s+(\S+)", out, re.MULTILINE))
