@@ -130,12 +130,13 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> St
     api = PrometheusApi(settings, gateway.ask, metrics)
     readiness = Readiness(settings, gateway.upstream, metrics)
 
+    # The API first: it is what nearly every request asks for, and the router tries routes in order.
     routes: list[BaseRoute] = [
+        *api.routes(),
         Route("/", index, methods=["GET", "HEAD"]),
         Route("/-/healthy", healthy, methods=["GET", "HEAD"]),
         Route("/-/ready", ready_endpoint(readiness), methods=["GET", "HEAD"]),
         Route("/metrics", metrics_endpoint(metrics), methods=["GET"]),
-        *api.routes(),
         *panel_routes(settings, api, gateway.authenticator),
     ]
 

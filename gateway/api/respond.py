@@ -13,8 +13,8 @@ from gateway.errors import GatewayError
 from gateway.pipeline.model import Answer
 
 
-def respond(answer: Answer, accept_encoding: str) -> Response:
-    headers = dict(answer.headers)
+def respond(answer: Answer, accept_encoding: str, extra: dict[str, str] | None = None) -> Response:
+    headers = {**dict(answer.headers), **(extra or {})}
     if answer.cache:
         headers["x-cache"] = answer.cache
     if answer.gzipped and "gzip" in accept_encoding:

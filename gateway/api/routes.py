@@ -17,7 +17,8 @@ from urllib.parse import urlencode
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import Receive, Scope, Send
 
 from gateway.api.respond import error_response, respond
 from gateway.config import Settings
@@ -65,33 +66,18 @@ class PrometheusApi:
         self.metrics = metrics
 
     def routes(self) -> list[BaseRoute]:
-        routes: list[BaseRoute] = []
-        for prefix in ("", "/workspaces/{workspace}"):
-            for name, path in PATHS.items():
-                routes.append(Route(f"{prefix}/api/v1/{path}", self._endpoint(name), methods=_METHODS))
-            routes.append(Route(f"{prefix}/api/v1/{{rest:path}}", _unknown, methods=_METHODS))
-        return routes
-
-    def _endpoint(self, name: str) -> Callable[[Request], Awaitable[Response]]:
-        async def handle(request: Request) -> Response:
-            started = time.perf_counter()
-            incoming = incoming_from(request, name)
-            admitted = name not in _UNLABELLED
-            try:
-                answer = await self.ask(incoming)
-                response = respond(answer, request.headers.get("accept-encoding", ""))
-            except GatewayError as err:
-                self.metrics.stage_errors.labels(err.stage or "-", err.error_type).inc()
-                admitted = admitted and err.stage not in _ADMISSION
-                response = error_response(err)
-            response.headers["x-request-id"] = incoming.request_id
-            workspace = self.settings.workspace(incoming.workspace) if admitted else None
-            workspace_id = workspace.id if workspace is not None else "-"
-            self.metrics.requests.labels(name, workspace_id, str(response.status_code)).inc()
-            self.metrics.request_seconds.labels(name).observe(time.perf_counter() - started)
-            return response
-
-        return handle
+        """/api/v1/... and /workspaces/<name>/api/v1/...: one mount each, so that a request is
+        matched against the API's routes only when its path is an API path."""
+        api: list[BaseRoute] = [
+            Route(f"/{path}", ApiEndpoint(self, name), methods=_METHODS) for name, path in PATHS.items()
+        ]
+        api.append(Route("/{rest:path}", _unknown, methods=_METHODS))
+        mounts = (Mount("/api/v1", routes=api), Mount("/workspaces/{workspace}/api/v1", routes=api))
+        for mount in mounts:
+            # A path may hold a newline (%0A in a label name, which must get Prometheus's 400):
+            # Starlette's mount pattern ends in `.*`, which stops at one.
+            mount.path_regex = re.compile(mount.path_regex.pattern, re.DOTALL)
+        return list(mounts)
 
     async def run(
         self, request: Request, endpoint: str, params: Params, workspace: str | None = None, label: str = ""
@@ -100,6 +86,37 @@ class PrometheusApi:
         /api/v1/<endpoint> with these parameters; raises GatewayError."""
         query_string = urlencode(params.items).encode()
         return await self.ask(incoming_from(request, endpoint, query_string, workspace, label))
+
+
+class ApiEndpoint:
+    """One endpoint's handler, as an ASGI app (Starlette calls a Route's non-function endpoint
+    as one): the request becomes an `Incoming`, the gateway answers it, `respond` writes it."""
+
+    def __init__(self, api: PrometheusApi, name: str) -> None:
+        self.api = api
+        self.name = name
+        self.labelled = name not in _UNLABELLED
+        self.seconds = api.metrics.request_seconds.labels(name)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        api = self.api
+        request = Request(scope, receive)
+        incoming = incoming_from(request, self.name)
+        admitted = self.labelled
+        extra = {"x-request-id": incoming.request_id}
+        try:
+            answer = await api.ask(incoming)
+            response = respond(answer, incoming.headers.get("accept-encoding", ""), extra)
+        except GatewayError as err:
+            api.metrics.stage_errors.labels(err.stage or "-", err.error_type).inc()
+            admitted = admitted and err.stage not in _ADMISSION
+            response = error_response(err, extra)
+        workspace = api.settings.workspace(incoming.workspace) if admitted else None
+        workspace_id = workspace.id if workspace is not None else "-"
+        api.metrics.requests.labels(self.name, workspace_id, str(response.status_code)).inc()
+        self.seconds.observe(time.perf_counter() - started)
+        await response(scope, receive, send)
 
 
 def incoming_from(

@@ -100,6 +100,13 @@ class ResultsCache:
         # Analyses of the queries seen, by canonical text, bounded by their measured bytes.
         self._analyses: LRUCache[str, Analysis] = LRUCache(maxsize=ANALYSES_BYTES, getsizeof=_analysis_bytes)
         self._samples_from_cache = metrics.cache_samples.labels("cache")
+        # gateway_cache_requests_total's children for every endpoint the cache serves, made
+        # once: labels() on each hit cost 3 µs, 7% of the stage (bench/README.md, issue 10).
+        self._outcomes = {
+            (endpoint, result): metrics.cache_requests.labels(endpoint, result)
+            for endpoint in ("query_range", "query", *_METADATA_ENDPOINTS)
+            for result in ("hit", "miss", "partial", "bypass")
+        }
         self._handlers: dict[str, Handler] = {
             "query_range": self._range,
             "query": self._instant,
@@ -121,7 +128,10 @@ class ResultsCache:
             self._metrics.cache_not_cached.labels("error-not-cached").inc()
             raise err.with_headers({"x-cache": "bypass; reason=error-not-cached"}) from None
         result = answer.cache.split(";", 1)[0] or "bypass"
-        self._metrics.cache_requests.labels(request.endpoint, result).inc()
+        outcome = self._outcomes.get((request.endpoint, result))
+        if outcome is None:
+            outcome = self._metrics.cache_requests.labels(request.endpoint, result)
+        outcome.inc()
         return answer
 
     # ------------------------------------------------------------ helpers
@@ -190,7 +200,7 @@ class ResultsCache:
         return Answer(data, cache="hit")
 
     def _keep_plain(self, key: str, expires_at: float, samples: int, data: bytes) -> None:
-        self.store.put_plain(key, codec.encode(codec.KIND_PLAIN, expires_at, samples, data))
+        self.store.put_plain(key, codec.Entry(codec.KIND_PLAIN, expires_at, samples, data))
         self._metrics.cache_memory_bytes.set(self.store.memory_bytes)
 
     def _put(self, key: str, kind: int, ttl: float, samples: int, payload: bytes, compressed: bool) -> None:

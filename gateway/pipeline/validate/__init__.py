@@ -63,7 +63,7 @@ class Validator:
         else:
             template = found[0]
         headers = incoming.headers
-        return template.replace(
+        return template.for_client(
             no_cache="no-cache" in headers.get("cache-control", "").lower(),
             accept_gzip="gzip" in headers.get("accept-encoding", "").lower(),
             request_id=incoming.request_id,

@@ -75,7 +75,7 @@ async def test_repeated_small_queries_do_not_grow_the_entry(fresh_amp, aws_env, 
             response = await client.post("/api/v1/query_range", data=params)
             assert response.status_code == 200
         store = cache.store
-        extents = [k for k in store.memory._cache if ":b" in k]
+        extents = [k for k in store.memory.stored_keys() if ":b" in k]
         blobs = [store.get_memory(k) for k in extents]
         from gateway.pipeline.cache.matrix import load_extent
 

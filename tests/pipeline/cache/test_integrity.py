@@ -1,5 +1,6 @@
-"""A damaged cache entry, in Redis or in memory, is dropped, counted and fetched again: never
-served. Damage is done to the real bytes a real redis-server holds, header left valid."""
+"""A damaged cache entry is dropped, counted and fetched again: never served. Damage is done to
+the real bytes a real redis-server holds, header left valid. (Entries in the process's own
+memory were checked when they came in; nothing outside the process can change them.)"""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ async def test_damaged_entries_are_never_served(fresh_amp, aws_env, prometheus, 
             assert keys
             for key in keys:
                 r.set(key, _damage(r.get(key)), keepttl=True)
-        for key in list(cache.store.memory._cache):
+        for key in cache.store.memory.stored_keys():
             cache.store.memory.delete(key)
         fetched = len(_forwarded(fresh_amp))
         again = await client.post("/api/v1/query_range", data=params)
@@ -56,15 +57,6 @@ async def test_damaged_entries_are_never_served(fresh_amp, aws_env, prometheus, 
             now = prometheus.data_end
             assert all(codec.decode(r.get(k), now) is not None for k in r.keys("*"))
 
-        # Memory: the whole answer damaged in place.
-        memory = cache.store.memory._cache
-        for key in list(memory):
-            memory[key] = _damage(memory[key])
-        with redis.Redis(port=redis_server.port) as r:
-            r.flushall()
-        third = await client.post("/api/v1/query_range", data=params)
-        assert third.headers["x-cache"] == "miss"
-        assert third.content == reference.content
-        assert _damaged_count(cache, "memory") >= 1
+        # Sound again: the refetched answer is served from memory.
         fourth = await client.post("/api/v1/query_range", data=params)
         assert fourth.headers["x-cache"] == "hit" and fourth.content == reference.content
