@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlencode
 
+from prometheus_client import Counter
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -97,12 +98,10 @@ class ApiEndpoint:
         self.name = name
         self.labelled = name not in _UNLABELLED
         self.seconds = api.metrics.request_seconds.labels(name)
-        # gateway_requests_total's children for this endpoint's successes, made once (labels()
-        # on every request cost 3 µs of a 146 µs hit; bench/README.md, issue 10).
-        self.succeeded = {
-            workspace: api.metrics.requests.labels(name, workspace, "200")
-            for workspace in [w.id for w in api.settings.workspaces] + ["-"]
-        }
+        # gateway_requests_total's children for this endpoint's successes, kept once made
+        # (labels() on every request cost 3 µs of a 146 µs hit; bench/README.md, issue 10). At
+        # most one per configured workspace, and "-".
+        self.succeeded: dict[str, Counter] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -120,8 +119,13 @@ class ApiEndpoint:
             response = error_response(err, extra)
         workspace = api.settings.workspace(incoming.workspace) if admitted else None
         workspace_id = workspace.id if workspace is not None else "-"
-        counter = self.succeeded.get(workspace_id) if response.status_code == 200 else None
-        if counter is None:
+        if response.status_code == 200:
+            counter = self.succeeded.get(workspace_id)
+            if counter is None:
+                counter = self.succeeded[workspace_id] = api.metrics.requests.labels(
+                    self.name, workspace_id, "200"
+                )
+        else:
             counter = api.metrics.requests.labels(self.name, workspace_id, str(response.status_code))
         counter.inc()
         self.seconds.observe(time.perf_counter() - started)

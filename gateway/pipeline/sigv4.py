@@ -18,11 +18,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 from datetime import UTC, datetime
-from functools import lru_cache
 from urllib.parse import quote, urlsplit
 
 from botocore.credentials import ReadOnlyCredentials
 from botocore.utils import normalize_url_path
+from cachetools import LRUCache
 
 SERVICE = "aps"
 _ALGORITHM = "AWS4-HMAC-SHA256"
@@ -39,11 +39,19 @@ def encode_query(params: tuple[tuple[str, str], ...]) -> str:
     return "&".join(f"{k}={v}" for k, v in pairs)
 
 
-@lru_cache(maxsize=64)
+# Signing keys by (sha256 of the secret, day, region): the secrets themselves are not kept, and
+# keys of rotated credentials fall out (at most 32, each good for one day).
+_KEYS: LRUCache[tuple[bytes, str, str], bytes] = LRUCache(maxsize=32)
+
+
 def _signing_key(secret: str, day: str, region: str) -> bytes:
-    key = _hmac(f"AWS4{secret}".encode(), day)
-    for part in (region, SERVICE, "aws4_request"):
-        key = _hmac(key, part)
+    cache_key = (hashlib.sha256(secret.encode()).digest(), day, region)
+    key = _KEYS.get(cache_key)
+    if key is None:
+        key = _hmac(f"AWS4{secret}".encode(), day)
+        for part in (region, SERVICE, "aws4_request"):
+            key = _hmac(key, part)
+        _KEYS[cache_key] = key
     return key
 
 

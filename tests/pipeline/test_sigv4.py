@@ -85,3 +85,13 @@ def test_the_signing_key_follows_the_day(day: str) -> None:
     assert sign(credentials, "us-east-1", "POST", url, b"query=up", now) == _botocore(
         credentials, "us-east-1", "POST", url, b"query=up", now
     )
+
+
+def test_rotated_credentials_sign_with_their_own_key() -> None:
+    now = datetime(2026, 11, 22, 12, tzinfo=UTC)
+    url = "https://aps-workspaces.us-east-1.amazonaws.com/workspaces/ws-1/api/v1/query"
+    for i in range(40):  # more than the signing-key cache holds
+        credentials = ReadOnlyCredentials(f"ASIA{i:016d}", f"secret-{i}", f"token-{i}")
+        assert sign(credentials, "us-east-1", "POST", url, b"query=up", now) == _botocore(
+            credentials, "us-east-1", "POST", url, b"query=up", now
+        )

@@ -27,7 +27,7 @@ KIND_EXTENT = 2  # one split bucket of a range query (coverage and series)
 KIND_PLAIN = 3  # a whole response body, not compressed, for clients without gzip (memory only)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entry:
     kind: int
     expires_at: float
@@ -70,4 +70,3 @@ def decode(blob: bytes | None, now: float) -> Entry | None:
     if expires_at <= now:
         return None
     return Entry(kind, expires_at, samples, payload)
-

@@ -28,6 +28,7 @@ from typing import Any
 
 import orjson
 from cachetools import LRUCache
+from prometheus_client import Counter
 
 from gateway.config import CacheSettings
 from gateway.errors import GatewayError
@@ -100,13 +101,9 @@ class ResultsCache:
         # Analyses of the queries seen, by canonical text, bounded by their measured bytes.
         self._analyses: LRUCache[str, Analysis] = LRUCache(maxsize=ANALYSES_BYTES, getsizeof=_analysis_bytes)
         self._samples_from_cache = metrics.cache_samples.labels("cache")
-        # gateway_cache_requests_total's children for every endpoint the cache serves, made
-        # once: labels() on each hit cost 3 µs, 7% of the stage (bench/README.md, issue 10).
-        self._outcomes = {
-            (endpoint, result): metrics.cache_requests.labels(endpoint, result)
-            for endpoint in ("query_range", "query", *_METADATA_ENDPOINTS)
-            for result in ("hit", "miss", "partial", "bypass")
-        }
+        # gateway_cache_requests_total's children, kept once made: labels() on each hit cost
+        # 3 µs, 7% of the stage (bench/README.md, issue 10). At most endpoints x 4 outcomes.
+        self._outcomes: dict[tuple[str, str], Counter] = {}
         self._handlers: dict[str, Handler] = {
             "query_range": self._range,
             "query": self._instant,
@@ -130,7 +127,9 @@ class ResultsCache:
         result = answer.cache.split(";", 1)[0] or "bypass"
         outcome = self._outcomes.get((request.endpoint, result))
         if outcome is None:
-            outcome = self._metrics.cache_requests.labels(request.endpoint, result)
+            outcome = self._outcomes[(request.endpoint, result)] = self._metrics.cache_requests.labels(
+                request.endpoint, result
+            )
         outcome.inc()
         return answer
 

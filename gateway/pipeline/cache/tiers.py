@@ -23,7 +23,9 @@ from gateway.pipeline.cache import codec
 
 log = logging.getLogger("gateway.cache")
 
-_ENTRY_OVERHEAD = 160  # bytes of bookkeeping per entry beyond key and value (dict slot, links)
+# Bytes an entry holds beyond its payload: the Entry object, its key, the LRU's and the expiry
+# queue's bookkeeping (measured with tracemalloc; tests/pipeline/cache/test_memory_bound.py).
+_ENTRY_OVERHEAD = 640
 _MAX_PENDING_WRITES = 256
 
 
@@ -189,6 +191,7 @@ class Store:
                     entry = self._decode(blob, now)
                     if entry is not None:
                         self.memory.put(keys[i], entry)
+                        self.plain.delete(keys[i])  # a copy of what this process had before
                         found[i] = entry
         return found
 

@@ -9,7 +9,8 @@ from support.stages import request
 
 from gateway.config import CacheSettings
 from gateway.metrics import Metrics
-from gateway.pipeline.cache import ResultsCache
+from gateway.pipeline.cache import ResultsCache, codec
+from gateway.pipeline.cache.tiers import MemoryTier, Store
 from gateway.pipeline.model import Answer, Request
 from gateway.promql import parse_query
 
@@ -66,3 +67,26 @@ async def test_a_gzip_entry_gets_one_plain_copy_for_plain_clients() -> None:
     second = await cache(_instant())
     assert first.body == second.body == upstream.body() and not second.gzipped
     assert before == 0 < grown == cache.store.plain.bytes  # made once, then served as stored
+
+
+class _OtherReplicasRedis:
+    """Stands for Redis after another replica rewrote a key: answers with its bytes."""
+
+    def __init__(self, blob: bytes) -> None:
+        self.blob = blob
+
+    async def get_many(self, keys: list[str]) -> list[bytes | None]:
+        return [self.blob for _ in keys]
+
+    def put(self, key: str, blob: bytes, ttl: float) -> None:
+        pass
+
+
+async def test_an_entry_promoted_from_redis_drops_the_old_plain_copy() -> None:
+    now = 1_000_000.0
+    store = Store(MemoryTier(1 << 20, lambda: now), None, lambda: now, plain=MemoryTier(1 << 20, lambda: now))
+    store.put_plain("k", codec.Entry(codec.KIND_PLAIN, now + 60, 1, b"v1"))
+    store.redis = _OtherReplicasRedis(codec.encode(codec.KIND_RESPONSE, now + 60, 1, b"v2"))  # type: ignore[assignment]
+    promoted = await store.get("k")
+    assert promoted is not None and promoted.data() == b"v2"
+    assert store.get_plain("k") is None
