@@ -58,3 +58,14 @@ def _private_imports(path: Path) -> list[str]:
 def test_no_private_imports_across_modules() -> None:
     found = [hit for path in sorted((ROOT / "gateway").rglob("*.py")) for hit in _private_imports(path)]
     assert found == []
+
+
+def test_every_type_ignore_says_why() -> None:
+    bare = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in sorted((ROOT / "gateway").rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if "# type: ignore" in line
+        and not line.split("# type: ignore", 1)[1].split("]", 1)[-1].strip().startswith("#")
+    ]
+    assert bare == []

@@ -117,7 +117,7 @@ class DashboardError(Exception):
 # ---------------------------------------------------------------- YAML with line numbers
 
 
-class _Located(dict):  # type: ignore[type-arg]
+class _Located(dict[Any, Any]):
     """A mapping that remembers the line of itself and of each key."""
 
     line: int = 0

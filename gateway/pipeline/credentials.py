@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import botocore.session
 from botocore.credentials import (
@@ -98,7 +99,7 @@ class CredentialSource:
             self._base = credentials
         return self._base
 
-    def _sts_client_creator(self, service_name: str, **kwargs: object):  # type: ignore[no-untyped-def]
+    def _sts_client_creator(self, service_name: str, **kwargs: Any) -> Any:  # botocore clients are untyped
         # A regional STS endpoint: tokens from the global one are refused in opt-in regions.
         region = self._settings.sts_region or kwargs.pop("region_name", None) or _default_region()
         kwargs.pop("region_name", None)

@@ -533,7 +533,7 @@ _RAW_PLAIN = re.compile("[^`\ufffd]+")
 
 
 def lex_space(lx: Lexer) -> State | None:
-    lx.pos = _SPACES.match(lx.input, lx.pos).end()  # type: ignore[union-attr]
+    lx.pos = _SPACES.match(lx.input, lx.pos).end()  # type: ignore[union-attr]  # a space is here: it matches
     lx.ignore()
     return lex_statements
 
@@ -586,13 +586,13 @@ def accept_remaining_duration(lx: Lexer) -> bool:
 
 
 def lex_identifier(lx: Lexer) -> State | None:
-    lx.pos = _WORD.match(lx.input, lx.pos).end()  # type: ignore[union-attr]
+    lx.pos = _WORD.match(lx.input, lx.pos).end()  # type: ignore[union-attr]  # a word char is here: it matches
     lx.emit(g.IDENTIFIER)
     return lex_statements
 
 
 def lex_keyword_or_identifier(lx: Lexer) -> State | None:
-    lx.pos = _METRIC_WORD.match(lx.input, lx.pos).end()  # type: ignore[union-attr]
+    lx.pos = _METRIC_WORD.match(lx.input, lx.pos).end()  # type: ignore[union-attr]  # as above: it matches
     word = lx.input[lx.start : lx.pos]
     keyword = _WORD_KEYS.get(word.lower())
     if keyword is not None:

@@ -49,7 +49,7 @@ from gateway.promql.lexer import TYPE_STR, Item, Lexer, is_label
 from gateway.promql.regex import compile_anchored
 
 FUNCTIONS: dict[str, Function] = {
-    name: Function(name, args, variadic, ret, experimental)  # type: ignore[arg-type]
+    name: Function(name, args, variadic, ret, experimental)  # type: ignore[arg-type]  # generated table: plain str
     for name, (args, variadic, ret, experimental) in g.FUNCTIONS.items()
 }
 
@@ -209,7 +209,7 @@ class _Parser:
 
     def binary(self, lhs: Expr, op: Item, modifier: _BinModifier, rhs: Expr) -> BinaryExpr:
         matching = VectorMatching(
-            modifier.card,  # type: ignore[arg-type]
+            modifier.card,  # type: ignore[arg-type]  # set by the grammar to one of the four cardinalities
             modifier.matching_labels,
             modifier.on,
             modifier.include,
@@ -850,7 +850,7 @@ def parse(text: str, bounds: Bounds = DEFAULT_BOUNDS) -> Expr:
     if p.result is None:
         raise PromQLError("unexpected error")
     p.check(p.result)
-    return p.result  # type: ignore[no-any-return]
+    return p.result  # type: ignore[no-any-return]  # the start rule's value: always an Expr
 
 
 def parse_selector(text: str, bounds: Bounds = DEFAULT_BOUNDS) -> VectorSelector:
