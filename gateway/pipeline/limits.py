@@ -11,7 +11,7 @@ from gateway.config import Limits
 from gateway.errors import GatewayError
 from gateway.metrics import Metrics
 from gateway.pipeline.model import Answer, Handler, Request, Stage
-from gateway.pipeline.validate.params import LIST_PARAMS, check_points
+from gateway.pipeline.validate.params import check_points
 from gateway.promql import Expr, walk
 from gateway.promql.ast import MatrixSelector, SubqueryExpr
 
@@ -35,19 +35,6 @@ def _duration_text(seconds: float) -> str:
     if seconds >= 3600 and seconds % 3600 == 0:
         return f"{seconds / 3600:g}h"
     return f"{seconds:g}s"
-
-
-def first_only(params: Params) -> Params:
-    """One value per single-valued parameter (the first, as Prometheus reads it)."""
-    seen: set[str] = set()
-    out = []
-    for key, value in params:
-        if key in LIST_PARAMS:
-            out.append((key, value))
-        elif key not in seen:
-            seen.add(key)
-            out.append((key, value))
-    return tuple(out)
 
 
 def _with_param(params: Params, name: str, value: str) -> Params:
@@ -88,7 +75,6 @@ def check_request(request: Request, limits: Limits) -> Request:
     _refuse_size(request, limits)
     params = request.params
     if request.endpoint in ("query", "query_range") and limits.has_thresholds:
-        params = first_only(params)
         for setting, param in _THRESHOLDS:
             cap = getattr(limits, setting)
             if cap is None:
@@ -102,7 +88,7 @@ def check_request(request: Request, limits: Limits) -> Request:
     if cap is not None:
         given = request.param("limit")
         value = min(int(given), cap) if given.isdigit() and int(given) > 0 else cap
-        params = _with_param(first_only(params), "limit", str(value))
+        params = _with_param(params, "limit", str(value))
     return request if params is request.params else request.replace(params=params)
 
 
