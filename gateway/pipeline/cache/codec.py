@@ -46,10 +46,19 @@ class DamagedEntry(ValueError):
     """An entry of this schema whose checksum does not match its bytes."""
 
 
-def encode(kind: int, expires_at: float, samples: int, payload: bytes, compressed: bool = False) -> bytes:
-    body = payload if compressed else gzip_bytes(payload)
-    head = _HEADER.pack(_MAGIC, SCHEMA_VERSION, kind, expires_at, min(samples, 2**32 - 1), 0)[:_CHECKED]
-    return head + struct.pack("!Q", _checksum(head, body)) + body
+def entry(kind: int, expires_at: float, samples: int, payload: bytes, compressed: bool = False) -> Entry:
+    """An entry of `payload`, gzip-compressed here unless it already is."""
+    return Entry(kind, expires_at, min(samples, 2**32 - 1), payload if compressed else gzip_bytes(payload))
+
+
+def encode(entry: Entry) -> bytes:
+    """The entry's bytes, as Redis holds them."""
+    head = _HEADER.pack(_MAGIC, SCHEMA_VERSION, entry.kind, entry.expires_at, entry.samples, 0)[:_CHECKED]
+    return head + struct.pack("!Q", _checksum(head, entry.payload)) + entry.payload
+
+
+def encoded_size(entry: Entry) -> int:
+    return _HEADER.size + len(entry.payload)
 
 
 def _checksum(head: bytes, payload: bytes) -> int:

@@ -205,9 +205,9 @@ class ResultsCache:
     def _put(self, key: str, kind: int, ttl: float, samples: int, payload: bytes, compressed: bool) -> None:
         if ttl <= 0:
             return
-        blob = codec.encode(kind, self._clock() + ttl, samples, payload, compressed)
-        self._metrics.cache_stored_bytes.inc(len(blob))
-        self.store.put(key, blob)
+        entry = codec.entry(kind, self._clock() + ttl, samples, payload, compressed)
+        self._metrics.cache_stored_bytes.inc(codec.encoded_size(entry))
+        self.store.put(key, entry)
         self._metrics.cache_memory_bytes.set(self.store.memory_bytes)
 
     def _put_answer(self, request: Request, key: str, ttl: float, samples: int, answer: Answer) -> None:

@@ -205,15 +205,14 @@ class Store:
         """The plain copy of the whole response under `key`, when one is in memory."""
         return self.plain.get(key)
 
-    def put(self, key: str, blob: bytes) -> None:
-        now = self._clock()
-        entry = codec.decode(blob, now)
-        if entry is None:
-            return  # already expired
+    def put(self, key: str, entry: codec.Entry) -> None:
+        ttl = entry.expires_at - self._clock()
+        if ttl <= 0:
+            return
         self.memory.put(key, entry)
         self.plain.delete(key)  # a copy of what was there before
         if self.redis is not None:
-            self.redis.put(key, blob, entry.expires_at - now)
+            self.redis.put(key, codec.encode(entry), ttl)
 
     def put_plain(self, key: str, entry: codec.Entry) -> None:
         if entry.expires_at > self._clock():

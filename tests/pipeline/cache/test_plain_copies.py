@@ -86,7 +86,7 @@ async def test_an_entry_promoted_from_redis_drops_the_old_plain_copy() -> None:
     now = 1_000_000.0
     store = Store(MemoryTier(1 << 20, lambda: now), None, lambda: now, plain=MemoryTier(1 << 20, lambda: now))
     store.put_plain("k", codec.Entry(codec.KIND_PLAIN, now + 60, 1, b"v1"))
-    store.redis = _OtherReplicasRedis(codec.encode(codec.KIND_RESPONSE, now + 60, 1, b"v2"))  # type: ignore[assignment]
+    store.redis = _OtherReplicasRedis(codec.encode(codec.entry(codec.KIND_RESPONSE, now + 60, 1, b"v2")))  # type: ignore[assignment]
     promoted = await store.get("k")
     assert promoted is not None and promoted.data() == b"v2"
     assert store.get_plain("k") is None
