@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from gateway.config import ConfigError, load_settings
-from gateway.logs import cap_library_loggers
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return int(text)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="amp-gateway", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the gateway")
-    serve.add_argument("--config", help="YAML settings file (or GATEWAY_CONFIG)")
+    serve_parser = commands.add_parser("serve", help="run the gateway")
+    serve_parser.add_argument("--config", help="YAML settings file (or GATEWAY_CONFIG)")
+    serve_parser.add_argument(
+        "--workers",
+        type=_positive,
+        help="worker processes (or GATEWAY_WORKERS; default: the CPUs available to the container)",
+    )
     check = commands.add_parser("check-config", help="validate settings and exit")
     check.add_argument("--config", help="YAML settings file (or GATEWAY_CONFIG)")
     args = parser.parse_args(argv)
@@ -28,25 +37,9 @@ def main(argv: list[str] | None = None) -> int:
         print("configuration ok")
         return 0
 
-    import uvicorn
+    from gateway.serve import serve
 
-    from gateway.app import create_app
-
-    logging.basicConfig(level=settings.log_level.upper(), format="%(message)s", stream=sys.stdout)
-    cap_library_loggers()
-    app = create_app(settings)
-    uvicorn.run(
-        app,
-        host=settings.listen_host,
-        port=settings.listen_port,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_level=settings.log_level,
-        proxy_headers=False,
-        server_header=False,
-    )
-    return 0
+    return serve(settings, args.config, args.workers)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ Every step raises GatewayError to refuse; `gateway.api.respond` writes it.
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -49,7 +50,7 @@ from gateway.pipeline.authorize import authorizer
 from gateway.pipeline.cache import ResultsCache
 from gateway.pipeline.coalesce import coalescing
 from gateway.pipeline.compose import compose, instrumented
-from gateway.pipeline.credentials import CredentialSource
+from gateway.pipeline.credentials import CredentialSource, chain_method
 from gateway.pipeline.edge_guard import edge_guard
 from gateway.pipeline.enforce import EnforceSettings, enforcement
 from gateway.pipeline.limits import size_limits
@@ -121,6 +122,42 @@ class Gateway:
         await self.sender.aclose()
 
 
+def startup_line(settings: Settings, workers: int) -> str:
+    """What is served: one line at start-up."""
+    workspaces = ", ".join(
+        f"{w.id}{f' ({w.alias})' if w.alias else ''} at {w.host}{'' if w.sigv4 else ' unsigned'}"
+        for w in settings.workspaces
+    )
+    cache = settings.cache.mode + (" + shared state on Redis" if settings.cache.redis_url else "")
+    if not settings.auth.enabled:
+        auth = "none"
+    else:
+        auth = f"{len(settings.auth.credentials)} principals" + (
+            f", proxy header {settings.auth.proxy.header}" if settings.auth.proxy else ""
+        )
+    return (
+        f"amp-gateway {version()} serving http://{settings.listen_host}:{settings.listen_port} "
+        f"with {workers} worker{'s' if workers != 1 else ''}; workspaces: {workspaces}; "
+        f"cache: {cache}; auth: {auth}"
+    )
+
+
+def warn_without_credentials(settings: Settings) -> None:
+    """A warning at start-up when a signed workspace is configured and the chain finds nothing."""
+    if any(w.sigv4 for w in settings.workspaces) and chain_method(settings.aws) is None:
+        log.warning(
+            "no AWS credentials found: every signed request will fail until some resolve "
+            "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, IRSA, or an instance or task role)"
+        )
+
+
+def version() -> str:
+    try:
+        return importlib.metadata.version("amp-gateway")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> Starlette:
     cap_library_loggers()
     metrics = Metrics()
@@ -166,5 +203,5 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> St
     app.add_middleware(SecurityHeaders, frame_ancestors=settings.panels.frame_ancestors)
     if settings.auth.cors_origins:
         add_cors(app, settings.auth.cors_origins)
-    app.add_middleware(AccessLog, enabled=settings.access_log)
+    app.add_middleware(AccessLog, enabled=settings.access_log, log_probes=settings.log_probes)
     return app

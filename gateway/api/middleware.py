@@ -7,7 +7,6 @@ import logging
 import time
 from collections.abc import Iterable
 
-import orjson
 from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -79,17 +78,27 @@ def add_cors(app: Starlette, origins: tuple[str, ...]) -> None:
 __all__ = ["AccessLog", "SecurityHeaders", "add_cors"]
 
 
-class AccessLog:
-    """Pure ASGI middleware: one JSON line per request, with its request id. No query text,
-    no headers: nothing secret can land in the log. When the logger would drop the line
-    (gateway.access below INFO), the request is not watched at all."""
+PROBE_PATHS = frozenset({"/-/healthy", "/-/ready", "/metrics"})
 
-    def __init__(self, app: ASGIApp, enabled: bool = True) -> None:
+
+class AccessLog:
+    """Pure ASGI middleware: one line per request, with its request id. No query text, no
+    headers: nothing secret can land in the log. Probes and scrapes (`PROBE_PATHS`), every few
+    seconds from every kubelet and Prometheus, are not logged unless `log_probes`. When the
+    logger would drop the line (gateway.access below INFO), the request is not watched at all."""
+
+    def __init__(self, app: ASGIApp, enabled: bool = True, log_probes: bool = False) -> None:
         self.app = app
         self.enabled = enabled
+        self.log_probes = log_probes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.enabled or not access_log.isEnabledFor(logging.INFO):
+        if (
+            scope["type"] != "http"
+            or not self.enabled
+            or not access_log.isEnabledFor(logging.INFO)
+            or (not self.log_probes and scope["path"] in PROBE_PATHS)
+        ):
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
@@ -110,19 +119,15 @@ class AccessLog:
             await self.app(scope, receive, sending)
         finally:
             client = scope.get("client")
-            access_log.info(
-                orjson.dumps(
-                    {
-                        "ts": round(time.time(), 3),
-                        "request_id": scope.get("gateway.request_id")
-                        or headers.get(b"x-request-id", b"").decode(),
-                        "method": scope["method"],
-                        "path": scope["path"],
-                        "status": status,
-                        "bytes": size,
-                        "ms": round((time.perf_counter() - started) * 1000, 2),
-                        "cache": headers.get(b"x-cache", b"").decode() or None,
-                        "client": client[0] if client else None,
-                    }
-                ).decode()
-            )
+            method, path = scope["method"], scope["path"]
+            fields = {
+                "request_id": scope.get("gateway.request_id") or headers.get(b"x-request-id", b"").decode(),
+                "method": method,
+                "path": path,
+                "status": status,
+                "bytes": size,
+                "ms": round((time.perf_counter() - started) * 1000, 2),
+                "cache": headers.get(b"x-cache", b"").decode() or None,
+                "client": client[0] if client else None,
+            }
+            access_log.info("%s %s %d", method, path, status, extra={"fields": fields})

@@ -21,6 +21,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import Receive, Scope, Send
 
+from gateway import logs
 from gateway.api.respond import error_response, respond
 from gateway.config import Settings
 from gateway.errors import GatewayError
@@ -168,6 +169,7 @@ def request_id(request: Request) -> str:
         given = request.headers.get("x-request-id", "")
         found = given if _REQUEST_ID_RE.match(given) else f"{_ID_PREFIX}{next(_ID_COUNTER):x}"
         scope["gateway.request_id"] = found
+        logs.request_id.set(found)
     return found
 
 

@@ -95,6 +95,9 @@ class Settings:
     auth: AuthSettings = field(default_factory=lambda: AuthSettings(enabled=False))
     log_level: str = "info"
     access_log: bool = True
+    log_probes: bool = False  # access-log lines for /-/healthy, /-/ready and /metrics
+    workers: int | None = None  # worker processes; None: the CPUs available to the container
+    shutdown_grace: float = 25.0  # seconds in-flight requests get to finish after SIGTERM
 
     def workspace(self, name: str | None) -> Workspace | None:
         """The workspace with this id or alias; the default one for None."""
@@ -142,6 +145,9 @@ _TOP_KEYS = {
     "limits",
     "log_level",
     "access_log",
+    "log_probes",
+    "workers",
+    "shutdown_grace",
     # single-workspace shorthands, same meaning as the GATEWAY_* variables
     "upstream_url",
     "region",
@@ -200,7 +206,32 @@ def build_settings(raw: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
         auth=parse_auth(auth_raw, top.mapping("limits").raw or None, host, seen),
         log_level=(env.get("GATEWAY_LOG_LEVEL") or top.text("log_level", "info")).lower(),
         access_log=top.flag("access_log", True),
+        log_probes=_env_flag(env, "GATEWAY_LOG_PROBES")
+        if "GATEWAY_LOG_PROBES" in env
+        else top.flag("log_probes", False),
+        workers=_workers(env.get("GATEWAY_WORKERS"), top),
+        shutdown_grace=_env_seconds(env, "GATEWAY_SHUTDOWN_GRACE")
+        if env.get("GATEWAY_SHUTDOWN_GRACE")
+        else top.seconds("shutdown_grace", 25.0),
     )
+
+
+def _env_flag(env: Mapping[str, str], name: str) -> bool:
+    return read_bool(env[name], name)
+
+
+def _env_seconds(env: Mapping[str, str], name: str) -> float:
+    return Reader({name: env[name]}).seconds(name, 0.0)
+
+
+def _workers(from_env: str | None, top: Reader) -> int | None:
+    if from_env:
+        if not from_env.isdigit() or int(from_env) < 1:
+            raise ConfigError(f"GATEWAY_WORKERS: must be a whole number of at least 1, got {from_env!r}")
+        return int(from_env)
+    if top.raw.get("workers") is None:
+        return None
+    return top.whole("workers", 1, minimum=1)
 
 
 def _single_workspace(raw: Mapping[str, Any], env: Mapping[str, str]) -> Workspace | None:

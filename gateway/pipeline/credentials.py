@@ -108,6 +108,16 @@ class CredentialSource:
         return self._session.create_client(service_name, region_name=region, **kwargs)
 
 
+def chain_method(settings: AwsSettings) -> str | None:
+    """How the standard chain finds credentials here ("env", "assume-role-with-web-identity",
+    "iam-role", …), or None when it finds none. Blocking: it may ask the instance metadata."""
+    try:
+        credentials = botocore.session.Session(profile=settings.profile).get_credentials()
+    except (BotoCoreError, ClientError):
+        return None
+    return None if credentials is None else str(credentials.method)
+
+
 def _refresh_needed(credentials: Credentials) -> bool:
     refresh_needed = getattr(credentials, "refresh_needed", None)
     return bool(refresh_needed and refresh_needed(REFRESH_MARGIN_SECONDS))

@@ -5,9 +5,12 @@ from __future__ import annotations
 import logging
 
 import httpx
+import orjson
 import pytest
 from support.amp_standin import AmpStandin
 from support.gateway import gateway_client, gateway_settings
+
+from gateway.logs import JsonFormatter
 
 
 async def test_health_ready_and_metrics(gateway: httpx.AsyncClient, fresh_amp: AmpStandin) -> None:
@@ -58,7 +61,9 @@ async def test_access_log_is_json_with_request_id_and_no_secrets(
                 headers={"authorization": "Bearer sekret-token", "x-request-id": "req-42"},
             )
     assert answer.headers["x-request-id"] == "req-42"
-    (line,) = [r.getMessage() for r in caplog.records if r.name == "gateway.access"]
+    (record,) = [r for r in caplog.records if r.name == "gateway.access"]
+    line = JsonFormatter().format(record)
+    assert orjson.loads(line)["level"] == "info"
     assert '"request_id":"req-42"' in line and '"status":200' in line and '"path":"/api/v1/query"' in line
     for secret in ("hunter2", "sekret-token", aws_env["AWS_SECRET_ACCESS_KEY"], "AWS4-HMAC"):
         assert secret not in line

@@ -1,0 +1,110 @@
+"""`amp-gateway serve`: worker processes under a supervisor.
+
+The supervisor binds the listening socket once and starts `workers` processes that share it
+(uvicorn's own `Multiprocess` supervisor). It pings every worker twice a second and replaces
+one that died or stopped answering. On SIGTERM or SIGINT it stops them: each stops accepting,
+lets its in-flight requests finish within `shutdown_grace` seconds, and exits.
+
+The supervisor runs even for one worker: a worker killed by a segfault or the OOM killer is
+replaced in about a second instead of taking the service down.
+
+Each worker builds its settings again from the same file and environment (they were checked
+once in the supervisor), and gets an equal share of `cache.memory_bytes`, so the configured
+figure bounds the whole process group.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import sys
+from pathlib import Path
+
+import uvicorn
+from starlette.applications import Starlette
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.supervisors.multiprocess import Multiprocess
+
+from gateway.app import create_app, startup_line, warn_without_credentials
+from gateway.config import ConfigError, Settings, load_settings
+from gateway.logs import setup_logging
+
+log = logging.getLogger("gateway")
+
+CONFIG_ENV = "GATEWAY_CONFIG"
+WORKERS_ENV = "GATEWAY_WORKERS"
+
+
+def available_cpus() -> int:
+    """The CPUs this process may use: its affinity, bounded by a cgroup CPU quota (a container's
+    `resources.limits.cpu`)."""
+    count = len(os.sched_getaffinity(0))
+    quota = _cgroup_cpu_quota()
+    if quota is not None:
+        count = min(count, math.ceil(quota))
+    return max(1, count)
+
+
+def _cgroup_cpu_quota() -> float | None:
+    try:  # cgroup v2: "max 100000" or "150000 100000"
+        limit, v2_period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        return None if limit == "max" else int(limit) / int(v2_period)
+    except (OSError, ValueError):
+        pass
+    try:  # cgroup v1
+        quota = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+        period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota / period if quota > 0 and period > 0 else None
+
+
+def worker_settings(settings: Settings, workers: int) -> Settings:
+    """One worker's share: the memory cache is per process."""
+    cache = dataclasses.replace(settings.cache, memory_bytes=max(1, settings.cache.memory_bytes // workers))
+    return dataclasses.replace(settings, cache=cache, workers=workers)
+
+
+def worker_app() -> Starlette:
+    """The app of one worker process (uvicorn calls this factory by name in each worker)."""
+    try:
+        settings = load_settings(os.environ.get(CONFIG_ENV))
+    except ConfigError as err:  # the file changed since the supervisor checked it
+        print(f"amp-gateway: configuration error: {err}", file=sys.stderr)
+        sys.exit(STARTUP_FAILURE)
+    setup_logging(settings.log_level)
+    return create_app(worker_settings(settings, settings.workers or 1))
+
+
+def serve(settings: Settings, config_path: str | None, workers: int | None) -> int:
+    count = workers or settings.workers or available_cpus()
+    # The workers read their settings as the supervisor did: same file, same environment.
+    if config_path:
+        os.environ[CONFIG_ENV] = str(Path(config_path).resolve())
+    os.environ[WORKERS_ENV] = str(count)
+    setup_logging(settings.log_level)
+    config = uvicorn.Config(
+        "gateway.serve:worker_app",
+        factory=True,
+        host=settings.listen_host,
+        port=settings.listen_port,
+        workers=count,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_config=None,
+        log_level=settings.log_level,
+        proxy_headers=False,
+        server_header=False,
+        timeout_graceful_shutdown=settings.shutdown_grace,  # type: ignore[arg-type]  # typed int, any number works
+    )
+    try:
+        sock = config.bind_socket()
+    except SystemExit:
+        return STARTUP_FAILURE
+    log.info(startup_line(settings, count))
+    warn_without_credentials(settings)
+    Multiprocess(config, sockets=[sock]).run()
+    return 0
