@@ -59,10 +59,13 @@ class DashboardPages:
                 f"<p>This file is not loaded:</p><code>{pages.e(problem)}</code></article>"
             )
         if not cards:
-            cards.append(
-                '<article class="card"><h2>No dashboards yet</h2>'
-                f"<p>Put YAML files in {pages.e(self.settings.panels.dashboards_dir)}/</p></article>"
+            where = pages.e(self.store.where)
+            hint = (
+                f"<p>{where} is not a directory: set <code>panels.dashboards_dir</code>.</p>"
+                if self.store.missing()
+                else f"<p>Put YAML files in {where}/</p>"
             )
+            cards.append(f'<article class="card"><h2>No dashboards yet</h2>{hint}</article>')
         return pages.page(settings=self.settings.panels, title="Dashboards", content="".join(cards))
 
     async def page(self, request: Request) -> Response:

@@ -304,6 +304,14 @@ class DashboardStore:
     directory: str
     _entries: dict[str, _Entry] = field(default_factory=dict)
 
+    @property
+    def where(self) -> str:
+        """The directory as an absolute path (a relative one is relative to the working directory)."""
+        return os.path.abspath(self.directory)
+
+    def missing(self) -> bool:
+        return not os.path.isdir(self.directory)
+
     def refresh(self) -> None:
         seen: set[str] = set()
         try:

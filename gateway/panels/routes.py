@@ -3,6 +3,7 @@ and file-defined dashboards."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
@@ -23,12 +24,16 @@ from gateway.pipeline.authenticate import Authenticator
 from gateway.pipeline.validate import parse_cost
 from gateway.promql import offloop
 
+log = logging.getLogger("gateway.dashboards")
+
 KINDS = ("rate", "query")
 
 
 def panel_routes(settings: Settings, api: PrometheusApi, guard: Authenticator) -> list[BaseRoute]:
     """Every route of the panels feature; app.py adds them after the API's."""
     store = DashboardStore(settings.panels.dashboards_dir)
+    if store.missing():
+        log.warning("panels.dashboards_dir: %s is not a directory; no dashboards are served", store.where)
     store.refresh()
     single = PanelPages(settings, api)
     boards = DashboardPages(settings, api, store)

@@ -135,3 +135,27 @@ async def test_grafana_export(gateway: httpx.AsyncClient) -> None:
     assert second["targets"][0]["expr"].endswith("[$__rate_interval]))")
     assert first["fieldConfig"]["defaults"]["unit"] == "reqps"
     assert all(p["datasource"]["uid"] == "${DS_PROMETHEUS}" for p in board["panels"])
+
+
+@pytest.mark.parametrize("exists", [True, False])
+async def test_no_dashboards_says_where_it_looked(
+    fresh_amp: AmpStandin,
+    aws_env: dict[str, str],
+    tmp_path: Path,
+    exists: bool,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    folder = tmp_path / "boards"
+    if exists:
+        folder.mkdir()
+    settings = gateway_settings(fresh_amp, raw={"panels": {"dashboards_dir": str(folder)}})
+    with caplog.at_level("WARNING", logger="gateway.dashboards"):
+        async with gateway_client(settings) as client:
+            page = await client.get("/dashboards")
+    assert page.status_code == 200 and "No dashboards yet" in page.text
+    warned = [r.getMessage() for r in caplog.records if r.name == "gateway.dashboards"]
+    if exists:
+        assert f"Put YAML files in {folder}/" in page.text and warned == []
+    else:
+        assert f"{folder} is not a directory" in page.text
+        assert warned == [f"panels.dashboards_dir: {folder} is not a directory; no dashboards are served"]
