@@ -60,6 +60,7 @@ from gateway.pipeline.rate import RateLimiter
 from gateway.pipeline.result_caps import result_caps
 from gateway.pipeline.retry import retrying
 from gateway.pipeline.send import Sender
+from gateway.pipeline.shared import SharedRedis
 from gateway.pipeline.sign import signing
 from gateway.pipeline.slots import principal_slots, workspace_slots
 from gateway.pipeline.validate import Validator
@@ -76,10 +77,12 @@ class Gateway:
         self.metrics = metrics
         self.authenticator = Authenticator(settings.auth, metrics)
         self.sender = Sender(settings.upstream, metrics)
+        # Redis, when configured, is shared by the cache, rate limits, upstream slots and coalescing.
+        self.shared = SharedRedis(settings.cache, metrics) if settings.cache.redis_url else None
         self.upstream: Handler = compose(
             [
                 ("retry", retrying(settings.upstream, metrics)),
-                ("workspace_slots", workspace_slots(settings.upstream, metrics)),
+                ("workspace_slots", workspace_slots(settings.upstream, metrics, self.shared)),
             ],
             ("sign", signing(CredentialSource(settings.aws), metrics, instrumented("send", self.sender))),
         )
@@ -94,18 +97,26 @@ class Gateway:
         if settings.cache.mode != "off":
             stages.append(("cache", self._cache_stage))
         stages += [
-            ("coalesce", coalescing(metrics.cache_coalesced.inc)),
+            (
+                "coalesce",
+                coalescing(
+                    metrics.cache_coalesced.inc,
+                    self.shared,
+                    wait=settings.upstream.timeout + settings.upstream.retry_budget,
+                    on_shared_remotely=metrics.coalesced_across_processes.inc,
+                ),
+            ),
             ("edge_guard", edge_guard(metrics)),
         ]
         self.query: Handler = compose(stages, ("upstream", self.upstream))
         self.authenticate = instrumented("authenticate", self.authenticator.authenticate)
-        self.rate_limit = instrumented("rate_limit", RateLimiter(metrics).admit)
+        self.rate_limit = instrumented("rate_limit", RateLimiter(metrics, self.shared).admit)
         self.authorize = instrumented("authorize", authorizer(settings))
         self.validator = Validator(settings.upstream.timeout)
         self.validate = instrumented("validate", self.validator)
 
     def _cache_stage(self, next_handler: Handler) -> Handler:
-        self.cache = ResultsCache(self.settings.cache, self.metrics, next_handler, self.clock)
+        self.cache = ResultsCache(self.settings.cache, self.metrics, next_handler, self.clock, self.shared)
         return self.cache
 
     async def ask(self, incoming: Incoming) -> Answer:
@@ -119,6 +130,8 @@ class Gateway:
     async def aclose(self) -> None:
         if self.cache is not None:
             await self.cache.aclose()
+        if self.shared is not None:
+            await self.shared.aclose()
         await self.sender.aclose()
 
 
@@ -128,7 +141,11 @@ def startup_line(settings: Settings, workers: int) -> str:
         f"{w.id}{f' ({w.alias})' if w.alias else ''} at {w.host}{'' if w.sigv4 else ' unsigned'}"
         for w in settings.workspaces
     )
-    cache = settings.cache.mode + (" + shared state on Redis" if settings.cache.redis_url else "")
+    cache = settings.cache.mode
+    if settings.cache.redis_url:
+        cache += ", limits, slots and coalescing shared on Redis" + (
+            " Cluster" if settings.cache.redis_cluster else ""
+        )
     if not settings.auth.enabled:
         auth = "none"
     else:

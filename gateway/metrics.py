@@ -57,6 +57,17 @@ class Metrics:
             ["workspace"],
             registry=r,
         )
+        self.redis_up = Gauge(
+            "gateway_redis_up",
+            "1 while Redis answers; 0 while cache, rate limits, slots and coalescing are per process.",
+            registry=r,
+        )
+        self.redis_fallbacks = Counter(
+            "gateway_redis_fallbacks_total",
+            "Redis calls that failed or were skipped during an outage, by feature.",
+            ["feature"],
+            registry=r,
+        )
         self.upstream_in_flight = Gauge(
             "gateway_upstream_in_flight",
             "Upstream requests in flight.",
@@ -121,15 +132,14 @@ class Metrics:
             "Upstream requests saved by joining an identical request already in flight.",
             registry=r,
         )
+        self.coalesced_across_processes = Counter(
+            "gateway_coalesced_across_processes_total",
+            "Upstream requests saved by waiting for another worker's or replica's identical one.",
+            registry=r,
+        )
         self.cache_damaged_entries = Counter(
             "gateway_cache_damaged_entries_total",
             "Cache entries whose checksum did not match: dropped and fetched again, never served.",
-            ["tier"],
-            registry=r,
-        )
-        self.cache_backend_errors = Counter(
-            "gateway_cache_backend_errors_total",
-            "Errors and timeouts of a shared cache tier; the gateway went on without it.",
             ["tier"],
             registry=r,
         )

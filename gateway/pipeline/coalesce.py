@@ -1,22 +1,47 @@
-"""Stage: identical upstream requests in flight at the same time share one round trip.
+"""Stage: identical upstream requests in flight at the same time share one round trip, in this
+process and, through Redis, across workers and replicas.
 
-The fetch runs in its own task, so a client that goes away does not cancel it for the others.
-Answers and errors are immutable: every caller gets the same one.
+In a process, the fetch runs in its own task, so a client that goes away does not cancel it for
+the others. Answers and errors are immutable: every caller gets the same one.
+
+Across processes, the first to take the request's lock in Redis fetches; the others wait for the
+answer it leaves there, for at most `wait` seconds, then fetch themselves. They also fetch
+themselves when the lock's holder is gone without leaving an answer, when the answer they read
+is damaged, and while Redis is away. An answer is only taken from the round the waiter saw:
+each holder's answer carries the holder's token.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
 from collections.abc import Callable
 
+import orjson
+import xxhash
+
+from gateway.errors import GatewayError
 from gateway.pipeline.model import Answer, Handler, Request, Stage
+from gateway.pipeline.shared import SharedRedis
 
 _Key = tuple[str, str, str, tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]
 
+ANSWER_TTL_MS = 10_000  # how long an answer waits in Redis for the waiters to read it
+_POLL_FIRST, _POLL_MAX = 0.005, 0.05  # waiters read Redis at these intervals, doubling
 
-def coalescing(on_shared: Callable[[], None]) -> Stage:
+
+def coalescing(
+    on_shared: Callable[[], None],
+    shared: SharedRedis | None = None,
+    wait: float = 30.0,
+    on_shared_remotely: Callable[[], None] = lambda: None,
+) -> Stage:
     def stage(next_handler: Handler) -> Handler:
         in_flight: dict[_Key, asyncio.Task[Answer]] = {}
+        fetch = next_handler
+        if shared is not None:
+            fetch = _across_processes(next_handler, shared, wait, on_shared_remotely)
 
         async def handle(request: Request) -> Answer:
             # The enforced labels are part of the key: a request only joins one made for the
@@ -31,7 +56,7 @@ def coalescing(on_shared: Callable[[], None]) -> Stage:
             )
             task = in_flight.get(key)
             if task is None:
-                task = asyncio.ensure_future(next_handler(request))
+                task = asyncio.ensure_future(fetch(request))
                 in_flight[key] = task
                 task.add_done_callback(lambda done: _finished(in_flight, key, done))
             else:
@@ -47,3 +72,153 @@ def _finished(in_flight: dict[_Key, asyncio.Task[Answer]], key: _Key, task: asyn
     in_flight.pop(key, None)
     if not task.cancelled():
         task.exception()  # retrieved: every caller may have gone, the error was still seen
+
+
+def _across_processes(
+    next_handler: Handler, shared: SharedRedis, wait: float, on_shared: Callable[[], None]
+) -> Handler:
+    lease_ms = int((wait + 5) * 1000)
+
+    async def fetch(request: Request) -> Answer:
+        digest = _digest(request)
+        lock, result = f"amp-gateway:coalesce:{{{digest}}}:lock", f"amp-gateway:coalesce:{{{digest}}}:answer"
+        token = os.urandom(8).hex()
+        client = shared.client
+        taken = await shared.call("coalesce", lambda: client.set(lock, token, nx=True, px=lease_ms))
+        if taken is None:  # Redis is away
+            return await next_handler(request)
+        if taken:
+            return await _lead(next_handler, request, shared, lock, result, token, digest)
+        holder = await shared.call("coalesce", lambda: client.get(lock))
+        if isinstance(holder, bytes):
+            found = await _await_answer(shared, lock, result, holder, digest, wait)
+            if found is not None:
+                on_shared()
+                if isinstance(found, GatewayError):
+                    raise found
+                return found
+        return await next_handler(request)
+
+    return fetch
+
+
+async def _lead(
+    next_handler: Handler,
+    request: Request,
+    shared: SharedRedis,
+    lock: str,
+    result: str,
+    token: str,
+    digest: str,
+) -> Answer:
+    outcome: Answer | GatewayError
+    try:
+        outcome = await next_handler(request)
+    except GatewayError as err:
+        outcome = err
+    blob = encode(outcome, token, digest)
+    client = shared.client
+    # The answer first, then the lock: a waiter that finds the lock gone finds the answer.
+    await shared.call("coalesce", lambda: client.set(result, blob, px=ANSWER_TTL_MS))
+    await shared.call("coalesce", lambda: client.delete(lock))
+    if isinstance(outcome, GatewayError):
+        raise outcome
+    return outcome
+
+
+async def _await_answer(
+    shared: SharedRedis, lock: str, result: str, holder: bytes, digest: str, wait: float
+) -> Answer | GatewayError | None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    delay = _POLL_FIRST
+    client = shared.client
+    while loop.time() < deadline:
+        await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
+        delay = min(delay * 2, _POLL_MAX)
+        values = await shared.call("coalesce", lambda: client.mget([result, lock]))
+        if values is None:
+            return None
+        blob, current = values
+        if isinstance(blob, bytes):
+            found = decode(blob, holder.decode(), digest)
+            if found is not None:
+                return found
+        if current != holder:  # the holder finished or gave up without an answer for us
+            return None
+    return None
+
+
+def _digest(request: Request) -> str:
+    key = (
+        request.workspace.id,
+        request.method,
+        request.path,
+        request.params,
+        request.principal.enforce,
+    )
+    return hashlib.sha256(orjson.dumps(key)).hexdigest()[:40]
+
+
+def encode(outcome: Answer | GatewayError, token: str, digest: str) -> bytes:
+    """An answer or an error as Redis holds it: a JSON header line, then the body bytes, with
+    the holder's token, the request's digest and a checksum of it all."""
+    if isinstance(outcome, Answer):
+        header = {
+            "answer": True,
+            "gzipped": outcome.gzipped,
+            "status": outcome.status,
+            "headers": outcome.headers,
+            "cache": outcome.cache,
+        }
+        body = outcome.body
+    else:
+        header = {
+            "answer": False,
+            "type": outcome.error_type,
+            "message": outcome.message,
+            "status": outcome.status,
+            "headers": dict(outcome.headers),
+            "retry": outcome.retry,
+            "wait": outcome.wait,
+            "stage": outcome.stage,
+            "upstream": outcome.upstream_body is not None,
+        }
+        body = outcome.upstream_body or b""
+    header["token"], header["key"] = token, digest
+    payload = orjson.dumps(header) + b"\n" + body
+    return xxhash.xxh3_64_digest(payload) + payload
+
+
+def decode(blob: bytes, token: str, digest: str) -> Answer | GatewayError | None:
+    """What `encode` wrote for this round (`token`) of this request (`digest`); None for
+    anything else, damaged or not."""
+    checksum, payload = blob[:8], blob[8:]
+    if xxhash.xxh3_64_digest(payload) != checksum:
+        return None
+    line, _, body = payload.partition(b"\n")
+    try:
+        header = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    if header.get("token") != token or header.get("key") != digest:
+        return None
+    if header["answer"]:
+        return Answer(
+            body,
+            gzipped=header["gzipped"],
+            status=header["status"],
+            headers=tuple((name, value) for name, value in header["headers"]),
+            cache=header["cache"],
+        )
+    error = GatewayError(
+        header["type"],
+        header["message"],
+        header["status"],
+        header["headers"],
+        body if header["upstream"] else None,
+        header["retry"],
+        header["wait"],
+    )
+    error.stage = header["stage"]
+    return error

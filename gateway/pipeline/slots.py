@@ -5,6 +5,7 @@ wait in line, each for at most its queue deadline, then get a 429."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable, Hashable
 
@@ -13,6 +14,7 @@ from gateway.errors import GatewayError
 from gateway.metrics import Metrics
 from gateway.pipeline.model import Answer, Handler, Request, Stage
 from gateway.pipeline.rate import too_many
+from gateway.pipeline.shared import SharedRedis
 
 
 class KeyedSlots:
@@ -82,30 +84,92 @@ def principal_slots(metrics: Metrics) -> Stage:
     return stage
 
 
-def workspace_slots(settings: UpstreamSettings, metrics: Metrics) -> Stage:
-    """Per workspace, for every attempt sent upstream."""
+class RedisSlots:
+    """`size` slots per key shared by every process through Redis: a sorted set of holders,
+    each with a lease that ends on its own if its process dies holding it. A waiter asks again
+    at growing intervals (5 ms doubling to 50 ms) until its deadline; first come is not first
+    served. While Redis is away, `acquire` says so (None) and the caller goes on with its
+    process's slots alone."""
+
+    _ACQUIRE = """
+    local now = redis.call('TIME')
+    local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+    redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms)
+    if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
+        redis.call('ZADD', KEYS[1], now_ms + tonumber(ARGV[2]), ARGV[3])
+        redis.call('PEXPIRE', KEYS[1], ARGV[2])
+        return 1
+    end
+    return 0
+    """
+
+    def __init__(self, shared: SharedRedis, lease: float) -> None:
+        self._shared = shared
+        self._lease_ms = int(lease * 1000)
+        self._script = shared.client.register_script(self._ACQUIRE)
+
+    async def acquire(self, key: str, size: int, deadline: float) -> str | bool | None:
+        """A holder id to release; False when no slot freed up within `deadline` seconds;
+        None when Redis failed (go on without it)."""
+        holder = os.urandom(8).hex()
+        loop = asyncio.get_running_loop()
+        until = loop.time() + deadline
+        delay = 0.005
+        while True:
+            got = await self._shared.call(
+                "slots", lambda: self._script(keys=[key], args=[size, self._lease_ms, holder])
+            )
+            if got is None:
+                return None
+            if got == 1:
+                return holder
+            if loop.time() >= until:
+                return False
+            await asyncio.sleep(min(delay, until - loop.time()))
+            delay = min(delay * 2, 0.05)
+
+    async def release(self, key: str, holder: str) -> None:
+        client = self._shared.client
+        await self._shared.call("slots", lambda: client.zrem(key, holder))
+
+
+def workspace_slots(settings: UpstreamSettings, metrics: Metrics, shared: SharedRedis | None = None) -> Stage:
+    """Per workspace, for every attempt sent upstream: in this process, and across every
+    process when Redis is there (AMP's quotas are per workspace, whoever sends)."""
     slots = KeyedSlots()
+    everywhere = RedisSlots(shared, settings.timeout + 5) if shared is not None else None
 
     def stage(next_handler: Handler) -> Handler:
         async def handle(request: Request) -> Answer:
             workspace = request.workspace.id
             queued = time.monotonic()
 
-            def started() -> Awaitable[Answer]:
-                metrics.upstream_queue_seconds.labels(workspace).observe(time.monotonic() - queued)
-                return next_handler(request)
-
-            return await slots.run(
-                workspace,
-                settings.max_concurrency,
-                settings.queue_timeout,
-                lambda: GatewayError(
+            def refused() -> GatewayError:
+                return GatewayError(
                     "too_many_requests",
                     f"all {settings.max_concurrency} upstream slots of {workspace} stayed "
                     f"busy for {settings.queue_timeout:g}s; retry later",
                     headers={"Retry-After": "1"},
-                ),
-                started,
+                )
+
+            async def started() -> Answer:
+                if everywhere is None:
+                    metrics.upstream_queue_seconds.labels(workspace).observe(time.monotonic() - queued)
+                    return await next_handler(request)
+                key = f"amp-gateway:slots:{{{workspace}}}"
+                left = max(0.0, settings.queue_timeout - (time.monotonic() - queued))
+                holder = await everywhere.acquire(key, settings.max_concurrency, left)
+                if holder is False:
+                    raise refused()
+                metrics.upstream_queue_seconds.labels(workspace).observe(time.monotonic() - queued)
+                try:
+                    return await next_handler(request)
+                finally:
+                    if isinstance(holder, str):
+                        await everywhere.release(key, holder)
+
+            return await slots.run(
+                workspace, settings.max_concurrency, settings.queue_timeout, refused, started
             )
 
         return handle

@@ -108,7 +108,7 @@ async def test_principal_slots_apply_only_with_max_concurrency() -> None:
     assert len(upstream.requests) == 3
 
 
-async def test_rate_limiter_is_a_token_bucket_per_principal() -> None:
+async def test_rate_limiter_allows_bursts_then_refuses_per_principal() -> None:
     metrics = Metrics()
     limiter = RateLimiter(metrics)
     slow = Principal(name="slow", limits=Limits(rate=Rate(per_second=0.01, burst=2)))

@@ -48,6 +48,7 @@ from gateway.pipeline.cache.matrix import (
 from gateway.pipeline.cache.safety import Analysis, analyse, final_until, format_seconds, pin_start_end
 from gateway.pipeline.cache.tiers import MemoryTier, RedisTier, Store
 from gateway.pipeline.model import Answer, Handler, Request
+from gateway.pipeline.shared import SharedRedis
 from gateway.promql import offloop
 from gateway.promql.memo import tree_bytes
 
@@ -81,14 +82,13 @@ class ResultsCache:
         metrics: Metrics,
         upstream: Handler,
         clock: Callable[[], float] = time.time,
+        shared: SharedRedis | None = None,
     ) -> None:
         self._settings = settings
         self._metrics = metrics
         self._clock = clock
         self._fetch = upstream
-        redis = None
-        if settings.mode == "redis" and settings.redis_url:
-            redis = RedisTier(settings.redis_url, metrics)
+        redis = RedisTier(shared) if settings.mode == "redis" and shared is not None else None
         damaged = metrics.cache_damaged_entries
         self.store = Store(
             MemoryTier(settings.memory_bytes - settings.memory_bytes // PLAIN_SHARE, self._clock),

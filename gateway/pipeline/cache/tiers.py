@@ -1,25 +1,21 @@
 """Where entries live: an in-process tier bounded by bytes, and optionally Redis behind it.
 
 Entries are opaque bytes (see codec) carrying their own expiry. Redis is a helper, never a
-dependency: any error or slowness marks it down for a back-off period (logged once, counted),
-during which the gateway works from memory and the upstream alone. Writes to Redis run in
-the background so that a slow Redis never delays an answer.
+dependency (see `pipeline.shared`): while it is away the gateway works from memory and the
+upstream alone. Writes to Redis run in the background so that a slow Redis never delays an
+answer.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 from collections.abc import Callable
 
-import redis.asyncio as redis_asyncio
 from cachetools import TLRUCache
-from redis.exceptions import RedisError
 
-from gateway.metrics import Metrics
 from gateway.pipeline.cache import codec
+from gateway.pipeline.shared import SharedRedis
 
 log = logging.getLogger("gateway.cache")
 
@@ -73,67 +69,27 @@ class MemoryTier:
 
 
 class RedisTier:
-    def __init__(self, url: str, metrics: Metrics, timeout: float = 0.25) -> None:
-        self._client = redis_asyncio.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry_on_timeout=False,
-            health_check_interval=0,
-        )
-        self._timeout = timeout
-        self._metrics = metrics
-        self._down_until = 0.0
-        self._backoff = 1.0
-        self._down = False
+    def __init__(self, shared: SharedRedis) -> None:
+        self._shared = shared
         self._pending: set[asyncio.Task[None]] = set()
 
-    @property
-    def available(self) -> bool:
-        return time.monotonic() >= self._down_until
-
-    def _failed(self, err: BaseException) -> None:
-        self._metrics.cache_backend_errors.labels("redis").inc()
-        if not self._down:
-            # Once per outage; the address may carry a password, so it is not logged.
-            log.warning("cache: Redis unavailable (%s); using memory and upstream only", type(err).__name__)
-            self._down = True
-        self._down_until = time.monotonic() + self._backoff
-        self._backoff = min(self._backoff * 2, 30.0)
-
-    def _succeeded(self) -> None:
-        if self._down:
-            log.warning("cache: Redis is back")
-            self._down = False
-        self._backoff = 1.0
-
     async def get_many(self, keys: list[str]) -> list[bytes | None]:
-        if not keys or not self.available:
+        client = self._shared.client
+        values = await self._shared.call("cache", lambda: client.mget(keys)) if keys else None
+        if values is None:
             return [None] * len(keys)
-        try:
-            async with asyncio.timeout(self._timeout):
-                values = await self._client.mget(keys)
-        except (RedisError, OSError, TimeoutError) as err:
-            self._failed(err)
-            return [None] * len(keys)
-        self._succeeded()
         return [value if isinstance(value, bytes) else None for value in values]
 
     def put(self, key: str, blob: bytes, ttl: float) -> None:
-        if not self.available or len(self._pending) >= _MAX_PENDING_WRITES or ttl <= 0:
+        if not self._shared.available or len(self._pending) >= _MAX_PENDING_WRITES or ttl <= 0:
             return
         task = asyncio.get_running_loop().create_task(self._put(key, blob, ttl))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
     async def _put(self, key: str, blob: bytes, ttl: float) -> None:
-        try:
-            async with asyncio.timeout(self._timeout):
-                await self._client.set(key, blob, px=max(1, int(ttl * 1000)))
-        except (RedisError, OSError, TimeoutError) as err:
-            self._failed(err)
-        else:
-            self._succeeded()
+        client = self._shared.client
+        await self._shared.call("cache", lambda: client.set(key, blob, px=max(1, int(ttl * 1000))))
 
     async def flush(self) -> None:
         """Wait for background writes (tests and shutdown)."""
@@ -144,8 +100,6 @@ class RedisTier:
         for task in list(self._pending):
             task.cancel()
         await self.flush()
-        with contextlib.suppress(RedisError, OSError):
-            await self._client.aclose()
 
 
 class Store:

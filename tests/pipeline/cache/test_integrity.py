@@ -40,7 +40,7 @@ async def test_damaged_entries_are_never_served(fresh_amp, aws_env, prometheus, 
 
         # Redis: every entry damaged, memory emptied (another replica's view).
         with redis.Redis(port=redis_server.port) as r:
-            keys = r.keys("*")
+            keys = r.keys("gwc:*")
             assert keys
             for key in keys:
                 r.set(key, _damage(r.get(key)), keepttl=True)
@@ -55,7 +55,7 @@ async def test_damaged_entries_are_never_served(fresh_amp, aws_env, prometheus, 
         await cache.store.redis.flush()
         with redis.Redis(port=redis_server.port) as r:  # replaced by sound entries
             now = prometheus.data_end
-            assert all(codec.decode(r.get(k), now) is not None for k in r.keys("*"))
+            assert all(codec.decode(r.get(k), now) is not None for k in r.keys("gwc:*"))
 
         # Sound again: the refetched answer is served from memory.
         fourth = await client.post("/api/v1/query_range", data=params)

@@ -42,7 +42,7 @@ async def test_redis_going_away_mid_test_never_fails_a_request(
         assert cache.store.redis is not None
         await cache.store.redis.flush()
         redis_server.stop()
-        with caplog.at_level(logging.WARNING, logger="gateway.cache"):
+        with caplog.at_level(logging.WARNING, logger="gateway.redis"):
             for i in range(6):
                 params = _range(QUERY, end - 600 - i * 60, end - i * 60)
                 answer = await client.post("/api/v1/query_range", data=params)
@@ -56,6 +56,9 @@ async def test_redis_going_away_mid_test_never_fails_a_request(
         assert redis_server.url not in caplog.text
         metrics = (await client.get("/metrics")).text
         errors = [
-            line for line in metrics.splitlines() if line.startswith("gateway_cache_backend_errors_total{")
+            line
+            for line in metrics.splitlines()
+            if line.startswith('gateway_redis_fallbacks_total{feature="cache"}')
         ]
         assert errors and float(errors[0].split()[-1]) >= 1
+        assert "gateway_redis_up 0.0" in metrics

@@ -1,0 +1,106 @@
+"""Redis, shared by every worker and replica: cache entries, rate limits, upstream slots and
+coalesced answers. One connection pool per process.
+
+Redis is a helper, never a dependency: every caller has a local fallback. After a failure Redis
+is not asked again for a backoff (1 s, doubling to 30 s), so an outage costs one timeout, not one
+per request. An outage is logged once when it starts and once when it ends, and shows in
+/metrics as `gateway_redis_up` 0 and `gateway_redis_fallbacks_total{feature}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import redis.asyncio as redis_asyncio
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisError
+
+from gateway.config import CacheSettings
+from gateway.metrics import Metrics
+
+log = logging.getLogger("gateway.redis")
+
+T = TypeVar("T")
+
+# Whatever a Redis call can raise when Redis is away, slow or a cluster is resharding.
+REDIS_FAILURES = (RedisError, OSError, TimeoutError)
+
+
+class SharedRedis:
+    def __init__(self, settings: CacheSettings, metrics: Metrics, timeout: float = 0.25) -> None:
+        assert settings.redis_url is not None
+        self.url = settings.redis_url
+        self.cluster = settings.redis_cluster
+        self.timeout = timeout
+        options: dict[str, Any] = {
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            "health_check_interval": 0,
+        }
+        self.client: redis_asyncio.Redis | RedisCluster
+        if self.cluster:
+            self.client = RedisCluster.from_url(self.url, **options)
+        else:
+            self.client = redis_asyncio.from_url(self.url, retry_on_timeout=False, **options)
+        self._metrics = metrics
+        self._down_until = 0.0
+        self._backoff = 1.0
+        self._down = False
+        metrics.redis_up.set(1)
+
+    @property
+    def available(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    def failed(self, feature: str, err: BaseException) -> None:
+        self._metrics.redis_fallbacks.labels(feature).inc()
+        if not self._down:
+            # Once per outage; the address may carry a password, so it is not logged.
+            log.warning(
+                "Redis unavailable (%s, in %s): cache in memory only; rate limits, upstream slots "
+                "and coalescing per process until it is back",
+                type(err).__name__,
+                feature,
+            )
+            self._down = True
+            self._metrics.redis_up.set(0)
+        self._down_until = time.monotonic() + self._backoff
+        self._backoff = min(self._backoff * 2, 30.0)
+
+    def succeeded(self) -> None:
+        if self._down:
+            log.warning("Redis is back: state shared again")
+            self._down = False
+            self._metrics.redis_up.set(1)
+        self._backoff = 1.0
+
+    async def call(self, feature: str, operation: Callable[[], Awaitable[T]]) -> T | None:
+        """operation() within the timeout; None (and counted) when Redis failed or is backing off."""
+        if not self.available:
+            self._metrics.redis_fallbacks.labels(feature).inc()
+            return None
+        try:
+            async with asyncio.timeout(self.timeout):
+                result = await operation()
+        except REDIS_FAILURES as err:
+            self.failed(feature, err)
+            return None
+        self.succeeded()
+        return result
+
+    def limits_uri(self) -> str:
+        """The same Redis, as the `limits` library names its storage."""
+        if not self.cluster:
+            return "async+" + self.url
+        parts = urlsplit(self.url)
+        return f"async+redis+cluster://{parts.netloc}"
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(*REDIS_FAILURES):
+            await self.client.aclose()
