@@ -18,7 +18,19 @@ import yaml
 from gateway.config.auth import AuthSettings, parse_auth
 from gateway.config.readers import ConfigError, Reader, read_bool
 
-_AMP_HOST_RE = re.compile(r"^aps-workspaces(?:-fips)?\.([a-z0-9-]+)\.(?:amazonaws\.com(?:\.cn)?|api\.aws)$")
+# AMP's query (data plane) host names, each with its region: IPv4 and dual-stack (api.aws), FIPS
+# and FIPS dual-stack, China (and its dual-stack domain), and an interface VPC endpoint's own DNS
+# names, regional (vpce-<id>-<suffix>.) or zonal (vpce-<id>-<suffix>-<zone>.). Other hosts (a
+# private DNS alias, a proxy) need their region set.
+_REGION = r"(?P<region>[a-z]{2}(?:-[a-z]+)+-\d+)"
+_AMP_HOSTS = (
+    re.compile(rf"^aps-workspaces(?:-fips)?\.{_REGION}\.(?:amazonaws\.com|api\.aws)$"),
+    re.compile(rf"^aps-workspaces\.{_REGION}\.(?:amazonaws\.com\.cn|api\.amazonwebservices\.com\.cn)$"),
+    re.compile(
+        rf"^vpce-[0-9a-f]+-[0-9a-z]+(?:-[a-z0-9-]+)?\.aps-workspaces(?:-fips)?\.{_REGION}"
+        r"\.vpce\.amazonaws\.com(?:\.cn)?$"
+    ),
+)
 _WORKSPACE_PATH_RE = re.compile(r"/workspaces/([A-Za-z0-9_-]+)/?$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -269,6 +281,15 @@ def _apply_env_role(workspace: Workspace, env: Mapping[str, str]) -> Workspace:
     return Workspace(**{**workspace.__dict__, **changes})
 
 
+def amp_region(host: str) -> str | None:
+    """The region of an AMP host name (any of its forms), None for any other host."""
+    for pattern in _AMP_HOSTS:
+        match = pattern.match(host.lower())
+        if match:
+            return match.group("region")
+    return None
+
+
 def _workspace(item: Any, key: str, env_prefix: str | None = None) -> Workspace:
     if not isinstance(item, Mapping):
         raise ConfigError(f"{key}: must be a mapping with at least `url`")
@@ -294,9 +315,8 @@ def _workspace(item: Any, key: str, env_prefix: str | None = None) -> Workspace:
     alias = item.get("alias")
     if alias is not None and (not isinstance(alias, str) or not _NAME_RE.match(alias)):
         raise ConfigError(f"{key}.alias: must be letters, digits, '.', '_' or '-'")
-    host_match = _AMP_HOST_RE.match(parts.hostname)
     sigv4 = read_bool(item.get("sigv4", True), f"{key}.sigv4")
-    region = item.get("region") or (host_match.group(1) if host_match else "")
+    region = item.get("region") or amp_region(parts.hostname) or ""
     if not isinstance(region, str):
         raise ConfigError(f"{key}.region: must be a string such as us-east-1")
     if sigv4 and not region and env_prefix is None:
