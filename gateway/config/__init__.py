@@ -2,6 +2,7 @@
 validated at start-up; a bad setting raises ConfigError naming its key."""
 
 from gateway.config.auth import AuthSettings, Credential, Principal, ProxySettings, is_loopback
+from gateway.config.certificates import TlsSettings
 from gateway.config.limits import MAX_POINTS, Limits, Rate
 from gateway.config.readers import ConfigError
 from gateway.config.settings import (
@@ -28,6 +29,7 @@ __all__ = [
     "ProxySettings",
     "Rate",
     "Settings",
+    "TlsSettings",
     "UpstreamSettings",
     "Workspace",
     "build_settings",

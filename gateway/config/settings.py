@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from gateway.config.auth import AuthSettings, parse_auth
+from gateway.config.certificates import TlsSettings, read_tls, read_upstream_tls
 from gateway.config.readers import ConfigError, Reader, read_bool
 
 # AMP's query (data plane) host names, each with its region: IPv4 and dual-stack (api.aws), FIPS
@@ -65,6 +66,9 @@ class UpstreamSettings:
     max_concurrency: int = 16  # upstream requests in flight per workspace
     queue_timeout: float = 30.0  # how long a request may wait for a slot
     max_connections: int = 64
+    ca_bundle: str | None = None  # PEM CAs that verify the upstream, instead of the system's store
+    client_cert: str | None = None  # presented to an upstream that asks for a client certificate
+    client_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,7 @@ class Settings:
     cache: CacheSettings = field(default_factory=CacheSettings)
     panels: PanelSettings = field(default_factory=PanelSettings)
     auth: AuthSettings = field(default_factory=lambda: AuthSettings(enabled=False))
+    tls: TlsSettings = field(default_factory=TlsSettings)  # the certificate served to clients
     log_level: str = "info"
     access_log: bool = True
     log_probes: bool = False  # access-log lines for /-/healthy, /-/ready and /metrics
@@ -155,6 +160,7 @@ _TOP_KEYS = {
     "panels",
     "auth",
     "limits",
+    "tls",
     "log_level",
     "access_log",
     "log_probes",
@@ -211,11 +217,12 @@ def build_settings(raw: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
         listen_port=port,
         workspaces=tuple(workspaces),
         default_workspace=default or workspaces[0].id,
-        upstream=_upstream(top.mapping("upstream")),
+        upstream=_upstream(top.mapping("upstream"), env),
         aws=aws,
         cache=_cache(top.mapping("cache"), env),
         panels=_panels(top.mapping("panels")),
         auth=parse_auth(auth_raw, top.mapping("limits").raw or None, host, seen),
+        tls=read_tls(top.mapping("tls"), env),
         log_level=(env.get("GATEWAY_LOG_LEVEL") or top.text("log_level", "info")).lower(),
         access_log=top.flag("access_log", True),
         log_probes=_env_flag(env, "GATEWAY_LOG_PROBES")
@@ -342,9 +349,10 @@ def _role_arn(value: Any, key: str) -> str:
     return value
 
 
-def _upstream(raw: Reader) -> UpstreamSettings:
+def _upstream(raw: Reader, env: Mapping[str, str]) -> UpstreamSettings:
     raw.reject_unknown(set(UpstreamSettings.__dataclass_fields__))
     d = UpstreamSettings()
+    files = read_upstream_tls(raw, env)
     return UpstreamSettings(
         connect_timeout=raw.seconds("connect_timeout", d.connect_timeout),
         timeout=raw.seconds("timeout", d.timeout),
@@ -354,6 +362,9 @@ def _upstream(raw: Reader) -> UpstreamSettings:
         max_concurrency=raw.whole("max_concurrency", d.max_concurrency, minimum=1),
         queue_timeout=raw.seconds("queue_timeout", d.queue_timeout),
         max_connections=raw.whole("max_connections", d.max_connections, minimum=1),
+        ca_bundle=files.ca_bundle,
+        client_cert=files.client_cert,
+        client_key=files.client_key,
     )
 
 
