@@ -52,6 +52,9 @@ _PRINCIPAL_KEYS = {
     "limits",
 }
 _AUTH_KEYS = {"principals", "proxy", "on_conflict", "cors", "failed_sign_ins"}
+_PROXY_KEYS = {"header", "trusted_addresses"}
+_CORS_KEYS = {"allow_origins"}
+_FAILED_SIGN_IN_KEYS = {"per_address", "per_principal"}
 
 
 @dataclass(frozen=True)
@@ -236,7 +239,7 @@ def _unique(credentials: list[Credential]) -> None:
 def _proxy(raw: Any) -> ProxySettings | None:
     if raw is None:
         return None
-    if not isinstance(raw, Mapping) or set(raw) - {"header", "trusted_addresses"}:
+    if not isinstance(raw, Mapping) or set(raw) - _PROXY_KEYS:
         raise ConfigError("auth.proxy: must be a mapping with `header` and `trusted_addresses`")
     header = raw.get("header")
     if not isinstance(header, str) or not _HEADER_RE.match(header) or header.lower() == "authorization":
@@ -259,7 +262,7 @@ def _failed_sign_ins(raw: Any) -> dict[str, int]:
     """`failed_sign_ins: {per_address: 10, per_principal: 30}`: allowed a minute, then 429."""
     if raw is None:
         return {}
-    if not isinstance(raw, Mapping) or not set(raw) <= {"per_address", "per_principal"}:
+    if not isinstance(raw, Mapping) or not set(raw) <= _FAILED_SIGN_IN_KEYS:
         raise ConfigError("auth.failed_sign_ins: must be {per_address: N, per_principal: N}")
     out = {}
     for key, value in raw.items():
@@ -272,7 +275,7 @@ def _failed_sign_ins(raw: Any) -> dict[str, int]:
 def _cors(raw: Any) -> tuple[str, ...]:
     if raw is None:
         return ()
-    origins = raw.get("allow_origins") if isinstance(raw, Mapping) and set(raw) <= {"allow_origins"} else None
+    origins = raw.get("allow_origins") if isinstance(raw, Mapping) and set(raw) <= _CORS_KEYS else None
     if not isinstance(origins, list) or not all(isinstance(o, str) for o in origins):
         raise ConfigError("auth.cors: must be {allow_origins: [https://grafana.example.com, ...]}")
     for origin in origins:

@@ -40,6 +40,7 @@ class Limits:
 
 
 _KEYS = frozenset(Limits.__dataclass_fields__)
+_RATE_KEYS = {"per_second", "burst"}
 
 
 def parse_limits(raw: Any, key: str, base: Limits | None = None) -> Limits:
@@ -69,7 +70,7 @@ def parse_limits(raw: Any, key: str, base: Limits | None = None) -> Limits:
 def _rate(reader: Reader) -> Rate:
     if not reader.has("per_second"):
         raise reader.error(None, "must be a mapping like {per_second: 20, burst: 40}")
-    reader.reject_unknown({"per_second", "burst"})
+    reader.reject_unknown(_RATE_KEYS)
     per_second = reader.number("per_second", 0.0, 0.0, above=True)
     burst = reader.number("burst", max(1.0, per_second), 1.0)
     return Rate(per_second, burst)
