@@ -36,7 +36,9 @@ RUN groupadd --system --gid 10001 gateway \
         --shell /usr/sbin/nologin gateway
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
-# The default panels.dashboards_dir is `dashboards`, relative to this directory.
+# The shipped dashboards at /app/dashboards: the default panels.dashboards_dir while it is
+# `dashboards` relative to the working directory. Once the wheel carries them (the package
+# gateway.shipped_dashboards, built from the same directory above), this copy is redundant.
 COPY dashboards ./dashboards
 ENV PATH=/opt/venv/bin:$PATH \
     GATEWAY_LISTEN=0.0.0.0:8080 \

@@ -4,6 +4,7 @@ references between the rendered objects, and the environment a container really 
 from __future__ import annotations
 
 import base64
+import copy
 import functools
 import os
 import shlex
@@ -52,7 +53,7 @@ def _rendered(target: str) -> tuple[Doc, ...]:
 
 def rendered(target: str) -> list[Doc]:
     """A target's render (cached for the session; a deep copy each time, so tests may mutate)."""
-    return yaml.safe_load(yaml.safe_dump(list(_rendered(target))))
+    return copy.deepcopy(list(_rendered(target)))
 
 
 def of_kind(docs: list[Doc], kind: str) -> list[Doc]:
@@ -68,7 +69,8 @@ def one(docs: list[Doc], kind: str, name: str) -> Doc:
 def container(deployment: Doc, name: str) -> Doc:
     containers = {c["name"]: c for c in deployment["spec"]["template"]["spec"]["containers"]}
     assert name in containers, f"{deployment['metadata']['name']} has no container {name!r}"
-    return containers[name]
+    found: Doc = containers[name]
+    return found
 
 
 def selects(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:

@@ -90,6 +90,20 @@ def gateway_settings(services: dict[str, Any]) -> Settings:
     return load_settings(None, gateway_env(services))
 
 
+def datasource_uids(value: Any) -> set[str]:
+    """The uids of every data source a dashboard's panels, targets and variables name."""
+    found: set[str] = set()
+    if isinstance(value, dict):
+        if isinstance(value.get("datasource"), dict):
+            found.add(value["datasource"]["uid"])
+        for item in value.values():
+            found |= datasource_uids(item)
+    elif isinstance(value, list):
+        for item in value:
+            found |= datasource_uids(item)
+    return found
+
+
 def test_services_and_their_references(compose: dict[str, Any], services: dict[str, Any]) -> None:
     assert {"prometheus", "gateway", "redis", "grafana"} <= set(services)
     declared_volumes = set(compose.get("volumes") or {})
@@ -191,20 +205,7 @@ def test_grafana_provisioning(services: dict[str, Any]) -> None:
     assert boards
     for board in boards:
         exported = json.loads(board.read_text())
-        uids = set()
-
-        def walk(value: Any, uids: set[str] = uids) -> None:
-            if isinstance(value, dict):
-                if isinstance(value.get("datasource"), dict):
-                    uids.add(value["datasource"]["uid"])
-                for item in value.values():
-                    walk(item)
-            elif isinstance(value, list):
-                for item in value:
-                    walk(item)
-
-        walk(exported)
-        assert uids == {datasource["uid"]}, board.name
+        assert datasource_uids(exported) == {datasource["uid"]}, board.name
         assert "${" not in board.read_text(), f"{board.name}: an input left unfilled"
 
 
