@@ -3,13 +3,27 @@
 aiohttp rather than httpx: its C HTTP parser costs a third of httpx's CPU per request (see
 bench/README.md). Answers come back as they were encoded (gzip passed through untouched);
 error answers become GatewayErrors in the client's terms (`amp_errors`), retryable ones marked.
+
+TLS to the upstream is verified with `upstream.ca_bundle` when set (else the system's store) and
+presents `upstream.client_cert` when set (reloaded when it is rotated, `gateway.tls`). The
+environment's proxies are honoured as curl does (`https_proxy`/`HTTPS_PROXY`, `http_proxy`/
+`HTTP_PROXY`, `no_proxy`/`NO_PROXY`), decided once per upstream host, not per request. aiohttp's
+own `trust_env` is not used: it reads ~/.netrc on every request, in a thread, and would add
+its credentials to requests that carry a SigV4 signature.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import ipaddress
 import logging
+import os
+import ssl
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import aiohttp
 from yarl import URL
@@ -20,6 +34,7 @@ from gateway.errors import GatewayError
 from gateway.metrics import Metrics
 from gateway.pipeline.amp_errors import translate_error
 from gateway.pipeline.model import Answer, Request
+from gateway.tls import ReloadingCertificate, upstream_ssl_context
 
 log = logging.getLogger("gateway.upstream")
 
@@ -43,13 +58,30 @@ class Sender:
         self._settings = settings
         self._metrics = metrics
         self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._proxies: dict[str, str | None] = {}  # per upstream host, from the environment
+        self._ssl = upstream_ssl_context(settings)
+        self._client_cert: ReloadingCertificate | None = None
+        if self._ssl is not None and settings.client_cert and settings.client_key:
+            self._client_cert = ReloadingCertificate(
+                self._ssl, settings.client_cert, settings.client_key, "upstream.client_cert"
+            )
+        self._watcher: asyncio.Task[None] | None = None
 
     def _session_for(self, workspace: Workspace) -> aiohttp.ClientSession:
         """One pooled session per upstream host, made on first use (inside the running loop)."""
         session = self._sessions.get(workspace.host)
         if session is None or session.closed:
+            if self._client_cert is not None and self._watcher is None:
+                self._watcher = asyncio.get_running_loop().create_task(self._client_cert.watch())
+            proxy = self._proxies[workspace.host] = proxy_for(workspace.url, os.environ)
+            if proxy is not None:
+                shown = URL(proxy).with_user(None)
+                log.info("upstream %s: through the proxy %s", workspace.host, shown)
             connector = aiohttp.TCPConnector(
-                limit=self._settings.max_connections, keepalive_timeout=30, ttl_dns_cache=60
+                limit=self._settings.max_connections,
+                keepalive_timeout=30,
+                ttl_dns_cache=60,
+                ssl=self._ssl if self._ssl is not None else True,
             )
             session = aiohttp.ClientSession(
                 connector=connector,
@@ -65,6 +97,11 @@ class Sender:
         for session in self._sessions.values():
             await session.close()
         self._sessions.clear()
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
 
     async def __call__(self, request: Request, outgoing: Outgoing) -> Answer:
         workspace = request.workspace
@@ -76,7 +113,28 @@ class Sender:
         try:
             status, headers, raw = await self._round_trip(workspace, outgoing)
             code = str(status)
+        except aiohttp.ClientConnectorCertificateError as err:
+            # Not worth a retry: the gateway's trust (upstream.ca_bundle) or the upstream's
+            # certificate needs fixing, or someone is in between.
+            reason = getattr(err.certificate_error, "verify_message", None) or err.certificate_error
+            log.error("upstream %s: TLS verification failed: %s", workspace.host, reason)
+            raise GatewayError(
+                "unavailable",
+                f"the upstream of {workspace.id} ({workspace.host}) presented a certificate the gateway "
+                f"does not trust ({reason}); set upstream.ca_bundle to the CA that issued it",
+                502,
+            ) from None
         except _CONNECTION_ERRORS as err:
+            refusal = _tls_refusal(err)
+            if refusal is not None:
+                log.error("upstream %s: the TLS handshake was refused: %s", workspace.host, refusal)
+                raise GatewayError(
+                    "unavailable",
+                    f"the upstream of {workspace.id} ({workspace.host}) refused the TLS handshake "
+                    f"({refusal}); if it asks for a client certificate, set upstream.client_cert and "
+                    "upstream.client_key",
+                    502,
+                ) from None
             raise GatewayError(
                 "unavailable",
                 f"the upstream of {workspace.id} ({workspace.host}) is unreachable: {type(err).__name__}",
@@ -109,6 +167,7 @@ class Sender:
             URL(outgoing.url, encoded=True),
             data=outgoing.body or None,
             headers=dict(outgoing.headers),
+            proxy=self._proxies.get(workspace.host),
         ) as response:
             raw = await response.read()
             passed = {
@@ -117,3 +176,55 @@ class Sender:
                 if h in response.headers
             }
             return response.status, passed, raw
+
+
+def _tls_refusal(err: Exception) -> str | None:
+    """The reason of a TLS alert the upstream sent (a client certificate required or not
+    trusted, no common protocol): asking again would not help. None for anything else, a
+    connection cut mid-handshake included, which is retried as connection errors are."""
+    cause = err.__cause__
+    reason = getattr(cause, "reason", None) if isinstance(cause, ssl.SSLError) else None
+    return reason if isinstance(reason, str) and "ALERT" in reason else None
+
+
+def proxy_for(url: str, env: Mapping[str, str]) -> str | None:
+    """The proxy `env` names for `url`, or None: `https_proxy`/`HTTPS_PROXY` for https URLs,
+    `http_proxy`/`HTTP_PROXY` for http ones (lower case first, as curl reads them), unless
+    `no_proxy`/`NO_PROXY` lists the host. A proxy without a scheme is http://."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    proxy = env.get(f"{scheme}_proxy") or env.get(f"{scheme.upper()}_PROXY")
+    if not proxy:
+        return None
+    port = parts.port or (443 if scheme == "https" else 80)
+    if _bypassed(parts.hostname or "", port, env.get("no_proxy") or env.get("NO_PROXY") or ""):
+        return None
+    return proxy if "://" in proxy else f"http://{proxy}"
+
+
+def _bypassed(host: str, port: int, no_proxy: str) -> bool:
+    """NO_PROXY as curl reads it: comma-separated host names (each also covers its subdomains; a
+    leading `.` or `*.` changes nothing), IP addresses or CIDR ranges, each with an optional
+    `:port`, or `*` for every host."""
+    try:
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    for entry in no_proxy.replace(" ", ",").lower().split(","):
+        if entry == "*":
+            return True
+        name, entry_port = entry, ""
+        if (entry.startswith("[") and "]:" in entry) or entry.count(":") == 1:
+            name, _, entry_port = entry.rpartition(":")
+        if entry_port and entry_port != str(port):
+            continue
+        name = name.strip("[]").removeprefix("*").removeprefix(".")
+        if not name:
+            continue
+        if address is not None:
+            with contextlib.suppress(ValueError):
+                if address in ipaddress.ip_network(name, strict=False):
+                    return True
+        elif host == name or host.endswith(f".{name}"):
+            return True
+    return False
