@@ -37,6 +37,24 @@ CONFIG_ENV = "GATEWAY_CONFIG"
 WORKERS_ENV = "GATEWAY_WORKERS"
 
 
+class Supervisor(Multiprocess):
+    """uvicorn's supervisor, which also closes its copy of the listening socket as soon as it
+    is told to stop: once the workers have closed theirs, new connections are refused at once
+    instead of waiting in a backlog that nobody accepts from any more."""
+
+    def handle_term(self) -> None:
+        self._stop_listening()
+        super().handle_term()
+
+    def handle_int(self) -> None:
+        self._stop_listening()
+        super().handle_int()
+
+    def _stop_listening(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+
+
 def available_cpus() -> int:
     """The CPUs this process may use: its affinity, bounded by a cgroup CPU quota (a container's
     `resources.limits.cpu`)."""
@@ -106,5 +124,5 @@ def serve(settings: Settings, config_path: str | None, workers: int | None) -> i
         return STARTUP_FAILURE
     log.info(startup_line(settings, count))
     warn_without_credentials(settings)
-    Multiprocess(config, sockets=[sock]).run()
+    Supervisor(config, sockets=[sock]).run()
     return 0

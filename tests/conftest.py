@@ -10,7 +10,9 @@ import httpx
 import pytest
 from support.amp_standin import AmpStandin, start_amp
 from support.gateway import gateway_client, gateway_settings
+from support.netutil import free_port
 from support.prometheus import PrometheusServer, start_prometheus
+from support.redis_server import RedisServer
 from support.sts_standin import StsStandin, start_sts
 from support.testenv import (
     AMP_REGION,
@@ -46,6 +48,14 @@ def sts(amp: AmpStandin) -> Iterator[StsStandin]:
     standin.add_role(WEB_ROLE_ARN, web_identity_token=WEB_IDENTITY_TOKEN)
     yield standin
     standin.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private redis-server on a free loopback port, no persistence; stopped afterwards."""
+    server = RedisServer(free_port(), tmp_path).start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

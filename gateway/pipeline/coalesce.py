@@ -84,7 +84,11 @@ def _across_processes(
         lock, result = f"amp-gateway:coalesce:{{{digest}}}:lock", f"amp-gateway:coalesce:{{{digest}}}:answer"
         token = os.urandom(8).hex()
         client = shared.client
-        taken = await shared.call("coalesce", lambda: client.set(lock, token, nx=True, px=lease_ms))
+
+        async def take() -> bool:  # redis-py answers None, not False, when NX did not set
+            return bool(await client.set(lock, token, nx=True, px=lease_ms))
+
+        taken = await shared.call("coalesce", take)
         if taken is None:  # Redis is away
             return await next_handler(request)
         if taken:

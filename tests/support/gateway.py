@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import uvicorn
 import yaml
 
@@ -118,9 +119,13 @@ class LiveGateway:
 
 class GatewayProcess:
     """`python -m gateway serve` in its own process (a crash cannot hide in the test process),
-    configured from a YAML file, on a free loopback port; its output goes to a log file."""
+    configured from a YAML file, on a free loopback port, with `workers` worker processes under
+    its supervisor; its output goes to a log file."""
 
-    def __init__(self, raw: Mapping[str, Any], workdir: Path, env: Mapping[str, str]) -> None:
+    def __init__(
+        self, raw: Mapping[str, Any], workdir: Path, env: Mapping[str, str], workers: int = 1
+    ) -> None:
+        self.workers = workers
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config = workdir / "gateway.yml"
@@ -132,7 +137,11 @@ class GatewayProcess:
     def start(self, timeout: float = 20.0) -> GatewayProcess:
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "gateway", "serve", "--config", str(self.config)],
+                [
+                    sys.executable,
+                    *("-m", "gateway", "serve", "--config", str(self.config)),
+                    *("--workers", str(self.workers)),
+                ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=self._env,
@@ -142,10 +151,11 @@ class GatewayProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the gateway exited: {self.log.read_text()[-2000:]}")
             try:
-                if httpx.get(f"{self.url}/-/healthy", timeout=1).status_code == 200:
-                    return self
+                healthy = httpx.get(f"{self.url}/-/healthy", timeout=1).status_code == 200
             except httpx.HTTPError:
-                pass
+                healthy = False
+            if healthy and self.log.read_text().count("Application startup complete") >= self.workers:
+                return self
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the gateway did not start: {self.log.read_text()[-2000:]}")
             time.sleep(0.05)
@@ -153,6 +163,12 @@ class GatewayProcess:
     @property
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def worker_pids(self) -> list[int]:
+        """The supervisor's worker processes (its children, minus multiprocessing's helper)."""
+        assert self.process is not None
+        children = psutil.Process(self.process.pid).children()
+        return [c.pid for c in children if "resource_tracker" not in " ".join(c.cmdline())]
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

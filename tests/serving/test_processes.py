@@ -1,0 +1,221 @@
+"""Several real gateway processes (`python -m gateway serve --workers N`), sharing one real Redis,
+in front of the SigV4-checking AMP stand-in and the backfilled Prometheus: what replicas share,
+what a supervisor does when a worker dies, and what SIGTERM does to a request in flight."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import os
+import signal
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import httpx
+import pytest
+from support.amp_standin import AmpStandin, RecordedRequest
+from support.certs import Authority
+from support.gateway import GatewayProcess
+from support.netutil import free_port
+from support.prometheus import PrometheusServer
+from support.redis_server import RedisServer
+from support.testenv import AMP_REGION
+
+TOKEN = "process-team-token-0123456789"
+
+
+def _raw(amp: AmpStandin, redis_url: str | None, **extra: Any) -> dict[str, Any]:
+    raw: dict[str, Any] = {
+        "workspaces": [{"id": "ws-test1", "url": amp.workspace_url("ws-test1"), "region": AMP_REGION}],
+        "cache": {"mode": "off"},
+        "upstream": {"retry_base": "10ms", "timeout": "20s"},
+        "access_log": False,
+        **extra,
+    }
+    if redis_url:
+        raw["cache"]["redis_url"] = redis_url
+    return raw
+
+
+@pytest.fixture
+def start(tmp_path: Path, aws_env: dict[str, str]) -> Iterator[Callable[..., GatewayProcess]]:
+    started: list[GatewayProcess] = []
+
+    def launch(raw: dict[str, Any], workers: int = 1) -> GatewayProcess:
+        workdir = tmp_path / f"gateway-{len(started)}"
+        workdir.mkdir()
+        process = GatewayProcess(raw, workdir, aws_env, workers=workers)
+        started.append(process)
+        return process.start()
+
+    yield launch
+    for process in started:
+        process.stop()
+
+
+def _unique_query() -> str:
+    # A query no other test sends, so that the stand-in's log counts only these requests.
+    return f'sum(demo_num_cpus{{instance!="{uuid.uuid4().hex}"}})'
+
+
+def _sent(record: RecordedRequest, query: str) -> bool:
+    pairs = parse_qsl(record.query) + parse_qsl(record.body.decode(errors="replace"))
+    return ("query", query) in pairs
+
+
+def _forwarded(amp: AmpStandin, query: str) -> int:
+    return sum(1 for record in amp.forwarded if _sent(record, query))
+
+
+def test_identical_cold_requests_over_processes_cost_one_upstream_fetch(
+    fresh_amp: AmpStandin,
+    prometheus: PrometheusServer,
+    redis_server: RedisServer,
+    start: Callable[..., GatewayProcess],
+) -> None:
+    # The cache is off: only coalescing can save the fetches. Two processes, two workers each.
+    gateways = [start(_raw(fresh_amp, redis_server.url), workers=2) for _ in range(2)]
+    query = _unique_query()
+    at = str(prometheus.data_end - 600)
+    fresh_amp.inject_delay(1.5, count=1, path_contains="/api/v1/query")  # the first one is slow
+
+    def ask(i: int) -> httpx.Response:
+        url = gateways[i % 2].url
+        return httpx.post(f"{url}/api/v1/query", data={"query": query, "time": at}, timeout=30)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(ask, range(8)))
+    direct = httpx.post(f"{prometheus.url}/api/v1/query", data={"query": query, "time": at}, timeout=30)
+    assert [a.status_code for a in answers] == [200] * 8
+    assert {a.content for a in answers} == {direct.content}
+    assert _forwarded(fresh_amp, query) == 1
+
+
+def test_a_rate_limit_holds_across_processes_and_falls_back_when_redis_goes(
+    fresh_amp: AmpStandin, redis_server: RedisServer, start: Callable[..., GatewayProcess]
+) -> None:
+    auth = {
+        "principals": [
+            {
+                "name": "team",
+                "token_sha256": hashlib.sha256(TOKEN.encode()).hexdigest(),
+                "workspaces": ["*"],
+                "limits": {"rate": {"per_second": 0.01, "burst": 4}},
+            }
+        ]
+    }
+    gateways = [start(_raw(fresh_amp, redis_server.url, auth=auth)) for _ in range(3)]
+    headers = {"authorization": f"Bearer {TOKEN}"}
+    codes = [
+        httpx.get(f"{gateways[i % 3].url}/api/v1/labels", headers=headers, timeout=10).status_code
+        for i in range(12)
+    ]
+    assert sorted(codes) == [200] * 4 + [429] * 8, codes
+
+    # Redis goes away: each process limits on its own (4 more each), says so once, and in /metrics.
+    redis_server.stop()
+    local = [httpx.get(f"{gateways[0].url}/api/v1/labels", headers=headers, timeout=10) for _ in range(6)]
+    assert [a.status_code for a in local] == [200] * 4 + [429] * 2
+    assert "Retry-After" in local[-1].headers
+    metrics = httpx.get(f"{gateways[0].url}/metrics", timeout=10).text
+    assert "gateway_redis_up 0.0" in metrics
+    assert _metric(gateways[0].url, 'gateway_redis_fallbacks_total{feature="rate"}') >= 1
+    log = gateways[0].log.read_text()
+    assert log.count("Redis unavailable") == 1 and "Traceback" not in log
+
+
+def test_a_killed_worker_is_replaced_while_the_service_keeps_answering(
+    fresh_amp: AmpStandin, start: Callable[..., GatewayProcess]
+) -> None:
+    gateway = start(_raw(fresh_amp, None), workers=2)
+    first = gateway.worker_pids()
+    assert len(first) == 2
+    os.kill(first[0], signal.SIGKILL)
+    # The other worker answers everything meanwhile (one connection each, so the kernel spreads them).
+    codes = [httpx.get(f"{gateway.url}/api/v1/status/buildinfo", timeout=10).status_code for _ in range(30)]
+    assert codes == [200] * 30
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        now = gateway.worker_pids()
+        if len(now) == 2 and first[0] not in now:
+            break
+        time.sleep(0.1)
+    now = gateway.worker_pids()
+    assert len(now) == 2 and first[0] not in now and first[1] in now
+    # Then the other original worker dies too; the replacement carries the service.
+    os.kill(first[1], signal.SIGKILL)
+    codes = [httpx.get(f"{gateway.url}/api/v1/status/buildinfo", timeout=10).status_code for _ in range(30)]
+    assert codes == [200] * 30
+    assert gateway.alive
+
+
+def test_sigterm_during_a_slow_upstream_request_still_completes_it(
+    fresh_amp: AmpStandin, prometheus: PrometheusServer, start: Callable[..., GatewayProcess]
+) -> None:
+    gateway = start(_raw(fresh_amp, None, shutdown_grace="15s"), workers=2)
+    query = _unique_query()
+    at = str(prometheus.data_end - 600)
+    fresh_amp.inject_delay(3, count=1, path_contains="/api/v1/query")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(
+            httpx.post, f"{gateway.url}/api/v1/query", data={"query": query, "time": at}, timeout=30
+        )
+        deadline = time.monotonic() + 10
+        while not any(_sent(record, query) for record in fresh_amp.requests):
+            assert time.monotonic() < deadline, "the request never reached the stand-in"
+            time.sleep(0.02)
+        assert gateway.process is not None
+        gateway.process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        with pytest.raises(httpx.ConnectError):  # no longer accepting
+            httpx.get(f"{gateway.url}/-/healthy", timeout=2)
+        answer = slow.result(timeout=30)
+    direct = httpx.post(f"{prometheus.url}/api/v1/query", data={"query": query, "time": at}, timeout=30)
+    assert answer.status_code == 200 and answer.content == direct.content
+    assert gateway.process.wait(timeout=20) == 0
+    log = gateway.log.read_text()
+    assert "Traceback" not in log
+
+
+def test_replicas_share_state_through_redis_with_tls_and_auth(
+    fresh_amp: AmpStandin,
+    prometheus: PrometheusServer,
+    tmp_path: Path,
+    start: Callable[..., GatewayProcess],
+) -> None:
+    ca = Authority.create()
+    ca_file = ca.write(tmp_path / "ca.pem")
+    pair = ca.issue(tmp_path / "redis-cert", "127.0.0.1")
+    server = RedisServer(free_port(), tmp_path, password="redis-pass-123", tls=(pair.cert, pair.key, ca_file))
+    server.start()
+    try:
+        raw = _raw(fresh_amp, server.url)
+        raw["cache"]["mode"] = "redis"
+        gateways = [start(raw) for _ in range(2)]
+        query = _unique_query()
+        at = str(prometheus.data_end - 600)
+        first = httpx.post(f"{gateways[0].url}/api/v1/query", data={"query": query, "time": at}, timeout=30)
+        second = httpx.post(f"{gateways[1].url}/api/v1/query", data={"query": query, "time": at}, timeout=30)
+        assert first.status_code == second.status_code == 200 and first.content == second.content
+        assert second.headers["x-cache"] == "hit"  # from the other replica's entry, over TLS
+        assert _forwarded(fresh_amp, query) == 1
+        stored = server.keys()
+        assert any(key.startswith(b"gwc:") for key in stored)
+        for gateway in gateways:
+            log = gateway.log.read_text()
+            assert "Redis unavailable" not in log and "redis-pass-123" not in log
+    finally:
+        server.stop()
+
+
+def _metric(url: str, name: str) -> float:
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        if line.startswith(name + " ") or (line.startswith(name + "{") and " " in line):
+            head, _, value = line.rpartition(" ")
+            if head == name or head.startswith(name):
+                return float(value)
+    return 0.0
