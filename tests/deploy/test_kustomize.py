@@ -149,11 +149,13 @@ def test_gateway_pod(docs: list[Doc], tmp_path: Path) -> None:
     settings, env = gateway_settings(docs, tmp_path)
     assert env["GATEWAY_LISTEN"] == "0.0.0.0:8080"
     assert container_port(pod, "http") == ("gateway", settings.listen_port)
+    # The gateway serves HTTPS when given a certificate; the kubelet must then probe with HTTPS.
+    scheme = "HTTPS" if settings.tls.cert_file else "HTTP"
     for probe, path in (("livenessProbe", "/-/healthy"), ("readinessProbe", "/-/ready")):
         http = spec[probe]["httpGet"]
         assert http["path"] == path
         assert container_port(pod, http["port"]) == ("gateway", settings.listen_port), probe
-        assert http.get("scheme", "HTTP") == "HTTP"
+        assert http.get("scheme", "HTTP") == scheme, probe
     # The readiness probe waits longer than the gateway's own upstream check (5 s).
     assert spec["readinessProbe"]["timeoutSeconds"] > 5
 
