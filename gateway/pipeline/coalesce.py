@@ -80,8 +80,7 @@ def _across_processes(
     lease_ms = int((wait + 5) * 1000)
 
     async def fetch(request: Request) -> Answer:
-        digest = _digest(request)
-        lock, result = f"amp-gateway:coalesce:{{{digest}}}:lock", f"amp-gateway:coalesce:{{{digest}}}:answer"
+        lock, result, digest = redis_keys(request)
         token = os.urandom(8).hex()
         client = shared.client
 
@@ -153,7 +152,8 @@ async def _await_answer(
     return None
 
 
-def _digest(request: Request) -> str:
+def redis_keys(request: Request) -> tuple[str, str, str]:
+    """The request's lock and answer keys in Redis (one hash slot in a cluster), and its digest."""
     key = (
         request.workspace.id,
         request.method,
@@ -161,7 +161,8 @@ def _digest(request: Request) -> str:
         request.params,
         request.principal.enforce,
     )
-    return hashlib.sha256(orjson.dumps(key)).hexdigest()[:40]
+    digest = hashlib.sha256(orjson.dumps(key)).hexdigest()[:40]
+    return f"amp-gateway:coalesce:{{{digest}}}:lock", f"amp-gateway:coalesce:{{{digest}}}:answer", digest
 
 
 def encode(outcome: Answer | GatewayError, token: str, digest: str) -> bytes:

@@ -1,0 +1,151 @@
+"""The stages that share state through Redis, each alone, with two `SharedRedis` connections on
+one real redis-server standing for two processes: coalescing, upstream slots and rate limits,
+and what each does when Redis is away or its content is damaged."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import redis
+from support.redis_server import RedisServer
+from support.stages import PRINCIPAL, FakeUpstream, request
+
+from gateway.config import CacheSettings, Limits, Principal, Rate, UpstreamSettings
+from gateway.errors import GatewayError
+from gateway.metrics import Metrics
+from gateway.pipeline import coalesce
+from gateway.pipeline.coalesce import coalescing
+from gateway.pipeline.model import Answer, Request
+from gateway.pipeline.rate import RateLimiter
+from gateway.pipeline.shared import SharedRedis
+from gateway.pipeline.slots import workspace_slots
+
+
+class SlowUpstream(FakeUpstream):
+    def __init__(self, delay: float, error: GatewayError | None = None) -> None:
+        super().__init__(Answer(b'{"status":"success","data":[]}', headers=(("x-seen", "1"),)))
+        self.delay = delay
+        self.error = error
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    async def __call__(self, request: Request) -> Answer:
+        self.requests.append(request)
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(self.delay)
+        finally:
+            self.in_flight -= 1
+        if self.error is not None:
+            raise self.error
+        return self.answer
+
+
+@pytest.fixture
+async def two_processes(redis_server: RedisServer) -> AsyncIterator[tuple[SharedRedis, SharedRedis]]:
+    settings = CacheSettings(mode="off", redis_url=redis_server.url)
+    first, second = SharedRedis(settings, Metrics()), SharedRedis(settings, Metrics())
+    yield first, second
+    await first.aclose()
+    await second.aclose()
+
+
+async def test_identical_requests_in_two_processes_share_one_fetch_and_its_error(
+    two_processes: tuple[SharedRedis, SharedRedis],
+) -> None:
+    for error in (None, GatewayError("execution", "query timed out in expression evaluation", 422)):
+        upstream = SlowUpstream(0.3, error)
+        remote = Metrics().coalesced_across_processes
+        handlers = [
+            coalescing(lambda: None, shared, wait=5, on_shared_remotely=remote.inc)(upstream)
+            for shared in two_processes
+        ]
+        asked = request(params=(("query", f"up{error is not None}"),))
+        outcomes = await asyncio.gather(*(h(asked) for h in handlers), return_exceptions=True)
+        assert len(upstream.requests) == 1 and remote._value.get() == 1
+        if error is None:
+            assert outcomes[0] == outcomes[1] == upstream.answer
+        else:
+            assert all(isinstance(o, GatewayError) and o.message == error.message for o in outcomes)
+            assert {o.status for o in outcomes if isinstance(o, GatewayError)} == {422}
+
+
+async def test_different_label_scopes_never_share(two_processes: tuple[SharedRedis, SharedRedis]) -> None:
+    upstream = SlowUpstream(0.2)
+    first, second = (coalescing(lambda: None, shared, wait=5)(upstream) for shared in two_processes)
+    scoped = request(principal=Principal(name="b", enforce=(("team", "b"),)))
+    await asyncio.gather(first(request(principal=PRINCIPAL)), second(scoped))
+    assert len(upstream.requests) == 2
+
+
+async def test_a_damaged_or_foreign_answer_is_not_taken(
+    two_processes: tuple[SharedRedis, SharedRedis],
+) -> None:
+    answer = Answer(b"{}")
+    blob = coalesce.encode(answer, "token-1", "digest-1")
+    assert coalesce.decode(blob, "token-1", "digest-1") == answer
+    assert coalesce.decode(blob, "token-2", "digest-1") is None  # another round
+    assert coalesce.decode(blob, "token-1", "digest-2") is None  # another request
+    damaged = blob[:-1] + bytes([blob[-1] ^ 1])
+    assert coalesce.decode(damaged, "token-1", "digest-1") is None
+
+    # A waiter ignores an answer of another round and a damaged one, and when the holder
+    # goes without leaving one for it, fetches for itself.
+    upstream = SlowUpstream(0.01)
+    waiter = coalescing(lambda: None, two_processes[1], wait=5)(upstream)
+    lock, answer_key, digest = coalesce.redis_keys(request())
+    with redis.Redis.from_url(two_processes[0].url) as client:
+        client.set(lock, "holder")
+        client.set(answer_key, coalesce.encode(Answer(b"old"), "earlier-holder", digest))
+        waiting = asyncio.ensure_future(waiter(request()))
+        await asyncio.sleep(0.2)
+        client.set(answer_key, damaged)
+        await asyncio.sleep(0.2)
+        assert not waiting.done() and not upstream.requests
+        client.delete(lock)
+        assert await waiting == upstream.answer and len(upstream.requests) == 1
+
+
+async def test_without_redis_each_process_fetches_for_itself(redis_server: RedisServer) -> None:
+    settings = CacheSettings(mode="off", redis_url=redis_server.url)
+    metrics = Metrics()
+    shared = SharedRedis(settings, metrics)
+    redis_server.stop()
+    upstream = SlowUpstream(0.05)
+    handler = coalescing(lambda: None, shared, wait=5)(upstream)
+    assert await handler(request()) == upstream.answer
+    assert metrics.redis_up._value.get() == 0
+    await shared.aclose()
+
+
+async def test_upstream_slots_hold_across_processes(two_processes: tuple[SharedRedis, SharedRedis]) -> None:
+    settings = UpstreamSettings(max_concurrency=2, queue_timeout=5)
+    upstream = SlowUpstream(0.2)
+    handlers = [workspace_slots(settings, Metrics(), shared)(upstream) for shared in two_processes]
+    await asyncio.gather(*(handlers[i % 2](request()) for i in range(8)))
+    assert len(upstream.requests) == 8 and upstream.most_in_flight == 2
+
+    # None freed up within the queue deadline: 429, and the slot count is not exceeded.
+    tight = UpstreamSettings(max_concurrency=1, queue_timeout=0.1)
+    slow = SlowUpstream(0.5)
+    first, second = (workspace_slots(tight, Metrics(), shared)(slow) for shared in two_processes)
+    outcomes = await asyncio.gather(first(request()), second(request()), return_exceptions=True)
+    refused = [o for o in outcomes if isinstance(o, GatewayError)]
+    assert len(refused) == 1 and refused[0].status == 429 and slow.most_in_flight == 1
+
+
+async def test_a_rate_limit_holds_across_processes(two_processes: tuple[SharedRedis, SharedRedis]) -> None:
+    limited = Principal(name="shared-rate", limits=Limits(rate=Rate(per_second=0.01, burst=3)))
+    limiters = [RateLimiter(Metrics(), shared) for shared in two_processes]
+    outcomes = []
+    for i in range(7):
+        try:
+            await limiters[i % 2].admit(limited)
+            outcomes.append(200)
+        except GatewayError as err:
+            outcomes.append(err.status)
+            assert int(err.headers["Retry-After"]) > 1
+    assert outcomes == [200] * 3 + [429] * 4
