@@ -1,10 +1,27 @@
-"""The gateway's own metrics, served at /metrics (prometheus-client)."""
+"""The gateway's own metrics, served at /metrics (prometheus-client).
+
+Under `serve`, the workers write their values to files in PROMETHEUS_MULTIPROC_DIR (set by the
+supervisor) and /metrics adds them up, whichever worker serves it: counters and histograms
+summed over every worker that ever ran, gauges over the live ones (`multiprocess_mode`)."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+def exposition(registry: CollectorRegistry) -> bytes:
+    """The text /metrics serves: this registry's, or every worker's when they share a directory."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return generate_latest(registry)
+    everyone = CollectorRegistry()
+    MultiProcessCollector(everyone, path=directory)  # type: ignore[no-untyped-call]  # untyped upstream
+    return generate_latest(everyone)
 
 
 class Metrics:
@@ -60,6 +77,7 @@ class Metrics:
         self.redis_up = Gauge(
             "gateway_redis_up",
             "1 while Redis answers; 0 while cache, rate limits, slots and coalescing are per process.",
+            multiprocess_mode="livemin",
             registry=r,
         )
         self.redis_fallbacks = Counter(
@@ -72,6 +90,7 @@ class Metrics:
             "gateway_upstream_in_flight",
             "Upstream requests in flight.",
             ["workspace"],
+            multiprocess_mode="livesum",
             registry=r,
         )
         self.upstream_queue_seconds = Histogram(
@@ -125,6 +144,7 @@ class Metrics:
         self.cache_memory_bytes = Gauge(
             "gateway_cache_memory_bytes",
             "Bytes held by the in-process cache tier.",
+            multiprocess_mode="livesum",
             registry=r,
         )
         self.cache_coalesced = Counter(
@@ -147,6 +167,7 @@ class Metrics:
             "gateway_workspace_ready",
             "1 when the workspace answered the last readiness probe, else 0 (the reason is logged).",
             ["workspace"],
+            multiprocess_mode="livemin",
             registry=r,
         )
         self.enforcement_violations = Counter(

@@ -19,10 +19,13 @@ import dataclasses
 import logging
 import math
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import uvicorn
+from prometheus_client.multiprocess import mark_process_dead
 from starlette.applications import Starlette
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors.multiprocess import Multiprocess
@@ -35,6 +38,7 @@ log = logging.getLogger("gateway")
 
 CONFIG_ENV = "GATEWAY_CONFIG"
 WORKERS_ENV = "GATEWAY_WORKERS"
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class Supervisor(Multiprocess):
@@ -53,6 +57,14 @@ class Supervisor(Multiprocess):
     def _stop_listening(self) -> None:
         for sock in self.sockets:
             sock.close()
+
+    def keep_subprocess_alive(self) -> None:
+        before = {process.pid for process in self.processes}
+        super().keep_subprocess_alive()
+        # A dead worker's gauges leave /metrics; its counters stay in the sums.
+        for pid in before - {process.pid for process in self.processes}:
+            if pid is not None and METRICS_DIR_ENV in os.environ:
+                mark_process_dead(pid)  # type: ignore[no-untyped-call]  # prometheus_client leaves it untyped
 
 
 def available_cpus() -> int:
@@ -102,6 +114,10 @@ def serve(settings: Settings, config_path: str | None, workers: int | None) -> i
     if config_path:
         os.environ[CONFIG_ENV] = str(Path(config_path).resolve())
     os.environ[WORKERS_ENV] = str(count)
+    # Workers write their metrics here, so that /metrics adds up all of them (gateway.metrics).
+    metrics_dir = None
+    if METRICS_DIR_ENV not in os.environ:
+        metrics_dir = os.environ[METRICS_DIR_ENV] = tempfile.mkdtemp(prefix="amp-gateway-metrics-")
     setup_logging(settings.log_level)
     config = uvicorn.Config(
         "gateway.serve:worker_app",
@@ -124,5 +140,9 @@ def serve(settings: Settings, config_path: str | None, workers: int | None) -> i
         return STARTUP_FAILURE
     log.info(startup_line(settings, count))
     warn_without_credentials(settings)
-    Supervisor(config, sockets=[sock]).run()
+    try:
+        Supervisor(config, sockets=[sock]).run()
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0

@@ -8,13 +8,13 @@ import time
 from collections.abc import Awaitable, Callable
 
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request as StarletteRequest
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 
 from gateway.config import Settings
 from gateway.errors import GatewayError
-from gateway.metrics import Metrics
+from gateway.metrics import Metrics, exposition
 from gateway.pipeline.model import Handler, Request
 
 log = logging.getLogger("gateway.ready")
@@ -110,6 +110,6 @@ def ready_endpoint(readiness: Readiness) -> Endpoint:
 
 def metrics_endpoint(metrics: Metrics) -> Endpoint:
     async def serve_metrics(request: StarletteRequest) -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(exposition(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return serve_metrics

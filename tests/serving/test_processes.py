@@ -93,6 +93,13 @@ def test_identical_cold_requests_over_processes_cost_one_upstream_fetch(
     assert [a.status_code for a in answers] == [200] * 8
     assert {a.content for a in answers} == {direct.content}
     assert _forwarded(fresh_amp, query) == 1
+    # /metrics adds up its process's workers, whichever worker serves it.
+    requests = sum(
+        _metric(g.url, 'gateway_requests_total{code="200",endpoint="query",workspace="ws-test1"}')
+        for g in gateways
+    )
+    assert requests == 8
+    assert sum(_metric(g.url, "gateway_coalesced_across_processes_total") for g in gateways) >= 1
 
 
 def test_a_rate_limit_holds_across_processes_and_falls_back_when_redis_goes(
@@ -212,10 +219,10 @@ def test_replicas_share_state_through_redis_with_tls_and_auth(
         server.stop()
 
 
-def _metric(url: str, name: str) -> float:
+def _metric(url: str, sample: str) -> float:
+    """One sample's value from /metrics (`name{labels}` as served: labels sorted by name); 0 if absent."""
     for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
-        if line.startswith(name + " ") or (line.startswith(name + "{") and " " in line):
-            head, _, value = line.rpartition(" ")
-            if head == name or head.startswith(name):
-                return float(value)
+        head, _, value = line.rpartition(" ")
+        if head == sample:
+            return float(value)
     return 0.0
