@@ -1,12 +1,22 @@
 """TLS contexts: the one the gateway's server presents, reloaded when its files change on disk
 (cert-manager rotates a Kubernetes secret in place), and the one the upstream hop verifies with.
 
-The serve code, in every worker process (an SSLContext cannot be sent to another process):
+Two ways to serve with it (an SSLContext cannot be sent to another process: each worker
+process builds its own):
 
-    served = server_tls(settings)                      # None: plain HTTP
-    if served is not None:
-        use_in_uvicorn(config, served.context)         # before uvicorn.Server(config)
-        watcher = asyncio.create_task(served.watch())  # in the loop that serves; cancel it at exit
+- workers under uvicorn's supervisor (`Multiprocess`): hand uvicorn the factory, which it calls
+  in each worker as the worker loads its config, inside the worker's event loop; the factory
+  builds the context and starts watching the files from that loop:
+
+      uvicorn.Config(..., ssl_certfile=settings.tls.cert_file, ssl_keyfile=settings.tls.key_file,
+                     ssl_context_factory=uvicorn_ssl_context)      # uvicorn >= 0.47
+
+- a server you run yourself:
+
+      served = server_tls(settings)                      # None: plain HTTP
+      if served is not None:
+          use_in_uvicorn(config, served.context)         # before uvicorn.Server(config)
+          watcher = asyncio.create_task(served.watch())  # in the loop that serves
 
 A reload loads the new pair into the same context: new handshakes present the new certificate,
 connections already open keep theirs. A pair that does not load (half written, mismatched) is
@@ -21,7 +31,7 @@ import logging
 import os
 import ssl
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,10 +55,37 @@ def server_tls(settings: Settings) -> ReloadingCertificate | None:
     tls = settings.tls
     if tls.cert_file is None or tls.key_file is None:
         return None
+    return ReloadingCertificate(_server_context(), tls.cert_file, tls.key_file, "tls")
+
+
+def uvicorn_ssl_context(config: uvicorn.Config, default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+    """uvicorn's `ssl_context_factory`: the context of `server_tls`, for the files of
+    `config.ssl_certfile` and `config.ssl_keyfile`, watched from the running loop of the worker
+    that loads `config` (uvicorn loads it in `Server.serve`). uvicorn's `default` is not used."""
+    if config.ssl_certfile is None or config.ssl_keyfile is None:
+        raise ValueError("uvicorn_ssl_context needs ssl_certfile and ssl_keyfile on the uvicorn.Config")
+    served = ReloadingCertificate(
+        _server_context(), os.fspath(config.ssl_certfile), os.fspath(config.ssl_keyfile), "tls"
+    )
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        log.warning("tls: the config was loaded outside an event loop; the certificate will not be reloaded")
+    else:
+        task = loop.create_task(served.watch())
+        _watchers.add(task)
+        task.add_done_callback(_watchers.discard)
+    return served.context
+
+
+_watchers: set[asyncio.Task[None]] = set()  # the factory's watch tasks, kept from the collector
+
+
+def _server_context() -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.options |= ssl.OP_NO_RENEGOTIATION
-    return ReloadingCertificate(context, tls.cert_file, tls.key_file, "tls")
+    return context
 
 
 def use_in_uvicorn(config: uvicorn.Config, context: ssl.SSLContext) -> None:
@@ -107,10 +144,10 @@ class ReloadingCertificate:
         log.info("%s: loaded the new certificate from %s", self.name, self.cert_file)
         return True
 
-    async def watch(self, interval: float = WATCH_INTERVAL) -> None:
-        """Look at the files every `interval` seconds until cancelled."""
+    async def watch(self, interval: float | None = None) -> None:
+        """Look at the files every `interval` seconds (`WATCH_INTERVAL`) until cancelled."""
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(interval or WATCH_INTERVAL)
             try:
                 self.reload_if_changed()
             except Exception:  # a bug here must not end the watching

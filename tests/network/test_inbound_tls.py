@@ -1,6 +1,10 @@
 """Inbound TLS: the gateway under uvicorn presenting `tls.cert_file`/`tls.key_file` through the
 context `gateway.tls` builds, and taking a rotated pair without a restart, as cert-manager
-rotates a secret in place. A pair that does not load (mismatched, half written) is not taken."""
+rotates a secret in place. A pair that does not load (mismatched, half written) is not taken.
+
+Both ways of serving are run: uvicorn's `ssl_context_factory` (what workers under uvicorn's
+supervisor use: the worker builds the context and watches from its own loop), and a context
+handed to uvicorn with an explicit watcher task."""
 
 from __future__ import annotations
 
@@ -20,36 +24,51 @@ from support.certs import Pair, Pki, serial_of
 from support.gateway import gateway_settings
 from support.netutil import bound_socket
 
+from gateway import tls as gateway_tls
 from gateway.app import create_app
 from gateway.config import Settings
-from gateway.tls import ReloadingCertificate, server_tls, use_in_uvicorn
+from gateway.tls import ReloadingCertificate, server_tls, use_in_uvicorn, uvicorn_ssl_context
 
 INTERVAL = 0.05  # the watcher's look at the files; production's is 5 s
 
 
 class TlsGateway:
-    """The gateway as a worker would run it: uvicorn in its own thread and loop, with the
-    certificate watcher as a task of that loop."""
+    """The gateway as a worker runs it: uvicorn in its own thread and loop, the certificate
+    watched from that loop; `factory`: through uvicorn's ssl_context_factory, else through
+    use_in_uvicorn and a watcher task of our own."""
 
-    def __init__(self, settings: Settings) -> None:
-        served = server_tls(settings)
-        assert served is not None
-        self.served = served
+    def __init__(self, settings: Settings, factory: bool) -> None:
         self._sock = bound_socket()
         self.port = int(self._sock.getsockname()[1])
+        self.served: ReloadingCertificate | None = None
+        if factory:
+            tls: dict[str, object] = {
+                "ssl_certfile": settings.tls.cert_file,
+                "ssl_keyfile": settings.tls.key_file,
+                "ssl_context_factory": uvicorn_ssl_context,
+            }
+        else:
+            self.served, tls = server_tls(settings), {}
         config = uvicorn.Config(
-            create_app(settings), lifespan="on", access_log=False, log_level="warning", http="httptools"
+            create_app(settings),
+            lifespan="on",
+            access_log=False,
+            log_level="warning",
+            http="httptools",
+            **tls,
         )
-        use_in_uvicorn(config, served.context)
+        if self.served is not None:
+            use_in_uvicorn(config, self.served.context)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
 
     async def _run(self) -> None:
-        watcher = asyncio.create_task(self.served.watch(INTERVAL))
+        watcher = asyncio.create_task(self.served.watch(INTERVAL)) if self.served else None
         try:
             await self._server.serve(sockets=[self._sock])
         finally:
-            watcher.cancel()
+            if watcher is not None:
+                watcher.cancel()
 
     def __enter__(self) -> TlsGateway:
         self._thread.start()
@@ -98,12 +117,19 @@ def live_pair(pki: Pki, tmp_path: Path) -> Pair:
     return live
 
 
-@pytest.fixture
-def gateway(fresh_amp: AmpStandin, aws_env: dict[str, str], live_pair: Pair) -> Iterator[TlsGateway]:
+@pytest.fixture(params=["factory", "own context"])
+def gateway(
+    request: pytest.FixtureRequest,
+    fresh_amp: AmpStandin,
+    aws_env: dict[str, str],
+    live_pair: Pair,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[TlsGateway]:
+    monkeypatch.setattr(gateway_tls, "WATCH_INTERVAL", INTERVAL)
     settings = gateway_settings(
         fresh_amp, raw={"tls": {"cert_file": str(live_pair.cert), "key_file": str(live_pair.key)}}
     )
-    with TlsGateway(settings) as served:
+    with TlsGateway(settings, factory=request.param == "factory") as served:
         yield served
 
 

@@ -136,10 +136,7 @@ async def test_without_the_client_certificate_the_refusal_says_what_to_set(
     assert f"refused the TLS handshake ({alert})" in error
     assert "set upstream.client_cert and upstream.client_key" in error
     assert fresh_amp.requests == []
-    if version is ssl.TLSVersion.TLSv1_2:
-        assert len(front.refused) == 1  # refused in the handshake: not retried
-    # (In TLS 1.3 the alert comes after the client's side of the handshake: an attempt may see
-    # the connection closed before the alert, and be retried as a lost connection is.)
+    assert len(front.refused) == 1  # not retried
 
 
 def test_a_client_certificate_from_another_ca_does_not_load_with_a_wrong_key(

@@ -163,11 +163,12 @@ class TlsFront:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
+        tls = self._context.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
         try:
-            tls = self._context.wrap_socket(conn, server_side=True)
+            tls.do_handshake()
         except (ssl.SSLError, OSError) as err:
             self.refused.append(str(err))
-            conn.close()
+            _linger(socket.socket(fileno=tls.detach()))
             return
         self.handshakes += 1
         try:
@@ -177,6 +178,21 @@ class TlsFront:
             return
         threading.Thread(target=_copy, args=(upstream, tls), daemon=True).start()
         _copy(tls, upstream)
+
+
+def _linger(conn: socket.socket) -> None:
+    """Close as servers do after a refused handshake: stop writing, read what the client still
+    sends, then close. Closing at once would answer the request a TLS 1.3 client sends right
+    after its side of the handshake with a reset, which may reach it before the alert does."""
+    try:
+        conn.shutdown(socket.SHUT_WR)
+        conn.settimeout(2)
+        while conn.recv(65536):
+            pass
+    except OSError:
+        pass
+    finally:
+        conn.close()
 
 
 def _copy(source: socket.socket, target: socket.socket) -> None:
