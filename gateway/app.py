@@ -127,6 +127,10 @@ class Gateway:
         request = await self.validate(incoming, principal, workspace)
         return await self.query(request)
 
+    async def start(self) -> None:
+        if self.shared is not None:
+            await self.shared.connect()
+
     async def aclose(self) -> None:
         if self.cache is not None:
             await self.cache.aclose()
@@ -152,8 +156,9 @@ def startup_line(settings: Settings, workers: int) -> str:
         auth = f"{len(settings.auth.credentials)} principals" + (
             f", proxy header {settings.auth.proxy.header}" if settings.auth.proxy else ""
         )
+    scheme = "https" if settings.tls.cert_file else "http"
     return (
-        f"amp-gateway {version()} serving http://{settings.listen_host}:{settings.listen_port} "
+        f"amp-gateway {version()} serving {scheme}://{settings.listen_host}:{settings.listen_port} "
         f"with {workers} worker{'s' if workers != 1 else ''}; workspaces: {workspaces}; "
         f"cache: {cache}; auth: {auth}"
     )
@@ -196,6 +201,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> St
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await gateway.start()
         yield
         await gateway.aclose()
 

@@ -80,19 +80,42 @@ class SharedRedis:
             self._metrics.redis_up.set(1)
         self._backoff = 1.0
 
+    async def connect(self, timeout: float = 2.0) -> None:
+        """Connect (learn a cluster's nodes and slots) before requests come: the first commands
+        must not all wait for it with a request's short timeout, and redis-py's cluster client
+        loses commands sent concurrently while it makes its first connections."""
+        try:
+            async with asyncio.timeout(timeout):
+                if isinstance(self.client, RedisCluster):
+                    await self.client.initialize()
+                await self.client.ping()
+        except Exception as err:  # any failure of the helper is an outage, never a crash
+            self.failed("connect", err)
+        else:
+            self.succeeded()
+
     async def call(self, feature: str, operation: Callable[[], Awaitable[T]]) -> T | None:
-        """operation() within the timeout; None (and counted) when Redis failed or is backing off."""
+        """operation() within the timeout; None (and counted) when Redis failed or is backing off.
+        Whatever the client raises counts as a failure of Redis: it is a helper, and its
+        client's own bugs must not fail a request either."""
         if not self.available:
             self._metrics.redis_fallbacks.labels(feature).inc()
             return None
         try:
             async with asyncio.timeout(self.timeout):
                 result = await operation()
-        except REDIS_FAILURES as err:
+        except Exception as err:  # see above
             self.failed(feature, err)
             return None
         self.succeeded()
         return result
+
+    async def mget(self, keys: list[str]) -> list[Any]:
+        """Several keys in one call; in a cluster, one per node that holds some (MGET itself
+        refuses keys in different slots)."""
+        if isinstance(self.client, RedisCluster):
+            return list(await self.client.mget_nonatomic(keys))
+        return list(await self.client.mget(keys))
 
     def limits_uri(self) -> str:
         """The same Redis, as the `limits` library names its storage."""

@@ -1,14 +1,18 @@
 """The stages that share state through Redis, each alone, with two `SharedRedis` connections on
-one real redis-server standing for two processes: coalescing, upstream slots and rate limits,
-and what each does when Redis is away or its content is damaged."""
+one real Redis standing for two processes (a redis-server, and a 3-node Redis Cluster):
+coalescing, upstream slots, rate limits and cache entries, and what each does when Redis is away
+or its content is damaged."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import redis
+from support.netutil import free_port
+from support.redis_cluster import RedisClusterServer
 from support.redis_server import RedisServer
 from support.stages import PRINCIPAL, FakeUpstream, request
 
@@ -16,6 +20,7 @@ from gateway.config import CacheSettings, Limits, Principal, Rate, UpstreamSetti
 from gateway.errors import GatewayError
 from gateway.metrics import Metrics
 from gateway.pipeline import coalesce
+from gateway.pipeline.cache.tiers import RedisTier
 from gateway.pipeline.coalesce import coalescing
 from gateway.pipeline.model import Answer, Request
 from gateway.pipeline.rate import RateLimiter
@@ -44,13 +49,31 @@ class SlowUpstream(FakeUpstream):
         return self.answer
 
 
-@pytest.fixture
-async def two_processes(redis_server: RedisServer) -> AsyncIterator[tuple[SharedRedis, SharedRedis]]:
-    settings = CacheSettings(mode="off", redis_url=redis_server.url)
+@pytest.fixture(params=["redis", "cluster"])
+async def two_processes(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[tuple[SharedRedis, SharedRedis]]:
+    """Two processes' connections to one real Redis: a single server, then a 3-node cluster."""
+    server: RedisServer | RedisClusterServer
+    if request.param == "cluster":
+        server = RedisClusterServer(tmp_path).start()
+    else:
+        server = RedisServer(free_port(), tmp_path).start()
+    settings = CacheSettings(mode="off", redis_url=server.url, redis_cluster=request.param == "cluster")
     first, second = SharedRedis(settings, Metrics()), SharedRedis(settings, Metrics())
+    await first.connect()
+    await second.connect()
     yield first, second
     await first.aclose()
     await second.aclose()
+    server.stop()
+
+
+def _direct(shared: SharedRedis) -> redis.Redis | redis.RedisCluster:
+    """The test's own connection to the Redis the processes share."""
+    if shared.cluster:
+        return redis.RedisCluster.from_url(shared.url)
+    return redis.Redis.from_url(shared.url)
 
 
 async def test_identical_requests_in_two_processes_share_one_fetch_and_its_error(
@@ -97,7 +120,7 @@ async def test_a_damaged_or_foreign_answer_is_not_taken(
     upstream = SlowUpstream(0.01)
     waiter = coalescing(lambda: None, two_processes[1], wait=5)(upstream)
     lock, answer_key, digest = coalesce.redis_keys(request())
-    with redis.Redis.from_url(two_processes[0].url) as client:
+    with _direct(two_processes[0]) as client:
         client.set(lock, "holder")
         client.set(answer_key, coalesce.encode(Answer(b"old"), "earlier-holder", digest))
         waiting = asyncio.ensure_future(waiter(request()))
@@ -149,3 +172,15 @@ async def test_a_rate_limit_holds_across_processes(two_processes: tuple[SharedRe
             outcomes.append(err.status)
             assert int(err.headers["Retry-After"]) > 1
     assert outcomes == [200] * 3 + [429] * 4
+
+
+async def test_cache_entries_in_many_slots_are_read_in_one_call(
+    two_processes: tuple[SharedRedis, SharedRedis],
+) -> None:
+    writer, reader = (RedisTier(shared) for shared in two_processes)
+    keys = [f"gwc:{i:040x}" for i in range(20)]  # spread over the cluster's slots
+    for i, key in enumerate(keys):
+        writer.put(key, f"entry {i}".encode(), 60)
+    await writer.flush()
+    assert await reader.get_many([*keys, "gwc:absent"]) == [f"entry {i}".encode() for i in range(20)] + [None]
+    assert two_processes[1].available

@@ -74,8 +74,7 @@ class RedisTier:
         self._pending: set[asyncio.Task[None]] = set()
 
     async def get_many(self, keys: list[str]) -> list[bytes | None]:
-        client = self._shared.client
-        values = await self._shared.call("cache", lambda: client.mget(keys)) if keys else None
+        values = await self._shared.call("cache", lambda: self._shared.mget(keys)) if keys else None
         if values is None:
             return [None] * len(keys)
         return [value if isinstance(value, bytes) else None for value in values]
