@@ -33,6 +33,7 @@ from uvicorn.supervisors.multiprocess import Multiprocess
 from gateway.app import create_app, startup_line, warn_without_credentials
 from gateway.config import ConfigError, Settings, load_settings
 from gateway.logs import setup_logging
+from gateway.tls import uvicorn_ssl_context
 
 log = logging.getLogger("gateway")
 
@@ -133,6 +134,10 @@ def serve(settings: Settings, config_path: str | None, workers: int | None) -> i
         proxy_headers=False,
         server_header=False,
         timeout_graceful_shutdown=settings.shutdown_grace,  # type: ignore[arg-type]  # typed int, any number works
+        # Inbound TLS: each worker builds its context and reloads it when the files change.
+        ssl_certfile=settings.tls.cert_file,
+        ssl_keyfile=settings.tls.key_file,
+        ssl_context_factory=uvicorn_ssl_context if settings.tls.cert_file else None,
     )
     try:
         sock = config.bind_socket()

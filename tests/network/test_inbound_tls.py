@@ -9,7 +9,6 @@ handed to uvicorn with an explicit watcher task."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import ssl
 import threading
 import time
@@ -19,8 +18,9 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from support import certs
 from support.amp_standin import AmpStandin
-from support.certs import Pair, Pki, serial_of
+from support.certs import Pair, Pki
 from support.gateway import gateway_settings
 from support.netutil import bound_socket
 
@@ -90,13 +90,7 @@ def _client_context(pki: Pki) -> ssl.SSLContext:
 
 def presented_serial(port: int, pki: Pki) -> int:
     """The serial of the certificate a new connection is shown (verified against the test CA)."""
-    with (
-        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
-        _client_context(pki).wrap_socket(raw, server_hostname="localhost") as tls,
-    ):
-        der = tls.getpeercert(binary_form=True)
-    assert der is not None
-    return serial_of(der)
+    return certs.presented_serial(port, pki.ca_file)
 
 
 def eventually(check: Callable[[], bool], seconds: float = 5.0) -> bool:

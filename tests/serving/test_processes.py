@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl
 import httpx
 import pytest
 from support.amp_standin import AmpStandin, RecordedRequest
-from support.certs import Authority
+from support.certs import Authority, Pki, presented_serial
 from support.gateway import GatewayProcess
 from support.netutil import free_port
 from support.prometheus import PrometheusServer
@@ -226,3 +226,33 @@ def _metric(url: str, sample: str) -> float:
         if head == sample:
             return float(value)
     return 0.0
+
+
+def test_every_worker_serves_tls_and_takes_a_rotated_certificate(
+    fresh_amp: AmpStandin, tmp_path: Path, start: Callable[..., GatewayProcess]
+) -> None:
+    pki = Pki.create(tmp_path / "pki")
+    live = pki.ca.issue(tmp_path / "live", "localhost")
+    tls = {"cert_file": str(live.cert), "key_file": str(live.key)}
+    gateway = start(_raw(fresh_amp, None, tls=tls), workers=2)
+    assert gateway.url.startswith("https://")
+    # New connections, spread by the kernel over both workers, all see the certificate.
+    assert {presented_serial(gateway.port, pki.ca_file) for _ in range(10)} == {live.serial}
+    with httpx.Client(verify=str(pki.ca_file), timeout=10) as client:
+        answer = client.get(f"https://localhost:{gateway.port}/api/v1/status/buildinfo")
+    assert answer.status_code == 200
+    assert "serving https://127.0.0.1" in gateway.log.read_text()
+
+    rotated = pki.ca.issue(tmp_path / "rotated", "localhost")
+    live.replace(rotated)
+    deadline = time.monotonic() + 30  # each worker looks at the files every 5 s
+    seen: set[int] = set()
+    while time.monotonic() < deadline:
+        seen = {presented_serial(gateway.port, pki.ca_file) for _ in range(10)}
+        if seen == {rotated.serial}:
+            break
+        time.sleep(0.5)
+    assert seen == {rotated.serial}
+    while gateway.log.read_text().count("loaded the new certificate") < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert gateway.log.read_text().count("loaded the new certificate") == 2  # each worker, once

@@ -11,6 +11,8 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import socket
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,3 +158,16 @@ class Pki:
             client=ca.issue(root / "client", "amp-gateway", client=True),
             stranger_ca_file=Authority.create("another CA").write(root / "stranger.pem"),
         )
+
+
+def presented_serial(port: int, ca_file: Path, host: str = "localhost") -> int:
+    """The serial of the certificate a new TLS connection to 127.0.0.1:`port` is shown, verified
+    against `ca_file` for `host`."""
+    context = ssl.create_default_context(cafile=str(ca_file))
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname=host) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return serial_of(der)
