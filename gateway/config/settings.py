@@ -5,6 +5,7 @@ A bad setting raises ConfigError with one line naming the key and what is wrong.
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 import re
 from collections.abc import Mapping
@@ -81,7 +82,8 @@ class AwsSettings:
 @dataclass(frozen=True)
 class CacheSettings:
     mode: str = "memory"  # off | memory | redis
-    redis_url: str | None = None
+    redis_url: str | None = None  # also shares rate limits, upstream slots and coalescing
+    redis_cluster: bool = False  # redis_url names one node of a Redis Cluster
     memory_bytes: int = 256 * 1024 * 1024
     split_interval: float = 24 * 3600.0
     max_freshness: float = 600.0
@@ -91,9 +93,22 @@ class CacheSettings:
     results_ttl: float = 7 * 24 * 3600.0  # how long final (older than max_freshness) results are kept
 
 
+def shipped_dashboards() -> str:
+    """The directory of the dashboards that ship with the gateway (the top-level dashboards/,
+    installed as the package gateway.shipped_dashboards): found in a wheel and in an editable
+    install alike, from any working directory."""
+    try:
+        return str(importlib.resources.files("gateway.shipped_dashboards"))
+    except ModuleNotFoundError:  # an editable install made before pyproject.toml mapped them
+        raise ConfigError(
+            "panels.dashboards_dir: the shipped dashboards are not installed (reinstall the gateway, "
+            "e.g. pip install -e .), or set panels.dashboards_dir"
+        ) from None
+
+
 @dataclass(frozen=True)
 class PanelSettings:
-    dashboards_dir: str = "dashboards"
+    dashboards_dir: str = field(default_factory=shipped_dashboards)
     frame_ancestors: tuple[str, ...] = ("'self'",)
     public: bool = False  # pages and dashboards readable without credentials when auth is on
 
@@ -176,42 +191,77 @@ _TOP_KEYS = {
 }
 
 
+_WORKSPACE_KEYS = {"id", "alias", "url", "region", "sigv4", "role_arn", "external_id", "session_name"}
+_AWS_KEYS = {"sts_region", "sts_endpoint", "profile"}
+# The default workspace's settings that a top-level key (the same name) or a variable also sets.
+_DEFAULT_WORKSPACE_ENV = {
+    "region": "GATEWAY_REGION",
+    "sigv4": "GATEWAY_SIGV4",
+    "role_arn": "GATEWAY_ROLE_ARN",
+    "external_id": "GATEWAY_EXTERNAL_ID",
+    "session_name": "GATEWAY_SESSION_NAME",
+}
+
+
 def build_settings(raw: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
     top = Reader(raw)
     top.reject_unknown(_TOP_KEYS)
     listen = env.get("GATEWAY_LISTEN") or top.text("listen", "127.0.0.1:8080")
-    host, port = _parse_listen(listen)
+    host, port = _parse_listen(listen, "GATEWAY_LISTEN" if env.get("GATEWAY_LISTEN") else "listen")
 
-    workspaces = [_workspace(item, f"workspaces[{i}]") for i, item in enumerate(top.items("workspaces"))]
-    single = _single_workspace(raw, env)
+    # The default workspace's top-level keys and GATEWAY_* variables are merged into it before it
+    # is checked: they may supply what its entry lacks (a region) or turn a check off (sigv4).
+    overrides = _default_overrides(raw, env)
+    single = _single_workspace(raw, env, overrides)
+    named = top.text("default_workspace", None)
+    checked: list[tuple[str, str, Workspace]] = []  # (region key, sigv4 key, workspace)
+    for i, item in enumerate(top.items("workspaces")):
+        key = f"workspaces[{i}]"
+        is_default = single is None and (named is not None or i == 0)  # named, else the first
+        workspace = _workspace(item, key, overrides=overrides if is_default else None, only_for=named)
+        checked.append((f"{key}.region", f"{key}.sigv4: false", workspace))
     if single is not None:
         # GATEWAY_UPSTREAM_URL names the default workspace; it replaces a YAML one with its id.
-        workspaces = [w for w in workspaces if w.id != single.id]
-        workspaces.insert(0, single)
-    elif workspaces:
-        workspaces = [_apply_env_role(w, env) if i == 0 else w for i, w in enumerate(workspaces)]
-    if not workspaces:
+        checked = [c for c in checked if c[2].id != single.id]
+        if env.get("GATEWAY_UPSTREAM_URL"):
+            checked.insert(0, ("GATEWAY_REGION", "GATEWAY_SIGV4=false", single))
+        else:
+            checked.insert(0, ("region", "sigv4: false", single))
+    if not checked:
         raise ConfigError(
             "GATEWAY_UPSTREAM_URL: no upstream configured (set it, or `workspaces` in the file)"
         )
+    for region_key, sigv4_hint, workspace in checked:
+        if workspace.sigv4 and not workspace.region:
+            raise ConfigError(
+                f"{region_key}: required when the upstream host is not an AMP host "
+                f"(or set {sigv4_hint} for a plain Prometheus)"
+            )
+    workspaces = [workspace for _, _, workspace in checked]
     seen: set[str] = set()
     for workspace in workspaces:
         for name in workspace.names:
             if name in seen:
                 raise ConfigError(f"workspaces: id or alias {name!r} is used twice")
             seen.add(name)
-    default = top.text("default_workspace", None) if single is None else single.id
+    default = named if single is None else single.id
     if default is not None and default not in seen:
         raise ConfigError(f"default_workspace: {default!r} is not a configured workspace")
 
     aws_raw = top.mapping("aws")
-    aws_raw.reject_unknown({"sts_region", "sts_endpoint", "profile"})
+    aws_raw.reject_unknown(_AWS_KEYS)
     aws = AwsSettings(
         sts_region=env.get("GATEWAY_STS_REGION") or aws_raw.text("sts_region", None),
         sts_endpoint=env.get("GATEWAY_STS_ENDPOINT") or aws_raw.text("sts_endpoint", None),
         profile=aws_raw.text("profile", None),
     )
-    auth_raw = "none" if env.get("GATEWAY_AUTH", "").lower() == "none" else raw.get("auth")
+    if aws.sts_endpoint and not re.match(r"^https?://[^/\s?#]+/?$", aws.sts_endpoint):
+        key = "GATEWAY_STS_ENDPOINT" if env.get("GATEWAY_STS_ENDPOINT") else "aws.sts_endpoint"
+        raise ConfigError(f"{key}: must be an endpoint URL such as https://sts.eu-west-1.amazonaws.com")
+    auth_env = env.get("GATEWAY_AUTH")
+    if auth_env and auth_env.lower() != "none":
+        raise ConfigError(f"GATEWAY_AUTH: only none is accepted (principals go in a file), got {auth_env!r}")
+    auth_raw = "none" if env.get("GATEWAY_AUTH") else raw.get("auth")
     return Settings(
         listen_host=host,
         listen_port=port,
@@ -223,10 +273,10 @@ def build_settings(raw: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
         panels=_panels(top.mapping("panels")),
         auth=parse_auth(auth_raw, top.mapping("limits").raw or None, host, seen),
         tls=read_tls(top.mapping("tls"), env),
-        log_level=(env.get("GATEWAY_LOG_LEVEL") or top.text("log_level", "info")).lower(),
+        log_level=_log_level(top, env),
         access_log=top.flag("access_log", True),
         log_probes=_env_flag(env, "GATEWAY_LOG_PROBES")
-        if "GATEWAY_LOG_PROBES" in env
+        if env.get("GATEWAY_LOG_PROBES")
         else top.flag("log_probes", False),
         workers=_workers(env.get("GATEWAY_WORKERS"), top),
         shutdown_grace=_env_seconds(env, "GATEWAY_SHUTDOWN_GRACE")
@@ -253,39 +303,37 @@ def _workers(from_env: str | None, top: Reader) -> int | None:
     return top.whole("workers", 1, minimum=1)
 
 
-def _single_workspace(raw: Mapping[str, Any], env: Mapping[str, str]) -> Workspace | None:
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _log_level(top: Reader, env: Mapping[str, str]) -> str:
+    key = "GATEWAY_LOG_LEVEL" if env.get("GATEWAY_LOG_LEVEL") else "log_level"
+    level: str = env.get("GATEWAY_LOG_LEVEL") or top.text("log_level", "info")
+    if level.lower() not in _LOG_LEVELS:
+        raise ConfigError(f"{key}: must be {', '.join(_LOG_LEVELS[:-1])} or {_LOG_LEVELS[-1]}, got {level!r}")
+    return level.lower()
+
+
+def _single_workspace(
+    raw: Mapping[str, Any], env: Mapping[str, str], overrides: Mapping[str, tuple[str, Any]]
+) -> Workspace | None:
     url = env.get("GATEWAY_UPSTREAM_URL") or Reader(raw).text("upstream_url", None)
     if not url:
         return None
     key = "GATEWAY_UPSTREAM_URL" if env.get("GATEWAY_UPSTREAM_URL") else "upstream_url"
-    item: dict[str, Any] = {"url": url}
-    for name in ("region", "sigv4", "role_arn", "external_id", "session_name"):
-        if name in raw:
-            item[name] = raw[name]
-    workspace = _apply_env_role(_workspace(item, key, env_prefix=key), env)
-    if workspace.sigv4 and not workspace.region:
-        raise ConfigError(
-            "GATEWAY_REGION: required when the upstream host is not an AMP host "
-            "(or set GATEWAY_SIGV4=false for a plain Prometheus)"
-        )
-    return workspace
+    return _workspace({"url": url}, key, env_prefix=key, overrides=overrides)
 
 
-def _apply_env_role(workspace: Workspace, env: Mapping[str, str]) -> Workspace:
-    changes: dict[str, Any] = {}
-    if env.get("GATEWAY_REGION"):
-        changes["region"] = env["GATEWAY_REGION"]
-    if env.get("GATEWAY_SIGV4"):
-        changes["sigv4"] = read_bool(env["GATEWAY_SIGV4"], "GATEWAY_SIGV4")
-    if env.get("GATEWAY_ROLE_ARN"):
-        changes["role_arn"] = _role_arn(env["GATEWAY_ROLE_ARN"], "GATEWAY_ROLE_ARN")
-    if env.get("GATEWAY_EXTERNAL_ID"):
-        changes["external_id"] = env["GATEWAY_EXTERNAL_ID"]
-    if env.get("GATEWAY_SESSION_NAME"):
-        changes["session_name"] = env["GATEWAY_SESSION_NAME"]
-    if not changes:
-        return workspace
-    return Workspace(**{**workspace.__dict__, **changes})
+def _default_overrides(raw: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, tuple[str, Any]]:
+    """The default workspace's settings given at the top of the file or by GATEWAY_* variables
+    (the environment wins), each with the name its errors use."""
+    found: dict[str, tuple[str, Any]] = {}
+    for name, variable in _DEFAULT_WORKSPACE_ENV.items():
+        if env.get(variable):
+            found[name] = (variable, env[variable])
+        elif raw.get(name) is not None:
+            found[name] = (name, raw[name])
+    return found
 
 
 def amp_region(host: str) -> str | None:
@@ -297,19 +345,29 @@ def amp_region(host: str) -> str | None:
     return None
 
 
-def _workspace(item: Any, key: str, env_prefix: str | None = None) -> Workspace:
+def _workspace(
+    item: Any,
+    key: str,
+    env_prefix: str | None = None,
+    overrides: Mapping[str, tuple[str, Any]] | None = None,
+    only_for: str | None = None,
+) -> Workspace:
+    """One workspace entry. `overrides` replace its own settings before they are checked, when it
+    is the workspace `only_for` names (None: whichever it is)."""
     if not isinstance(item, Mapping):
         raise ConfigError(f"{key}: must be a mapping with at least `url`")
-    Reader(item, f"{key}.").reject_unknown(
-        {"id", "alias", "url", "region", "sigv4", "role_arn", "external_id", "session_name"}
-    )
+    Reader(item, f"{key}.").reject_unknown(_WORKSPACE_KEYS)
     url = item.get("url")
     if not url:
         raise ConfigError(f"{key}.url: required")
     if not isinstance(url, str):
         raise ConfigError(f"{key}.url: must be a URL string, got {url!r}")
     url_key = env_prefix or f"{key}.url"
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  # raises ValueError for a port that is not a number below 65536
+    except ValueError:
+        raise ConfigError(f"{url_key}: must be an http(s) URL, got {url!r}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"{url_key}: must be an http(s) URL, got {url!r}")
     if parts.query or parts.fragment or parts.username or parts.password:
@@ -322,14 +380,14 @@ def _workspace(item: Any, key: str, env_prefix: str | None = None) -> Workspace:
     alias = item.get("alias")
     if alias is not None and (not isinstance(alias, str) or not _NAME_RE.match(alias)):
         raise ConfigError(f"{key}.alias: must be letters, digits, '.', '_' or '-'")
-    sigv4 = read_bool(item.get("sigv4", True), f"{key}.sigv4")
+    names = {name: f"{key}.{name}" for name in _DEFAULT_WORKSPACE_ENV}
+    if overrides and (only_for is None or only_for in (workspace_id, alias)):
+        item = {**item, **{name: value for name, (_, value) in overrides.items()}}
+        names.update({name: source for name, (source, _) in overrides.items()})
+    sigv4 = read_bool(item.get("sigv4", True), names["sigv4"])
     region = item.get("region") or amp_region(parts.hostname) or ""
     if not isinstance(region, str):
-        raise ConfigError(f"{key}.region: must be a string such as us-east-1")
-    if sigv4 and not region and env_prefix is None:
-        raise ConfigError(
-            f"{key}.region: required when the host is not aps-workspaces.<region>.amazonaws.com"
-        )
+        raise ConfigError(f"{names['region']}: must be a string such as us-east-1")
     role_arn = item.get("role_arn")
     return Workspace(
         id=workspace_id,
@@ -337,7 +395,7 @@ def _workspace(item: Any, key: str, env_prefix: str | None = None) -> Workspace:
         region=region,
         alias=alias,
         sigv4=sigv4,
-        role_arn=_role_arn(role_arn, f"{key}.role_arn") if role_arn else None,
+        role_arn=_role_arn(role_arn, names["role_arn"]) if role_arn else None,
         external_id=item.get("external_id"),
         session_name=item.get("session_name") or "amp-gateway",
     )
@@ -383,6 +441,9 @@ def _cache(raw: Reader, env: Mapping[str, str]) -> CacheSettings:
     return CacheSettings(
         mode=mode,
         redis_url=redis_url,
+        redis_cluster=read_bool(env["GATEWAY_REDIS_CLUSTER"], "GATEWAY_REDIS_CLUSTER")
+        if env.get("GATEWAY_REDIS_CLUSTER")
+        else raw.flag("redis_cluster", False),
         memory_bytes=raw.size("memory_bytes", d.memory_bytes),
         split_interval=raw.seconds("split_interval", d.split_interval),
         max_freshness=raw.seconds("max_freshness", d.max_freshness),
@@ -404,14 +465,14 @@ def _panels(raw: Reader) -> PanelSettings:
         if any(c in source for c in ";,\r\n"):
             raise ConfigError(f"panels.frame_ancestors: {source!r} is not a CSP source")
     return PanelSettings(
-        dashboards_dir=raw.text("dashboards_dir", "dashboards"),
+        dashboards_dir=raw.text("dashboards_dir", None) or shipped_dashboards(),
         frame_ancestors=tuple(ancestors),
         public=raw.flag("public", False),
     )
 
 
-def _parse_listen(value: str) -> tuple[str, int]:
+def _parse_listen(value: str, key: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"GATEWAY_LISTEN: must be host:port, got {value!r}")
+        raise ConfigError(f"{key}: must be host:port, got {value!r}")
     return (host.strip("[]") or "0.0.0.0"), int(port)
