@@ -22,8 +22,8 @@ COPY pyproject.toml ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
         > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt
-# 2. The gateway itself (its dependencies are in place already). The shipped dashboards are
-#    copied too: the package build maps them into the wheel when pyproject.toml says so.
+# 2. The gateway itself (its dependencies are in place already), with the shipped dashboards,
+#    which the package build maps into the wheel (pyproject.toml's package-dir).
 COPY README.md LICENSE ./
 COPY dashboards ./dashboards
 COPY gateway ./gateway
@@ -36,10 +36,8 @@ RUN groupadd --system --gid 10001 gateway \
         --shell /usr/sbin/nologin gateway
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
-# The shipped dashboards at /app/dashboards: the default panels.dashboards_dir while it is
-# `dashboards` relative to the working directory. Once the wheel carries them (the package
-# gateway.shipped_dashboards, built from the same directory above), this copy is redundant.
-COPY dashboards ./dashboards
+# The shipped dashboards are in the installed package (gateway.shipped_dashboards, the default
+# panels.dashboards_dir); mount others and set panels.dashboards_dir to use them instead.
 ENV PATH=/opt/venv/bin:$PATH \
     GATEWAY_LISTEN=0.0.0.0:8080 \
     PYTHONUNBUFFERED=1 \
