@@ -123,7 +123,12 @@ class GatewayProcess:
     its supervisor; its output goes to a log file."""
 
     def __init__(
-        self, raw: Mapping[str, Any], workdir: Path, env: Mapping[str, str], workers: int = 1
+        self,
+        raw: Mapping[str, Any],
+        workdir: Path,
+        env: Mapping[str, str],
+        workers: int = 1,
+        inherit_env: bool = True,
     ) -> None:
         self.workers = workers
         self.port = free_port()
@@ -131,7 +136,7 @@ class GatewayProcess:
         self.config = workdir / "gateway.yml"
         self.config.write_text(yaml.safe_dump({**raw, "listen": f"127.0.0.1:{self.port}"}))
         self.log = workdir / "gateway.log"
-        self._env = {**os.environ, **env}
+        self._env = {**os.environ, **env} if inherit_env else dict(env)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20.0) -> GatewayProcess:
