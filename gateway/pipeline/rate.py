@@ -43,26 +43,18 @@ class RateLimiter:
         self._shared = shared
         self._in_redis: MovingWindowRateLimiter | None = None
         if shared is not None:
-            # Its own small pool: `limits` builds its client from a URI and plain options.
-            timeout = shared.timeout
-            storage: RedisStorage
-            if shared.cluster:
-                storage = RedisClusterStorage(
-                    shared.limits_uri(),
-                    implementation="redispy",
-                    key_prefix=KEY_PREFIX,
-                    socket_timeout=timeout,
-                    socket_connect_timeout=timeout,
-                    ssl=shared.url.startswith("rediss://"),
-                )
-            else:
-                storage = RedisStorage(
-                    shared.limits_uri(),
-                    implementation="redispy",
-                    key_prefix=KEY_PREFIX,
-                    socket_timeout=timeout,
-                    socket_connect_timeout=timeout,
-                )
+            # Its own small pool: `limits` builds its client from a URI and plain options (a
+            # cluster's from host:port, so TLS is said apart; a URL's scheme says it otherwise).
+            kind = RedisClusterStorage if shared.cluster else RedisStorage
+            tls = {"ssl": True} if shared.cluster and shared.url.startswith("rediss://") else {}
+            storage = kind(
+                shared.limits_uri(),
+                implementation="redispy",
+                key_prefix=KEY_PREFIX,
+                socket_timeout=shared.timeout,
+                socket_connect_timeout=shared.timeout,
+                **tls,
+            )
             self._in_redis = MovingWindowRateLimiter(storage)
 
     async def admit(self, principal: Principal) -> None:
