@@ -6,7 +6,8 @@ the others. Answers and errors are immutable: every caller gets the same one.
 
 Across processes, the first to take the request's lock in Redis fetches; the others wait for the
 answer it leaves there, for at most `wait` seconds, then fetch themselves. They also fetch
-themselves when the lock's holder is gone without leaving an answer, when the answer they read
+themselves when the lock's holder is gone without leaving an answer (a holder renews its lock
+while it fetches: a dead one's ends within `shared.LEASE`), when the answer they read
 is damaged, and while Redis is away. An answer is only taken from the round the waiter saw:
 each holder's answer carries the holder's token.
 """
@@ -23,11 +24,17 @@ import xxhash
 
 from gateway.errors import GatewayError
 from gateway.pipeline.model import Answer, Handler, Request, Stage
-from gateway.pipeline.shared import SharedRedis
+from gateway.pipeline.shared import LEASE, SharedRedis
 
 _Key = tuple[str, str, str, tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]
 
 ANSWER_TTL_MS = 10_000  # how long an answer waits in Redis for the waiters to read it
+# The lock's holder extends it while it fetches; if the holder dies, the lock ends within LEASE
+# and the waiters fetch themselves.
+_EXTEND = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
 _POLL_FIRST, _POLL_MAX = 0.005, 0.05  # waiters read Redis at these intervals, doubling
 
 
@@ -77,7 +84,8 @@ def _finished(in_flight: dict[_Key, asyncio.Task[Answer]], key: _Key, task: asyn
 def _across_processes(
     next_handler: Handler, shared: SharedRedis, wait: float, on_shared: Callable[[], None]
 ) -> Handler:
-    lease_ms = int((wait + 5) * 1000)
+    lease_ms = int(LEASE * 1000)
+    extend = shared.client.register_script(_EXTEND)
 
     async def fetch(request: Request) -> Answer:
         lock, result, digest = redis_keys(request)
@@ -91,7 +99,8 @@ def _across_processes(
         if taken is None:  # Redis is away
             return await next_handler(request)
         if taken:
-            return await _lead(next_handler, request, shared, lock, result, token, digest)
+            async with shared.renewing("coalesce", lambda: extend(keys=[lock], args=[token, lease_ms])):
+                return await _lead(next_handler, request, shared, lock, result, token, digest)
         holder = await shared.call("coalesce", lambda: client.get(lock))
         if isinstance(holder, bytes):
             found = await _await_answer(shared, lock, result, holder, digest, wait)

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -27,6 +27,10 @@ from gateway.metrics import Metrics
 log = logging.getLogger("gateway.redis")
 
 T = TypeVar("T")
+
+# Leases in Redis (a coalescing lock, an upstream slot): their length, and how often a living
+# holder renews them.
+LEASE, LEASE_RENEW = 10.0, 3.0
 
 # Whatever a Redis call can raise when Redis is away, slow or a cluster is resharding.
 REDIS_FAILURES = (RedisError, OSError, TimeoutError)
@@ -116,6 +120,22 @@ class SharedRedis:
         if isinstance(self.client, RedisCluster):
             return list(await self.client.mget_nonatomic(keys))
         return list(await self.client.mget(keys))
+
+    @contextlib.asynccontextmanager
+    async def renewing(self, feature: str, renew: Callable[[], Awaitable[object]]) -> AsyncIterator[None]:
+        """renew() every LEASE_RENEW seconds while the body runs: a lease held this way ends
+        LEASE seconds at the latest after its holder dies, whatever the holder was doing."""
+
+        async def keep() -> None:
+            while True:
+                await asyncio.sleep(LEASE_RENEW)
+                await self.call(feature, renew)
+
+        keeper = asyncio.create_task(keep())
+        try:
+            yield
+        finally:
+            keeper.cancel()
 
     def limits_uri(self) -> str:
         """The same Redis, as the `limits` library names its storage."""

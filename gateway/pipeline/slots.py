@@ -5,6 +5,7 @@ wait in line, each for at most its queue deadline, then get a 429."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import Awaitable, Callable, Hashable
@@ -14,7 +15,7 @@ from gateway.errors import GatewayError
 from gateway.metrics import Metrics
 from gateway.pipeline.model import Answer, Handler, Request, Stage
 from gateway.pipeline.rate import too_many
-from gateway.pipeline.shared import SharedRedis
+from gateway.pipeline.shared import LEASE, SharedRedis
 
 
 class KeyedSlots:
@@ -86,7 +87,8 @@ def principal_slots(metrics: Metrics) -> Stage:
 
 class RedisSlots:
     """`size` slots per key shared by every process through Redis: a sorted set of holders,
-    each with a lease that ends on its own if its process dies holding it. A waiter asks again
+    each with a lease its holder renews while it holds the slot, so that a slot whose process
+    died comes back within `shared.LEASE`. A waiter asks again
     at growing intervals (5 ms doubling to 50 ms) until its deadline; first come is not first
     served. While Redis is away, `acquire` says so (None) and the caller goes on with its
     process's slots alone."""
@@ -103,10 +105,21 @@ class RedisSlots:
     return 0
     """
 
-    def __init__(self, shared: SharedRedis, lease: float) -> None:
+    _RENEW = """
+    local now = redis.call('TIME')
+    local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+    if redis.call('ZADD', KEYS[1], 'XX', 'CH', now_ms + tonumber(ARGV[2]), ARGV[1]) == 1 then
+        redis.call('PEXPIRE', KEYS[1], ARGV[2])
+        return 1
+    end
+    return 0
+    """
+
+    def __init__(self, shared: SharedRedis) -> None:
         self._shared = shared
-        self._lease_ms = int(lease * 1000)
+        self._lease_ms = int(LEASE * 1000)
         self._script = shared.client.register_script(self._ACQUIRE)
+        self._renew = shared.client.register_script(self._RENEW)
 
     async def acquire(self, key: str, size: int, deadline: float) -> str | bool | None:
         """A holder id to release; False when no slot freed up within `deadline` seconds;
@@ -128,6 +141,11 @@ class RedisSlots:
             await asyncio.sleep(min(delay, until - loop.time()))
             delay = min(delay * 2, 0.05)
 
+    def renewing(self, key: str, holder: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """Keeps the holder's lease while the body runs: a slot whose holder died comes back
+        within `shared.LEASE`."""
+        return self._shared.renewing("slots", lambda: self._renew(keys=[key], args=[holder, self._lease_ms]))
+
     async def release(self, key: str, holder: str) -> None:
         client = self._shared.client
         await self._shared.call("slots", lambda: client.zrem(key, holder))
@@ -137,7 +155,7 @@ def workspace_slots(settings: UpstreamSettings, metrics: Metrics, shared: Shared
     """Per workspace, for every attempt sent upstream: in this process, and across every
     process when Redis is there (AMP's quotas are per workspace, whoever sends)."""
     slots = KeyedSlots()
-    everywhere = RedisSlots(shared, settings.timeout + 5) if shared is not None else None
+    everywhere = RedisSlots(shared) if shared is not None else None
 
     def stage(next_handler: Handler) -> Handler:
         async def handle(request: Request) -> Answer:
@@ -162,11 +180,13 @@ def workspace_slots(settings: UpstreamSettings, metrics: Metrics, shared: Shared
                 if holder is False:
                     raise refused()
                 metrics.upstream_queue_seconds.labels(workspace).observe(time.monotonic() - queued)
-                try:
+                if not isinstance(holder, str):  # Redis is away: this process's slots alone
                     return await next_handler(request)
+                try:
+                    async with everywhere.renewing(key, holder):
+                        return await next_handler(request)
                 finally:
-                    if isinstance(holder, str):
-                        await everywhere.release(key, holder)
+                    await everywhere.release(key, holder)
 
             return await slots.run(
                 workspace, settings.max_concurrency, settings.queue_timeout, refused, started

@@ -19,7 +19,8 @@ from support.stages import PRINCIPAL, FakeUpstream, request
 from gateway.config import CacheSettings, Limits, Principal, Rate, UpstreamSettings
 from gateway.errors import GatewayError
 from gateway.metrics import Metrics
-from gateway.pipeline import coalesce
+from gateway.pipeline import coalesce, slots
+from gateway.pipeline import shared as shared_module
 from gateway.pipeline.cache.tiers import RedisTier
 from gateway.pipeline.coalesce import coalescing
 from gateway.pipeline.model import Answer, Request
@@ -184,3 +185,53 @@ async def test_cache_entries_in_many_slots_are_read_in_one_call(
     await writer.flush()
     assert await reader.get_many([*keys, "gwc:absent"]) == [f"entry {i}".encode() for i in range(20)] + [None]
     assert two_processes[1].available
+
+
+@pytest.fixture
+def short_leases(monkeypatch: pytest.MonkeyPatch) -> float:
+    """Leases of 0.5 s renewed every 0.1 s, so that holders outlive them and the dead lose them."""
+    monkeypatch.setattr(coalesce, "LEASE", 0.5)
+    monkeypatch.setattr(slots, "LEASE", 0.5)
+    monkeypatch.setattr(shared_module, "LEASE_RENEW", 0.1)
+    return 0.5
+
+
+async def test_a_living_holder_keeps_its_lock_and_a_dead_ones_lock_ends(
+    two_processes: tuple[SharedRedis, SharedRedis], short_leases: float
+) -> None:
+    # The holder's fetch lasts three leases: the waiter still waits for its answer.
+    upstream = SlowUpstream(3 * short_leases)
+    first, second = (coalescing(lambda: None, shared, wait=10)(upstream) for shared in two_processes)
+    outcomes = await asyncio.gather(first(request()), second(request()))
+    assert len(upstream.requests) == 1 and outcomes[0] == outcomes[1]
+
+    # A holder that died (its lock is never renewed): the waiter fetches itself once it ends.
+    lock, _, _ = coalesce.redis_keys(request())
+    with _direct(two_processes[0]) as client:
+        client.set(lock, "dead-holder", px=int(short_leases * 1000))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await second(request()) == upstream.answer
+    assert len(upstream.requests) == 2 and loop.time() - started < 10 * short_leases
+
+
+async def test_a_living_holder_keeps_its_slot_and_a_dead_ones_slot_comes_back(
+    two_processes: tuple[SharedRedis, SharedRedis], short_leases: float
+) -> None:
+    one = UpstreamSettings(max_concurrency=1, queue_timeout=20)
+    upstream = SlowUpstream(3 * short_leases)
+    first, second = (workspace_slots(one, Metrics(), shared)(upstream) for shared in two_processes)
+    await asyncio.gather(first(request()), second(request()))
+    assert upstream.most_in_flight == 1 and len(upstream.requests) == 2
+
+    # A holder that died holding the only slot: it comes back when the lease ends.
+    with _direct(two_processes[0]) as client:
+        seconds, micros = client.time()
+        now_ms = seconds * 1000 + micros // 1000
+        client.zadd("amp-gateway:slots:{ws-1}", {"dead-holder": now_ms + int(short_leases * 1000)})
+    quick = SlowUpstream(0.01)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await workspace_slots(one, Metrics(), two_processes[1])(quick)(request())
+    waited = loop.time() - started
+    assert len(quick.requests) == 1 and short_leases * 0.5 < waited < 10 * short_leases
