@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from common import ROOT, free_port, gateway_package, gateway_process, start_prometheus
+from common import ROOT, free_port, gateway_package, gateway_process, start_prometheus, wait_until_up
 
 HIT_QUERY = 'sum by (mode) (rate(demo_cpu_usage_seconds_total{job="demo"}[5m]))'  # 3 series
 STEP = 20
@@ -140,16 +140,7 @@ def hit_throughput(prom_url: str, end: int, seconds: int, rounds: int) -> tuple[
         )  # fmt: skip
         base_url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    if httpx.get(f"{base_url}/plain/").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline or baseline.poll() is not None:
-                    raise RuntimeError("baseline did not start")
-                time.sleep(0.1)
+            wait_until_up(f"{base_url}/plain/", baseline, "the baseline")
             check_answers(gateway.url, base_url, params, bodies)
             targets = {
                 kind: {"bare": f"{base_url}/{kind}/api/v1/query_range?{params}", "gateway": url}

@@ -2,6 +2,8 @@
 
 python bench/cache_baseline_app.py PORT GZIP_FILE PLAIN_FILE
 
+    BASELINE_GZIP=F BASELINE_PLAIN=F uvicorn --workers N cache_baseline_app:app   (several workers)
+
 `/gzip/...` answers GZIP_FILE's bytes with `content-encoding: gzip` (what a gzip client such as
 Grafana gets from the gateway); `/plain/...` answers PLAIN_FILE's bytes as they are (a client
 without Accept-Encoding, such as curl). The handler does no work: no header is read, nothing is
@@ -10,6 +12,7 @@ compressed.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -19,8 +22,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-GZIP = Path(sys.argv[2]).read_bytes()
-PLAIN = Path(sys.argv[3]).read_bytes()
+# From the command line, or (in uvicorn's worker processes) from BASELINE_GZIP / BASELINE_PLAIN.
+GZIP = Path(os.environ.get("BASELINE_GZIP") or sys.argv[2]).read_bytes()
+PLAIN = Path(os.environ.get("BASELINE_PLAIN") or sys.argv[3]).read_bytes()
 
 
 async def gzipped(request: Request) -> Response:

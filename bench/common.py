@@ -41,9 +41,13 @@ class GatewayProcess:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
-    times = psutil.Process(pid).cpu_times()
-    return times.user + times.system
+    """User + system CPU time so far of a process and its living children (`serve`'s workers)."""
+    process = psutil.Process(pid)
+    total = 0.0
+    for each in (process, *process.children(recursive=True)):
+        times = each.cpu_times()
+        total += times.user + times.system
+    return total
 
 
 def gateway_package() -> str:
@@ -58,7 +62,8 @@ def gateway_package() -> str:
 
 @contextmanager
 def gateway_process(env: dict[str, str]) -> Iterator[GatewayProcess]:
-    """`amp-gateway serve` in its own process (its own GIL), as it runs in production."""
+    """`amp-gateway serve` in its own process (its own GIL), as it runs in production, with one
+    worker unless `env` sets GATEWAY_WORKERS (so that figures compare with earlier runs)."""
     port = free_port()
     full_env = {
         **os.environ,
@@ -67,25 +72,31 @@ def gateway_process(env: dict[str, str]) -> Iterator[GatewayProcess]:
         "AWS_ACCESS_KEY_ID": "AKIABENCHMARK0000000",
         "AWS_SECRET_ACCESS_KEY": "bench-secret",
         "AWS_EC2_METADATA_DISABLED": "true",
+        "GATEWAY_WORKERS": "1",
         **env,
     }
     process = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], env=full_env, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/-/healthy", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError("the gateway did not start")
-            time.sleep(0.1)
+        wait_until_up(f"{url}/-/healthy", process, "the gateway")
         yield GatewayProcess(url, process.pid)
     finally:
         process.terminate()
         process.wait(10)
+
+
+def wait_until_up(url: str, process: subprocess.Popen[bytes], what: str, timeout: float = 30) -> None:
+    """Until `url` answers 200; RuntimeError if `process` exits or `timeout` passes first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline or process.poll() is not None:
+            raise RuntimeError(f"{what} did not start")
+        time.sleep(0.1)
 
 
 @dataclass

@@ -18,9 +18,11 @@ import asyncio
 import hashlib
 import os
 from collections.abc import Callable
+from typing import NamedTuple
 
 import orjson
 import xxhash
+from redis.commands.core import AsyncScript
 
 from gateway.errors import GatewayError
 from gateway.pipeline.model import Answer, Handler, Request, Stage
@@ -29,12 +31,35 @@ from gateway.pipeline.shared import LEASE, SharedRedis
 _Key = tuple[str, str, str, tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]
 
 ANSWER_TTL_MS = 10_000  # how long an answer waits in Redis for the waiters to read it
-# The lock's holder extends it while it fetches; if the holder dies, the lock ends within LEASE
-# and the waiters fetch themselves.
-_EXTEND = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
+# KEYS: the lock, the waiters' count. The holder extends both while it fetches (if it dies, the
+# lock ends within LEASE and the waiters fetch themselves); a waiter counts itself in only while
+# a holder has the lock; a holder with nobody counted in lets go without writing its answer.
+_SCRIPTS = {
+    "extend": """
+        if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+        redis.call('PEXPIRE', KEYS[1], ARGV[2])
+        redis.call('PEXPIRE', KEYS[2], ARGV[2])
+        return 1
+    """,
+    "join": """
+        local holder = redis.call('GET', KEYS[1])
+        if holder then
+            redis.call('INCR', KEYS[2])
+            redis.call('PEXPIRE', KEYS[2], ARGV[1])
+        end
+        return holder
+    """,
+    "alone": """
+        if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+        if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+        return 1
+    """,
+    "release": """
+        if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+        redis.call('DEL', KEYS[2])
+        return 1
+    """,
+}
 _POLL_FIRST, _POLL_MAX = 0.005, 0.05  # waiters read Redis at these intervals, doubling
 
 
@@ -85,25 +110,29 @@ def _across_processes(
     next_handler: Handler, shared: SharedRedis, wait: float, on_shared: Callable[[], None]
 ) -> Handler:
     lease_ms = int(LEASE * 1000)
-    extend = shared.client.register_script(_EXTEND)
+    scripts = {name: shared.client.register_script(text) for name, text in _SCRIPTS.items()}
 
     async def fetch(request: Request) -> Answer:
-        lock, result, digest = redis_keys(request)
+        keys = redis_keys(request)
         token = os.urandom(8).hex()
         client = shared.client
 
         async def take() -> bool:  # redis-py answers None, not False, when NX did not set
-            return bool(await client.set(lock, token, nx=True, px=lease_ms))
+            return bool(await client.set(keys.lock, token, nx=True, px=lease_ms))
 
         taken = await shared.call("coalesce", take)
         if taken is None:  # Redis is away
             return await next_handler(request)
         if taken:
-            async with shared.renewing("coalesce", lambda: extend(keys=[lock], args=[token, lease_ms])):
-                return await _lead(next_handler, request, shared, lock, result, token, digest)
-        holder = await shared.call("coalesce", lambda: client.get(lock))
+            renew = scripts["extend"]
+            async with shared.renewing(
+                "coalesce", lambda: renew(keys=[keys.lock, keys.waiters], args=[token, lease_ms])
+            ):
+                return await _lead(next_handler, request, shared, scripts, keys, token)
+        join = scripts["join"]
+        holder = await shared.call("coalesce", lambda: join(keys=[keys.lock, keys.waiters], args=[lease_ms]))
         if isinstance(holder, bytes):
-            found = await _await_answer(shared, lock, result, holder, digest, wait)
+            found = await _await_answer(shared, keys, holder, wait)
             if found is not None:
                 on_shared()
                 if isinstance(found, GatewayError):
@@ -118,28 +147,33 @@ async def _lead(
     next_handler: Handler,
     request: Request,
     shared: SharedRedis,
-    lock: str,
-    result: str,
+    scripts: dict[str, AsyncScript],
+    keys: RoundKeys,
     token: str,
-    digest: str,
 ) -> Answer:
     outcome: Answer | GatewayError
     try:
         outcome = await next_handler(request)
     except GatewayError as err:
         outcome = err
-    blob = encode(outcome, token, digest)
-    client = shared.client
-    # The answer first, then the lock: a waiter that finds the lock gone finds the answer.
-    await shared.call("coalesce", lambda: client.set(result, blob, px=ANSWER_TTL_MS))
-    await shared.call("coalesce", lambda: client.delete(lock))
+    pair = [keys.lock, keys.waiters]
+    alone = scripts["alone"]
+    # Most fetches have nobody waiting for them in another process: then the answer is not
+    # written to Redis at all (measured: bench/bench_passthrough.py --redis).
+    if await shared.call("coalesce", lambda: alone(keys=pair, args=[token])) == 0:
+        blob = encode(outcome, token, keys.digest)
+        client = shared.client
+        # The answer first, then the lock: a waiter that finds the lock gone finds the answer.
+        await shared.call("coalesce", lambda: client.set(keys.answer, blob, px=ANSWER_TTL_MS))
+        release = scripts["release"]
+        await shared.call("coalesce", lambda: release(keys=pair, args=[token]))
     if isinstance(outcome, GatewayError):
         raise outcome
     return outcome
 
 
 async def _await_answer(
-    shared: SharedRedis, lock: str, result: str, holder: bytes, digest: str, wait: float
+    shared: SharedRedis, keys: RoundKeys, holder: bytes, wait: float
 ) -> Answer | GatewayError | None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
@@ -148,12 +182,12 @@ async def _await_answer(
     while loop.time() < deadline:
         await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
         delay = min(delay * 2, _POLL_MAX)
-        values = await shared.call("coalesce", lambda: client.mget([result, lock]))
+        values = await shared.call("coalesce", lambda: client.mget([keys.answer, keys.lock]))
         if values is None:
             return None
         blob, current = values
         if isinstance(blob, bytes):
-            found = decode(blob, holder.decode(), digest)
+            found = decode(blob, holder.decode(), keys.digest)
             if found is not None:
                 return found
         if current != holder:  # the holder finished or gave up without an answer for us
@@ -161,8 +195,16 @@ async def _await_answer(
     return None
 
 
-def redis_keys(request: Request) -> tuple[str, str, str]:
-    """The request's lock and answer keys in Redis (one hash slot in a cluster), and its digest."""
+class RoundKeys(NamedTuple):
+    """A request's keys in Redis (one hash slot in a cluster), and its digest."""
+
+    lock: str  # the holder's token, while it fetches
+    waiters: str  # how many wait in other processes (the answer is written only for them)
+    answer: str
+    digest: str
+
+
+def redis_keys(request: Request) -> RoundKeys:
     key = (
         request.workspace.id,
         request.method,
@@ -171,7 +213,8 @@ def redis_keys(request: Request) -> tuple[str, str, str]:
         request.principal.enforce,
     )
     digest = hashlib.sha256(orjson.dumps(key)).hexdigest()[:40]
-    return f"amp-gateway:coalesce:{{{digest}}}:lock", f"amp-gateway:coalesce:{{{digest}}}:answer", digest
+    base = f"amp-gateway:coalesce:{{{digest}}}"
+    return RoundKeys(f"{base}:lock", f"{base}:waiters", f"{base}:answer", digest)
 
 
 def encode(outcome: Answer | GatewayError, token: str, digest: str) -> bytes:

@@ -120,7 +120,7 @@ async def test_a_damaged_or_foreign_answer_is_not_taken(
     # goes without leaving one for it, fetches for itself.
     upstream = SlowUpstream(0.01)
     waiter = coalescing(lambda: None, two_processes[1], wait=5)(upstream)
-    lock, answer_key, digest = coalesce.redis_keys(request())
+    lock, _, answer_key, digest = coalesce.redis_keys(request())
     with _direct(two_processes[0]) as client:
         client.set(lock, "holder")
         client.set(answer_key, coalesce.encode(Answer(b"old"), "earlier-holder", digest))
@@ -206,7 +206,7 @@ async def test_a_living_holder_keeps_its_lock_and_a_dead_ones_lock_ends(
     assert len(upstream.requests) == 1 and outcomes[0] == outcomes[1]
 
     # A holder that died (its lock is never renewed): the waiter fetches itself once it ends.
-    lock, _, _ = coalesce.redis_keys(request())
+    lock = coalesce.redis_keys(request()).lock
     with _direct(two_processes[0]) as client:
         client.set(lock, "dead-holder", px=int(short_leases * 1000))
     loop = asyncio.get_running_loop()
@@ -235,3 +235,22 @@ async def test_a_living_holder_keeps_its_slot_and_a_dead_ones_slot_comes_back(
     await workspace_slots(one, Metrics(), two_processes[1])(quick)(request())
     waited = loop.time() - started
     assert len(quick.requests) == 1 and short_leases * 0.5 < waited < 10 * short_leases
+
+
+async def test_a_fetch_nobody_waits_for_leaves_nothing_in_redis(
+    two_processes: tuple[SharedRedis, SharedRedis],
+) -> None:
+    upstream = SlowUpstream(0.01)
+    handler = coalescing(lambda: None, two_processes[0], wait=5)(upstream)
+    alone = request(params=(("query", "alone"),))
+    assert await handler(alone) == upstream.answer
+    with _direct(two_processes[0]) as client:
+        assert [client.exists(key) for key in coalesce.redis_keys(alone)[:3]] == [0, 0, 0]
+
+    # With a waiter, the answer is written for it, and the lock and the count are gone after.
+    slow = SlowUpstream(0.3)
+    first, second = (coalescing(lambda: None, shared, wait=5)(slow) for shared in two_processes)
+    await asyncio.gather(first(request()), second(request()))
+    assert len(slow.requests) == 1
+    with _direct(two_processes[0]) as client:
+        assert [client.exists(key) for key in coalesce.redis_keys(request())[:3]] == [0, 0, 1]
