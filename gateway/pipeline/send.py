@@ -141,6 +141,14 @@ class Sender:
                 503,
                 retry="connection",
             ) from None
+        except aiohttp.ClientError as err:  # an answer aiohttp cannot read: a bad status line or header
+            log.warning("upstream %s: unreadable answer: %s", workspace.host, type(err).__name__)
+            raise GatewayError(
+                "unavailable",
+                f"the upstream of {workspace.id} ({workspace.host}) sent an answer the gateway cannot "
+                f"read ({type(err).__name__})",
+                502,
+            ) from None
         finally:
             in_flight.dec()
             metrics.upstream_seconds.labels(workspace.id).observe(time.monotonic() - started)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import httpx
@@ -10,6 +11,8 @@ import pytest
 from support.amp_standin import AmpStandin
 from support.gateway import gateway_client, gateway_settings
 from support.netutil import free_port
+
+from gateway.config import build_settings
 
 QUERY = {"query": "demo_num_cpus"}
 
@@ -173,3 +176,32 @@ async def test_timeout_is_capped_by_configuration(fresh_amp: AmpStandin, aws_env
         answer = await client.get("/api/v1/query", params={**QUERY, "timeout": "10m"})
     assert answer.status_code == 200
     assert "timeout=30s" in fresh_amp.requests[0].body.decode()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\ncontent-length: abc\r\n\r\n",  # a header aiohttp refuses
+        b"HTTP/1.1 2OO OK\r\n\r\n",  # a bad status line
+        b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{}",  # cut short
+    ],
+)
+async def test_an_answer_the_gateway_cannot_read_is_a_502_not_a_crash(answer: bytes) -> None:
+    async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(upstream, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    raw = {"upstream_url": f"http://127.0.0.1:{port}", "sigv4": False, "upstream": {"retries": 0}}
+    try:
+        async with gateway_client(build_settings(raw, {})) as client:
+            reply = await client.get("/api/v1/query", params=QUERY)
+            again = await client.get("/api/v1/query", params=QUERY)
+    finally:
+        server.close()
+    assert reply.status_code in (502, 503), reply.text
+    assert reply.json()["errorType"] == "unavailable" and "127.0.0.1" in reply.json()["error"]
+    assert again.status_code == reply.status_code
