@@ -64,6 +64,9 @@ class SharedRedis:
 
     def failed(self, feature: str, err: BaseException) -> None:
         self._metrics.redis_fallbacks.labels(feature).inc()
+        now = time.monotonic()
+        if now < self._down_until:
+            return  # calls that were under way when the outage began: the back-off stands
         if not self._down:
             # Once per outage; the address may carry a password, so it is not logged.
             log.warning(
@@ -74,7 +77,7 @@ class SharedRedis:
             )
             self._down = True
             self._metrics.redis_up.set(0)
-        self._down_until = time.monotonic() + self._backoff
+        self._down_until = now + self._backoff
         self._backoff = min(self._backoff * 2, 30.0)
 
     def succeeded(self) -> None:
@@ -82,6 +85,7 @@ class SharedRedis:
             log.warning("Redis is back: state shared again")
             self._down = False
             self._metrics.redis_up.set(1)
+        self._down_until = 0.0
         self._backoff = 1.0
 
     async def connect(self, timeout: float = 2.0) -> None:
@@ -98,15 +102,22 @@ class SharedRedis:
         else:
             self.succeeded()
 
-    async def call(self, feature: str, operation: Callable[[], Awaitable[T]]) -> T | None:
+    async def call(
+        self,
+        feature: str,
+        operation: Callable[[], Awaitable[T]],
+        timeout: float | None = None,
+        always: bool = False,
+    ) -> T | None:
         """operation() within the timeout; None (and counted) when Redis failed or is backing off.
         Whatever the client raises counts as a failure of Redis: it is a helper, and its
-        client's own bugs must not fail a request either."""
-        if not self.available:
+        client's own bugs must not fail a request either. `always`: even while backing off (a
+        release or a renewal: skipping it would hold a slot or lose a lease)."""
+        if not always and not self.available:
             self._metrics.redis_fallbacks.labels(feature).inc()
             return None
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(timeout or self.timeout):
                 result = await operation()
         except Exception as err:  # see above
             self.failed(feature, err)
@@ -129,7 +140,7 @@ class SharedRedis:
         async def keep() -> None:
             while True:
                 await asyncio.sleep(LEASE_RENEW)
-                await self.call(feature, renew)
+                await self.call(feature, renew, always=True)
 
         keeper = asyncio.create_task(keep())
         try:

@@ -120,6 +120,7 @@ class RedisSlots:
         self._lease_ms = int(LEASE * 1000)
         self._script = shared.client.register_script(self._ACQUIRE)
         self._renew = shared.client.register_script(self._RENEW)
+        self._letting_go: set[asyncio.Task[None]] = set()
 
     async def acquire(self, key: str, size: int, deadline: float) -> str | bool | None:
         """A holder id to release; False when no slot freed up within `deadline` seconds;
@@ -128,18 +129,29 @@ class RedisSlots:
         loop = asyncio.get_running_loop()
         until = loop.time() + deadline
         delay = 0.005
-        while True:
-            got = await self._shared.call(
-                "slots", lambda: self._script(keys=[key], args=[size, self._lease_ms, holder])
-            )
-            if got is None:
-                return None
-            if got == 1:
-                return holder
-            if loop.time() >= until:
-                return False
-            await asyncio.sleep(min(delay, until - loop.time()))
-            delay = min(delay * 2, 0.05)
+        try:
+            while True:
+                got = await self._shared.call(
+                    "slots", lambda: self._script(keys=[key], args=[size, self._lease_ms, holder])
+                )
+                if got is None:
+                    # Redis may have taken it and the answer been lost: give it back.
+                    self._let_go_later(key, holder)
+                    return None
+                if got == 1:
+                    return holder
+                if loop.time() >= until:
+                    return False
+                await asyncio.sleep(min(delay, until - loop.time()))
+                delay = min(delay * 2, 0.05)
+        except asyncio.CancelledError:
+            self._let_go_later(key, holder)
+            raise
+
+    def _let_go_later(self, key: str, holder: str) -> None:
+        task = asyncio.ensure_future(self.release(key, holder))
+        self._letting_go.add(task)
+        task.add_done_callback(self._letting_go.discard)
 
     def renewing(self, key: str, holder: str) -> contextlib.AbstractAsyncContextManager[None]:
         """Keeps the holder's lease while the body runs: a slot whose holder died comes back
@@ -147,8 +159,9 @@ class RedisSlots:
         return self._shared.renewing("slots", lambda: self._renew(keys=[key], args=[holder, self._lease_ms]))
 
     async def release(self, key: str, holder: str) -> None:
+        """Even while Redis is backing off: a slot not given back would stay taken for a lease."""
         client = self._shared.client
-        await self._shared.call("slots", lambda: client.zrem(key, holder))
+        await self._shared.call("slots", lambda: client.zrem(key, holder), always=True)
 
 
 def workspace_slots(settings: UpstreamSettings, metrics: Metrics, shared: SharedRedis | None = None) -> Stage:

@@ -70,6 +70,14 @@ async def two_processes(
     server.stop()
 
 
+def _answers(client: redis.Redis | redis.RedisCluster, keys: coalesce.RoundKeys) -> int:
+    """How many answers are in Redis for these keys (any holder's)."""
+    pattern = f"{keys.base}:answer:*"
+    if isinstance(client, redis.RedisCluster):
+        return len(client.keys(pattern, target_nodes=redis.RedisCluster.ALL_NODES))
+    return len(client.keys(pattern))
+
+
 def _direct(shared: SharedRedis) -> redis.Redis | redis.RedisCluster:
     """The test's own connection to the Redis the processes share."""
     if shared.cluster:
@@ -116,20 +124,22 @@ async def test_a_damaged_or_foreign_answer_is_not_taken(
     damaged = blob[:-1] + bytes([blob[-1] ^ 1])
     assert coalesce.decode(damaged, "token-1", "digest-1") is None
 
-    # A waiter ignores an answer of another round and a damaged one, and when the holder
-    # goes without leaving one for it, fetches for itself.
+    # A waiter reads only its holder's answer, takes none of another round (even where its
+    # holder's should be) nor a damaged one, and when the holder goes without leaving one for
+    # it, fetches for itself.
     upstream = SlowUpstream(0.01)
     waiter = coalescing(lambda: None, two_processes[1], wait=5)(upstream)
-    lock, _, answer_key, digest = coalesce.redis_keys(request())
+    keys = coalesce.redis_keys(request())
     with _direct(two_processes[0]) as client:
-        client.set(lock, "holder")
-        client.set(answer_key, coalesce.encode(Answer(b"old"), "earlier-holder", digest))
+        client.set(keys.lock, "holder")
+        client.set(keys.answer("earlier"), coalesce.encode(Answer(b"old"), "earlier", keys.digest))
+        client.set(keys.answer("holder"), coalesce.encode(Answer(b"old"), "earlier", keys.digest))
         waiting = asyncio.ensure_future(waiter(request()))
         await asyncio.sleep(0.2)
-        client.set(answer_key, damaged)
+        client.set(keys.answer("holder"), damaged)
         await asyncio.sleep(0.2)
         assert not waiting.done() and not upstream.requests
-        client.delete(lock)
+        client.delete(keys.lock)
         assert await waiting == upstream.answer and len(upstream.requests) == 1
 
 
@@ -245,12 +255,67 @@ async def test_a_fetch_nobody_waits_for_leaves_nothing_in_redis(
     alone = request(params=(("query", "alone"),))
     assert await handler(alone) == upstream.answer
     with _direct(two_processes[0]) as client:
-        assert [client.exists(key) for key in coalesce.redis_keys(alone)[:3]] == [0, 0, 0]
+        keys = coalesce.redis_keys(alone)
+        assert client.exists(keys.lock) == client.exists(keys.waiters) == 0
+        assert _answers(client, keys) == 0
 
     # With a waiter, the answer is written for it, and the lock and the count are gone after.
     slow = SlowUpstream(0.3)
     first, second = (coalescing(lambda: None, shared, wait=5)(slow) for shared in two_processes)
     await asyncio.gather(first(request()), second(request()))
     assert len(slow.requests) == 1
+    keys = coalesce.redis_keys(request())
     with _direct(two_processes[0]) as client:
-        assert [client.exists(key) for key in coalesce.redis_keys(request())[:3]] == [0, 0, 1]
+        assert client.exists(keys.lock) == client.exists(keys.waiters) == 0
+        assert _answers(client, keys) == 1
+
+
+class BrokenUpstream(SlowUpstream):
+    async def __call__(self, request: Request) -> Answer:
+        await super().__call__(request)
+        raise RuntimeError("a bug below the coalescing stage")
+
+
+async def test_a_holder_that_fails_unexpectedly_lets_go_at_once(
+    two_processes: tuple[SharedRedis, SharedRedis],
+) -> None:
+    broken, fine = BrokenUpstream(0.3), SlowUpstream(0.01)
+    first = coalescing(lambda: None, two_processes[0], wait=30)(broken)
+    second = coalescing(lambda: None, two_processes[1], wait=30)(fine)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    outcomes = await asyncio.gather(first(request()), second(request()), return_exceptions=True)
+    assert isinstance(outcomes[0], RuntimeError) and outcomes[1] == fine.answer
+    assert loop.time() - started < 3  # not the lease (10 s), nor the wait (30 s)
+
+
+async def test_an_answer_too_large_to_share_is_fetched_by_each(
+    two_processes: tuple[SharedRedis, SharedRedis], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(coalesce, "MAX_SHARED_BYTES", 64)
+    upstream = SlowUpstream(0.3)
+    first, second = (coalescing(lambda: None, shared, wait=30)(upstream) for shared in two_processes)
+    outcomes = await asyncio.gather(first(request()), second(request()))
+    assert outcomes[0] == outcomes[1] == upstream.answer and len(upstream.requests) == 2
+    assert all(shared.available for shared in two_processes)
+
+
+async def test_one_outage_backs_off_once_and_slots_are_given_back_meanwhile(
+    two_processes: tuple[SharedRedis, SharedRedis],
+) -> None:
+    shared = two_processes[0]
+    key = "amp-gateway:slots:{ws-backoff}"
+    redis_slots = slots.RedisSlots(shared)
+    holder = await redis_slots.acquire(key, 1, 1)
+    assert isinstance(holder, str)
+    for _ in range(8):  # eight calls under way when Redis went away: one back-off of 1 s
+        shared.failed("test", TimeoutError())
+    assert not shared.available
+    await asyncio.sleep(1.1)
+    assert shared.available
+    shared.failed("test", TimeoutError())
+    assert not shared.available
+    await redis_slots.release(key, holder)  # given back even while backing off
+    with _direct(shared) as client:
+        assert client.zcard(key) == 0
+    assert shared.available  # and that call succeeding ends the back-off
