@@ -31,7 +31,6 @@ QUIET_LIBRARIES = (
     "hpack",
     "redis",
     "asyncio",
-    "limits",
 )
 
 LEVELS = ("debug", "info", "warning", "error")

@@ -319,3 +319,25 @@ async def test_one_outage_backs_off_once_and_slots_are_given_back_meanwhile(
     with _direct(shared) as client:
         assert client.zcard(key) == 0
     assert shared.available  # and that call succeeding ends the back-off
+
+
+@pytest.mark.parametrize(("per_second", "burst"), [(50.0, 5.0), (20.0, 40.0), (7.5, 1.0)])
+async def test_a_shared_rate_keeps_both_its_rate_and_its_burst(
+    two_processes: tuple[SharedRedis, SharedRedis], per_second: float, burst: float
+) -> None:
+    limited = Principal(name=f"rate-{per_second}-{burst}", limits=Limits(rate=Rate(per_second, burst)))
+    limiters = [RateLimiter(Metrics(), shared) for shared in two_processes]
+    loop = asyncio.get_running_loop()
+    admitted, started, i = 0, loop.time(), 0
+    while loop.time() - started < 1.0:
+        try:
+            await limiters[i % 2].admit(limited)
+            admitted += 1
+        except GatewayError:
+            pass
+        i += 1
+    elapsed = loop.time() - started
+    # A token bucket: the burst at once, then per_second (a request's worth of slack each way).
+    expected = burst + per_second * elapsed
+    assert expected - per_second * 0.1 - 1 <= admitted <= expected + 1, (admitted, expected)
+    assert all(shared.available for shared in two_processes)
