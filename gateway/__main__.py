@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from gateway.serve import serve
 
-    return serve(settings, args.config, args.workers)
+    return serve(settings, args.workers)
 
 
 if __name__ == "__main__":

@@ -8,9 +8,8 @@ lets its in-flight requests finish within `shutdown_grace` seconds, and exits.
 The supervisor runs even for one worker: a worker killed by a segfault or the OOM killer is
 replaced in about a second instead of taking the service down.
 
-Each worker builds its settings again from the same file and environment (they were checked
-once in the supervisor), and gets an equal share of `cache.memory_bytes`, so the configured
-figure bounds the whole process group.
+Every worker serves the settings the supervisor checked at start (handed over, not read again),
+with an equal share of `cache.memory_bytes`, so the configured figure bounds the whole group.
 """
 
 from __future__ import annotations
@@ -20,8 +19,12 @@ import logging
 import math
 import os
 import shutil
+import socket
+import ssl
 import sys
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
@@ -31,21 +34,28 @@ from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors.multiprocess import Multiprocess
 
 from gateway.app import create_app, startup_line, warn_without_credentials
-from gateway.config import ConfigError, Settings, load_settings
+from gateway.config import Settings
 from gateway.logs import setup_logging
 from gateway.tls import uvicorn_ssl_context
 
 log = logging.getLogger("gateway")
 
-CONFIG_ENV = "GATEWAY_CONFIG"
-WORKERS_ENV = "GATEWAY_WORKERS"
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class Supervisor(Multiprocess):
-    """uvicorn's supervisor, which also closes its copy of the listening socket as soon as it
-    is told to stop: once the workers have closed theirs, new connections are refused at once
-    instead of waiting in a backlog that nobody accepts from any more."""
+    """uvicorn's supervisor, and:
+    - on SIGTERM or SIGINT it closes its copy of the listening socket first: once the workers
+      have closed theirs, new connections are refused at once instead of waiting in a backlog
+      that nobody accepts from any more;
+    - a worker that died is a warning, with its exit code (-9: killed, as by the OOM killer);
+    - a worker that is gone (died, or replaced on SIGHUP or SIGTTOU) leaves /metrics' gauges;
+    - `failed_to_start` says whether it stopped because a worker could not start."""
+
+    def __init__(self, config: uvicorn.Config, sockets: list[socket.socket]) -> None:
+        super().__init__(config, sockets)
+        self._known: set[int] = set()
+        self.failed_to_start = False
 
     def handle_term(self) -> None:
         self._stop_listening()
@@ -60,12 +70,20 @@ class Supervisor(Multiprocess):
             sock.close()
 
     def keep_subprocess_alive(self) -> None:
-        before = {process.pid for process in self.processes}
+        for process in self.processes:
+            if process.exitcode is not None and not self.should_exit.is_set():
+                if process.exitcode == STARTUP_FAILURE:
+                    self.failed_to_start = True
+                else:
+                    log.warning(
+                        "worker %s died (exit code %s); starting another", process.pid, process.exitcode
+                    )
         super().keep_subprocess_alive()
-        # A dead worker's gauges leave /metrics; its counters stay in the sums.
-        for pid in before - {process.pid for process in self.processes}:
-            if pid is not None and METRICS_DIR_ENV in os.environ:
+        living = {process.pid for process in self.processes if process.pid is not None}
+        for pid in self._known - living:
+            if METRICS_DIR_ENV in os.environ:
                 mark_process_dead(pid)  # type: ignore[no-untyped-call]  # prometheus_client leaves it untyped
+        self._known = living
 
 
 def available_cpus() -> int:
@@ -98,30 +116,47 @@ def worker_settings(settings: Settings, workers: int) -> Settings:
     return dataclasses.replace(settings, cache=cache, workers=workers)
 
 
-def worker_app() -> Starlette:
-    """The app of one worker process (uvicorn calls this factory by name in each worker)."""
+@dataclass(frozen=True)
+class WorkerApp:
+    """The app factory every worker calls; uvicorn hands it to each worker process (pickled),
+    with the settings the supervisor checked: every worker, the replacements of dead ones
+    included, serves those, whatever happens to the file afterwards."""
+
+    settings: Settings
+    workers: int
+
+    def __call__(self) -> Starlette:
+        setup_logging(self.settings.log_level)
+        try:
+            return create_app(worker_settings(self.settings, self.workers))
+        except Exception:
+            # One JSON line, then uvicorn's code for "would fail the same way every time":
+            # the supervisor stops instead of restarting it forever.
+            log.exception("a worker could not start")
+            sys.exit(STARTUP_FAILURE)
+
+
+def worker_ssl_context(config: uvicorn.Config, default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+    """`gateway.tls`'s reloading context, built in each worker before its app; a certificate
+    that no longer loads (deleted since start) stops the supervisor, as a failing app does."""
+    setup_logging(str(config.log_level or "info"))
     try:
-        settings = load_settings(os.environ.get(CONFIG_ENV))
-    except ConfigError as err:  # the file changed since the supervisor checked it
-        print(f"amp-gateway: configuration error: {err}", file=sys.stderr)
+        return uvicorn_ssl_context(config, default)
+    except Exception:
+        log.exception("a worker could not load its certificate")
         sys.exit(STARTUP_FAILURE)
-    setup_logging(settings.log_level)
-    return create_app(worker_settings(settings, settings.workers or 1))
 
 
-def serve(settings: Settings, config_path: str | None, workers: int | None) -> int:
+def serve(settings: Settings, workers: int | None) -> int:
     count = workers or settings.workers or available_cpus()
-    # The workers read their settings as the supervisor did: same file, same environment.
-    if config_path:
-        os.environ[CONFIG_ENV] = str(Path(config_path).resolve())
-    os.environ[WORKERS_ENV] = str(count)
-    # Workers write their metrics here, so that /metrics adds up all of them (gateway.metrics).
-    metrics_dir = None
-    if METRICS_DIR_ENV not in os.environ:
-        metrics_dir = os.environ[METRICS_DIR_ENV] = tempfile.mkdtemp(prefix="amp-gateway-metrics-")
     setup_logging(settings.log_level)
+    try:
+        metrics_dir = _metrics_directory()
+    except OSError as err:
+        log.error("%s: %s: %s", METRICS_DIR_ENV, os.environ.get(METRICS_DIR_ENV), err.strerror or err)
+        return STARTUP_FAILURE
     config = uvicorn.Config(
-        "gateway.serve:worker_app",
+        WorkerApp(settings, count),
         factory=True,
         host=settings.listen_host,
         port=settings.listen_port,
@@ -137,7 +172,7 @@ def serve(settings: Settings, config_path: str | None, workers: int | None) -> i
         # Inbound TLS: each worker builds its context and reloads it when the files change.
         ssl_certfile=settings.tls.cert_file,
         ssl_keyfile=settings.tls.key_file,
-        ssl_context_factory=uvicorn_ssl_context if settings.tls.cert_file else None,
+        ssl_context_factory=worker_ssl_context if settings.tls.cert_file else None,
     )
     try:
         sock = config.bind_socket()
@@ -145,9 +180,28 @@ def serve(settings: Settings, config_path: str | None, workers: int | None) -> i
         return STARTUP_FAILURE
     log.info(startup_line(settings, count))
     warn_without_credentials(settings)
+    supervisor = Supervisor(config, sockets=[sock])
     try:
-        Supervisor(config, sockets=[sock]).run()
+        supervisor.run()
     finally:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+    if supervisor.failed_to_start:
+        log.error("stopped: a worker could not start (see above)")
+        return STARTUP_FAILURE
     return 0
+
+
+def _metrics_directory() -> str | None:
+    """Where the workers write their metrics (gateway.metrics adds them up): a fresh directory
+    of our own, removed at exit (returned), or the one PROMETHEUS_MULTIPROC_DIR names, emptied
+    of an earlier run's files (prometheus-client's advice), created if need be."""
+    given = os.environ.get(METRICS_DIR_ENV)
+    if not given:
+        made = os.environ[METRICS_DIR_ENV] = tempfile.mkdtemp(prefix="amp-gateway-metrics-")
+        return made
+    directory = Path(given)
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink()
+    return None

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import httpx
+import orjson
 import pytest
 from support.amp_standin import AmpStandin, RecordedRequest
 from support.certs import Authority, Pki, presented_serial
@@ -256,3 +257,40 @@ def test_every_worker_serves_tls_and_takes_a_rotated_certificate(
     while gateway.log.read_text().count("loaded the new certificate") < 2 and time.monotonic() < deadline:
         time.sleep(0.5)
     assert gateway.log.read_text().count("loaded the new certificate") == 2  # each worker, once
+
+
+def test_a_replacement_worker_serves_the_settings_checked_at_start(
+    fresh_amp: AmpStandin, start: Callable[..., GatewayProcess]
+) -> None:
+    gateway = start(_raw(fresh_amp, None), workers=2)
+    gateway.config.write_text("log_level: verbose\nnot: [valid")  # edited since: broken
+    first = gateway.worker_pids()
+    os.kill(first[0], signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and (
+        len(gateway.worker_pids()) < 2 or first[0] in gateway.worker_pids()
+    ):
+        time.sleep(0.1)
+    assert len(gateway.worker_pids()) == 2 and gateway.alive
+    codes = [httpx.get(f"{gateway.url}/api/v1/status/buildinfo", timeout=10).status_code for _ in range(20)]
+    assert codes == [200] * 20
+    log = gateway.log.read_text()
+    assert f"worker {first[0]} died (exit code -9)" in log and "configuration error" not in log
+
+
+def test_a_worker_that_cannot_start_stops_the_supervisor_with_an_error(
+    fresh_amp: AmpStandin, tmp_path: Path, start: Callable[..., GatewayProcess]
+) -> None:
+    pki = Pki.create(tmp_path / "pki")
+    pair = pki.ca.issue(tmp_path / "live", "localhost")
+    gateway = start(
+        _raw(fresh_amp, None, tls={"cert_file": str(pair.cert), "key_file": str(pair.key)}), workers=2
+    )
+    pair.key.unlink()  # the replacement cannot load the certificate the others serve
+    os.kill(gateway.worker_pids()[0], signal.SIGKILL)
+    assert gateway.process is not None
+    assert gateway.process.wait(timeout=30) == 3  # uvicorn's "startup failure", not 0
+    lines = [orjson.loads(line) for line in gateway.log.read_text().splitlines()]  # all JSON
+    messages = [line["message"] for line in lines if line["level"] == "error"]
+    assert "a worker could not load its certificate" in messages
+    assert "stopped: a worker could not start (see above)" in messages

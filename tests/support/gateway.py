@@ -173,8 +173,16 @@ class GatewayProcess:
     def worker_pids(self) -> list[int]:
         """The supervisor's worker processes (its children, minus multiprocessing's helper)."""
         assert self.process is not None
-        children = psutil.Process(self.process.pid).children()
-        return [c.pid for c in children if "resource_tracker" not in " ".join(c.cmdline())]
+        pids = []
+        for child in psutil.Process(self.process.pid).children():
+            try:
+                if child.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in " ".join(
+                    child.cmdline()
+                ):
+                    pids.append(child.pid)
+            except psutil.Error:  # gone, or a zombie not yet reaped
+                pass
+        return pids
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
