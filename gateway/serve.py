@@ -70,15 +70,13 @@ class Supervisor(Multiprocess):
             sock.close()
 
     def keep_subprocess_alive(self) -> None:
-        for process in self.processes:
-            if process.exitcode is not None and not self.should_exit.is_set():
-                if process.exitcode == STARTUP_FAILURE:
-                    self.failed_to_start = True
-                else:
-                    log.warning(
-                        "worker %s died (exit code %s); starting another", process.pid, process.exitcode
-                    )
+        before = list(self.processes)
         super().keep_subprocess_alive()
+        for process in before:
+            if process.exitcode == STARTUP_FAILURE:
+                self.failed_to_start = True
+            elif process not in self.processes:
+                log.warning("worker %s died (exit code %s); started another", process.pid, process.exitcode)
         living = {process.pid for process in self.processes if process.pid is not None}
         for pid in self._known - living:
             if METRICS_DIR_ENV in os.environ:
