@@ -89,7 +89,7 @@ class Gateway:
         self.cache: ResultsCache | None = None
         stages: list[tuple[str, Stage]] = [
             ("size_limits", size_limits(metrics)),
-            ("principal_slots", principal_slots(metrics)),
+            ("principal_slots", principal_slots(metrics, self.shared)),
             ("enforce", enforcement(EnforceSettings(override=settings.auth.override))),
             ("local_answers", local_answers()),
             ("result_caps", result_caps()),

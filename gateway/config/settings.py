@@ -5,6 +5,7 @@ A bad setting raises ConfigError with one line naming the key and what is wrong.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.resources
 import os
 import re
@@ -55,6 +56,14 @@ class Workspace:
     @property
     def names(self) -> tuple[str, ...]:
         return (self.id, self.alias) if self.alias else (self.id,)
+
+    @property
+    def fingerprint(self) -> str:
+        """The workspace in keys shared with other gateways (Redis): its id and a digest of
+        where and as whom it is asked, so that two deployments whose workspaces share an id
+        (`default`, a copied config) never share entries, slots or answers."""
+        where = repr((self.url, self.region, self.sigv4, self.role_arn, self.external_id))
+        return f"{self.id}@{hashlib.sha256(where.encode()).hexdigest()[:16]}"
 
 
 @dataclass(frozen=True)

@@ -243,7 +243,7 @@ class RoundKeys(NamedTuple):
 
 def redis_keys(request: Request) -> RoundKeys:
     key = (
-        request.workspace.id,
+        request.workspace.fingerprint,
         request.method,
         request.path,
         request.params,

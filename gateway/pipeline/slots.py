@@ -55,9 +55,10 @@ class KeyedSlots:
             held.release()
 
 
-def principal_slots(metrics: Metrics) -> Stage:
-    """Per principal and workspace, when the principal's limits set max_concurrency."""
-    slots = KeyedSlots()
+def principal_slots(metrics: Metrics, shared: SharedRedis | None = None) -> Stage:
+    """Per principal and workspace, when the principal's limits set max_concurrency: in this
+    process, and across every process when Redis is there."""
+    slots = Slots(shared)
 
     def stage(next_handler: Handler) -> Handler:
         async def handle(request: Request) -> Answer:
@@ -66,7 +67,7 @@ def principal_slots(metrics: Metrics) -> Stage:
                 return await next_handler(request)
             who, workspace = request.principal.name, request.workspace.id
             return await slots.run(
-                (who, workspace),
+                f"principal:{who}:{request.workspace.fingerprint}",
                 limits.max_concurrency,
                 limits.queue_timeout,
                 lambda: too_many(
@@ -83,6 +84,43 @@ def principal_slots(metrics: Metrics) -> Stage:
         return handle
 
     return stage
+
+
+class Slots:
+    """`size` slots per key in this process and, with Redis, across every process (a slot
+    here, then one there, within one deadline)."""
+
+    def __init__(self, shared: SharedRedis | None) -> None:
+        self._here = KeyedSlots()
+        self._everywhere = RedisSlots(shared) if shared is not None else None
+
+    async def run(
+        self,
+        key: str,
+        size: int,
+        deadline: float,
+        refused: Callable[[], GatewayError],
+        call: Callable[[], Awaitable[Answer]],
+    ) -> Answer:
+        queued = time.monotonic()
+
+        async def in_slot_here() -> Answer:
+            if self._everywhere is None:
+                return await call()
+            everywhere, shared_key = self._everywhere, f"amp-gateway:slots:{{{key}}}"
+            left = max(0.0, deadline - (time.monotonic() - queued))
+            holder = await everywhere.acquire(shared_key, size, left)
+            if holder is False:
+                raise refused()
+            if not isinstance(holder, str):  # Redis is away: this process's slots alone
+                return await call()
+            try:
+                async with everywhere.renewing(shared_key, holder):
+                    return await call()
+            finally:
+                await everywhere.release(shared_key, holder)
+
+        return await self._here.run(key, size, deadline, refused, in_slot_here)
 
 
 class RedisSlots:
@@ -167,42 +205,28 @@ class RedisSlots:
 def workspace_slots(settings: UpstreamSettings, metrics: Metrics, shared: SharedRedis | None = None) -> Stage:
     """Per workspace, for every attempt sent upstream: in this process, and across every
     process when Redis is there (AMP's quotas are per workspace, whoever sends)."""
-    slots = KeyedSlots()
-    everywhere = RedisSlots(shared) if shared is not None else None
+    slots = Slots(shared)
 
     def stage(next_handler: Handler) -> Handler:
         async def handle(request: Request) -> Answer:
             workspace = request.workspace.id
             queued = time.monotonic()
 
-            def refused() -> GatewayError:
-                return GatewayError(
+            def started() -> Awaitable[Answer]:
+                metrics.upstream_queue_seconds.labels(workspace).observe(time.monotonic() - queued)
+                return next_handler(request)
+
+            return await slots.run(
+                f"workspace:{request.workspace.fingerprint}",
+                settings.max_concurrency,
+                settings.queue_timeout,
+                lambda: GatewayError(
                     "too_many_requests",
                     f"all {settings.max_concurrency} upstream slots of {workspace} stayed "
                     f"busy for {settings.queue_timeout:g}s; retry later",
                     headers={"Retry-After": "1"},
-                )
-
-            async def started() -> Answer:
-                if everywhere is None:
-                    metrics.upstream_queue_seconds.labels(workspace).observe(time.monotonic() - queued)
-                    return await next_handler(request)
-                key = f"amp-gateway:slots:{{{workspace}}}"
-                left = max(0.0, settings.queue_timeout - (time.monotonic() - queued))
-                holder = await everywhere.acquire(key, settings.max_concurrency, left)
-                if holder is False:
-                    raise refused()
-                metrics.upstream_queue_seconds.labels(workspace).observe(time.monotonic() - queued)
-                if not isinstance(holder, str):  # Redis is away: this process's slots alone
-                    return await next_handler(request)
-                try:
-                    async with everywhere.renewing(key, holder):
-                        return await next_handler(request)
-                finally:
-                    await everywhere.release(key, holder)
-
-            return await slots.run(
-                workspace, settings.max_concurrency, settings.queue_timeout, refused, started
+                ),
+                started,
             )
 
         return handle

@@ -6,6 +6,7 @@ or its content is damaged."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import redis
 from support.netutil import free_port
 from support.redis_cluster import RedisClusterServer
 from support.redis_server import RedisServer
-from support.stages import PRINCIPAL, FakeUpstream, request
+from support.stages import PRINCIPAL, WORKSPACE, FakeUpstream, request
 
 from gateway.config import CacheSettings, Limits, Principal, Rate, UpstreamSettings
 from gateway.errors import GatewayError
@@ -238,7 +239,8 @@ async def test_a_living_holder_keeps_its_slot_and_a_dead_ones_slot_comes_back(
     with _direct(two_processes[0]) as client:
         seconds, micros = client.time()
         now_ms = seconds * 1000 + micros // 1000
-        client.zadd("amp-gateway:slots:{ws-1}", {"dead-holder": now_ms + int(short_leases * 1000)})
+        key = f"amp-gateway:slots:{{workspace:{WORKSPACE.fingerprint}}}"
+        client.zadd(key, {"dead-holder": now_ms + int(short_leases * 1000)})
     quick = SlowUpstream(0.01)
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -341,3 +343,26 @@ async def test_a_shared_rate_keeps_both_its_rate_and_its_burst(
     expected = burst + per_second * elapsed
     assert expected - per_second * 0.1 - 1 <= admitted <= expected + 1, (admitted, expected)
     assert all(shared.available for shared in two_processes)
+
+
+async def test_a_principals_concurrency_holds_across_processes(
+    two_processes: tuple[SharedRedis, SharedRedis],
+) -> None:
+    limited = Principal(name="one-at-a-time", limits=Limits(max_concurrency=1, queue_timeout=10))
+    upstream = SlowUpstream(0.2)
+    handlers = [slots.principal_slots(Metrics(), shared)(upstream) for shared in two_processes]
+    await asyncio.gather(*(handlers[i % 2](request(principal=limited)) for i in range(4)))
+    assert len(upstream.requests) == 4 and upstream.most_in_flight == 1
+
+
+async def test_gateways_with_the_same_workspace_id_elsewhere_share_nothing(
+    two_processes: tuple[SharedRedis, SharedRedis],
+) -> None:
+    elsewhere = dataclasses.replace(
+        WORKSPACE, url="https://aps-workspaces.eu-west-1.amazonaws.com/workspaces/ws-1"
+    )
+    assert elsewhere.id == WORKSPACE.id and elsewhere.fingerprint != WORKSPACE.fingerprint
+    upstream = SlowUpstream(0.3)
+    first, second = (coalescing(lambda: None, shared, wait=5)(upstream) for shared in two_processes)
+    await asyncio.gather(first(request()), second(request(workspace=elsewhere)))
+    assert len(upstream.requests) == 2

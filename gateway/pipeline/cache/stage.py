@@ -143,7 +143,7 @@ class ResultsCache:
             (
                 codec.SCHEMA_VERSION,
                 kind,
-                request.workspace.id,
+                request.workspace.fingerprint,
                 request.endpoint,
                 request.path,
                 request.principal.enforce,
