@@ -9,7 +9,10 @@ from collections.abc import Iterable
 
 from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.api.routes import request_id
 
 access_log = logging.getLogger("gateway.access")
 
@@ -105,6 +108,7 @@ class AccessLog:
         status = 500
         size = 0
         headers: dict[bytes, bytes] = {}
+        request_id(Request(scope))  # for every request, not only the API's: its lines carry it
 
         async def sending(message: Message) -> None:
             nonlocal status, size, headers
@@ -121,7 +125,7 @@ class AccessLog:
             client = scope.get("client")
             method, path = scope["method"], scope["path"]
             fields = {
-                "request_id": scope.get("gateway.request_id") or headers.get(b"x-request-id", b"").decode(),
+                "request_id": scope["gateway.request_id"],
                 "method": method,
                 "path": path,
                 "status": status,

@@ -55,6 +55,7 @@ def test_every_line_is_json_requests_carry_their_id_and_probes_are_quiet(
             timeout=10,
         )
         assert answer.status_code == 200
+        httpx.get(f"{process.url}/no/such/page", headers={"x-request-id": "logs-test-3"}, timeout=10)
         failing = httpx.get(
             f"{process.url}/workspaces/ws-nope/api/v1/query",
             params={"query": "up"},
@@ -68,8 +69,12 @@ def test_every_line_is_json_requests_carry_their_id_and_probes_are_quiet(
     loggers = {line["logger"] for line in lines}
     assert {"gateway", "gateway.access", "uvicorn.error"} <= loggers, loggers
     access = [line for line in lines if line["logger"] == "gateway.access"]
-    assert [a["path"] for a in access] == ["/api/v1/query", "/workspaces/ws-nope/api/v1/query"]
-    assert [a["request_id"] for a in access] == ["logs-test-1", "logs-test-2"]
+    assert [a["path"] for a in access] == [
+        "/api/v1/query",
+        "/no/such/page",
+        "/workspaces/ws-nope/api/v1/query",
+    ]
+    assert [a["request_id"] for a in access] == ["logs-test-1", "logs-test-3", "logs-test-2"]
     assert access[0]["status"] == 200 and access[0]["message"] == "GET /api/v1/query 200"
     (started,) = [line["message"] for line in lines if "serving http://" in line["message"]]
     assert "with 2 workers" in started and "ws-test1 (test) at 127.0.0.1" in started
