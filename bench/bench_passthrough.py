@@ -127,7 +127,9 @@ def main() -> None:
             for name, gateway in gateways.items():
                 extra = coalesced(gateway.url) - merged[name]
                 boundaries = 2 * args.rounds + 1
-                assert extra <= CONNECTIONS * boundaries, f"{extra:.0f} coalesced: not a pass-through measurement"
+                assert extra <= CONNECTIONS * boundaries, (
+                    f"{extra:.0f} coalesced: not a pass-through measurement"
+                )
 
     def med(name: str, attr: str) -> float:
         return statistics.median(getattr(r, attr) for r in runs[name])
