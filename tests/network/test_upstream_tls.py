@@ -7,6 +7,7 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
+import httpx
 import pytest
 from support.amp_standin import AmpStandin
 from support.certs import Authority, Pki
@@ -28,6 +29,15 @@ def tls_settings(amp: AmpStandin, front: TlsFront, host: str = "127.0.0.1", **up
             "upstream": {"retry_base": "10ms", **upstream},
         },
     )
+
+
+async def _query_once_through(amp: AmpStandin, front: TlsFront, pki: Pki) -> httpx.Response:
+    """One query through a gateway that trusts the test CA, to `front`, which is stopped after."""
+    try:
+        async with gateway_client(tls_settings(amp, front, ca_bundle=str(pki.ca_file))) as client:
+            return await client.get("/api/v1/query", params=QUERY)
+    finally:
+        front.stop()
 
 
 async def test_a_private_ca_in_ca_bundle_verifies_the_upstream(
@@ -79,13 +89,7 @@ async def test_the_host_name_is_verified_too(
     # A certificate the CA issued for another name: trusted issuer, wrong host.
     other = pki.ca.issue(tmp_path / "other", "elsewhere.example", hosts=("elsewhere.example",))
     front = TlsFront(int(fresh_amp.url.rsplit(":", 1)[1]), server_context(str(other.cert), str(other.key)))
-    front.start()
-    try:
-        settings = tls_settings(fresh_amp, front, ca_bundle=str(pki.ca_file))
-        async with gateway_client(settings) as client:
-            answer = await client.get("/api/v1/query", params=QUERY)
-    finally:
-        front.stop()
+    answer = await _query_once_through(fresh_amp, front.start(), pki)
     assert answer.status_code == 502
     assert "IP address mismatch" in answer.json()["error"]
 
@@ -125,12 +129,7 @@ async def test_without_the_client_certificate_the_refusal_says_what_to_set(
     context = server_context(str(pki.server.cert), str(pki.server.key), client_ca=str(pki.ca_file))
     context.maximum_version = version
     front = TlsFront(int(amp.url.rsplit(":", 1)[1]), context).start()
-    try:
-        settings = tls_settings(fresh_amp, front, ca_bundle=str(pki.ca_file))
-        async with gateway_client(settings) as client:
-            answer = await client.get("/api/v1/query", params=QUERY)
-    finally:
-        front.stop()
+    answer = await _query_once_through(fresh_amp, front, pki)
     assert answer.status_code == 502, answer.text
     error = answer.json()["error"]
     assert f"refused the TLS handshake ({alert})" in error
