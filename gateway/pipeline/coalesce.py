@@ -56,8 +56,8 @@ _SCRIPTS = {
         return 1
     """,
     "release": """
-        if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-        redis.call('DEL', KEYS[2])
+        if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+        redis.call('DEL', KEYS[1], KEYS[2])
         return 1
     """,
 }
@@ -122,7 +122,13 @@ def _across_processes(
             return bool(await client.set(keys.lock, token, nx=True, px=lease_ms))
 
         taken = await shared.call("coalesce", take)
-        if taken is None:  # Redis is away
+        if taken is None:  # Redis is away (and may have taken the lock for us: let it go)
+            release = scripts["release"]
+            _background(
+                shared.call(
+                    "coalesce", lambda: release(keys=[keys.lock, keys.waiters], args=[token]), always=True
+                )
+            )
             return await next_handler(request)
         if taken:
             renew = scripts["extend"]
@@ -182,8 +188,8 @@ async def _let_go(
     pair = [keys.lock, keys.waiters]
     if outcome is not None:
         alone = scripts["alone"]
-        if await shared.call("coalesce", lambda: alone(keys=pair, args=[token])) != 0:
-            return
+        if await shared.call("coalesce", lambda: alone(keys=pair, args=[token]), always=True) == 1:
+            return  # nobody waits, and the lock is let go
         blob = encode(outcome, token, keys.digest)
         if len(blob) <= MAX_SHARED_BYTES:
             client = shared.client

@@ -366,3 +366,18 @@ async def test_gateways_with_the_same_workspace_id_elsewhere_share_nothing(
     first, second = (coalescing(lambda: None, shared, wait=5)(upstream) for shared in two_processes)
     await asyncio.gather(first(request()), second(request(workspace=elsewhere)))
     assert len(upstream.requests) == 2
+
+
+async def test_a_holder_whose_process_backs_off_meanwhile_still_hands_over(
+    two_processes: tuple[SharedRedis, SharedRedis],
+) -> None:
+    upstream = SlowUpstream(0.4)
+    first, second = (coalescing(lambda: None, shared, wait=30)(upstream) for shared in two_processes)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    leader = asyncio.ensure_future(first(request()))
+    await asyncio.sleep(0.1)
+    two_processes[0].failed("test", TimeoutError())  # a blip in the holder's process
+    outcomes = await asyncio.gather(leader, second(request()))
+    assert outcomes[0] == outcomes[1] and len(upstream.requests) == 1
+    assert loop.time() - started < 3  # not the lease's 10 s
