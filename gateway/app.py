@@ -79,13 +79,17 @@ class Gateway:
         self.sender = Sender(settings.upstream, metrics)
         # Redis, when configured, is shared by the cache, rate limits, upstream slots and coalescing.
         self.shared = SharedRedis(settings.cache, metrics) if settings.cache.redis_url else None
+        signed = signing(CredentialSource(settings.aws), metrics, instrumented("send", self.sender))
         self.upstream: Handler = compose(
             [
                 ("retry", retrying(settings.upstream, metrics)),
                 ("workspace_slots", workspace_slots(settings.upstream, metrics, self.shared)),
             ],
-            ("sign", signing(CredentialSource(settings.aws), metrics, instrumented("send", self.sender))),
+            ("sign", signed),
         )
+        # Readiness asks each workspace without queueing for a slot: with Redis the slots are
+        # the whole fleet's, and slow queries holding them must not make every replica unready.
+        self.probe: Handler = instrumented("sign", signed)
         self.cache: ResultsCache | None = None
         stages: list[tuple[str, Stage]] = [
             ("size_limits", size_limits(metrics)),
@@ -187,7 +191,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> St
     if not settings.auth.enabled and not is_loopback(settings.listen_host):
         log.warning("auth: none; anyone who reaches %s can query every workspace", settings.listen_host)
     api = PrometheusApi(settings, gateway.ask, metrics)
-    readiness = Readiness(settings, gateway.upstream, metrics)
+    readiness = Readiness(settings, gateway.probe, metrics)
 
     # The API first: it is what nearly every request asks for, and the router tries routes in order.
     routes: list[BaseRoute] = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import httpx
@@ -9,6 +10,7 @@ import orjson
 import pytest
 from support.amp_standin import AmpStandin
 from support.gateway import gateway_client, gateway_settings
+from support.redis_server import RedisServer
 
 from gateway.logs import JsonFormatter
 
@@ -67,3 +69,27 @@ async def test_access_log_is_json_with_request_id_and_no_secrets(
     assert '"request_id":"req-42"' in line and '"status":200' in line and '"path":"/api/v1/query"' in line
     for secret in ("hunter2", "sekret-token", aws_env["AWS_SECRET_ACCESS_KEY"], "AWS4-HMAC"):
         assert secret not in line
+
+
+async def test_readiness_does_not_queue_behind_slow_queries_for_an_upstream_slot(
+    fresh_amp: AmpStandin, aws_env: dict[str, str], redis_server: RedisServer
+) -> None:
+    # The only upstream slot (the whole fleet's, through Redis) is held by a slow query longer
+    # than the probe's own 5 s timeout; the replica is still ready.
+    raw = {
+        "upstream": {"max_concurrency": 1, "queue_timeout": "20s"},
+        "cache": {"mode": "off", "redis_url": redis_server.url},
+    }
+    settings = gateway_settings(fresh_amp, raw=raw)
+    fresh_amp.inject_delay(6, count=1, path_contains="query_range")
+    async with gateway_client(settings) as client:
+        slow = asyncio.ensure_future(
+            client.get(
+                "/api/v1/query_range",
+                params={"query": "demo_num_cpus", "start": "1700000000", "end": "1700000600", "step": "60"},
+            )
+        )
+        await asyncio.sleep(0.5)
+        ready = await client.get("/-/ready")
+        assert ready.status_code == 200 and ready.json() == {"ready": True}
+        assert (await slow).status_code == 200
