@@ -114,7 +114,9 @@ class Gateway:
         ]
         self.query: Handler = compose(stages, ("upstream", self.upstream))
         self.authenticate = instrumented("authenticate", self.authenticator.authenticate)
-        self.rate_limit = instrumented("rate_limit", RateLimiter(metrics, self.shared).admit)
+        self.rate_limit = instrumented(
+            "rate_limit", RateLimiter(metrics, self.shared, settings.fingerprint).admit
+        )
         self.authorize = instrumented("authorize", authorizer(settings))
         self.validator = Validator(settings.upstream.timeout)
         self.validate = instrumented("validate", self.validator)

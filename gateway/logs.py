@@ -33,8 +33,6 @@ QUIET_LIBRARIES = (
     "asyncio",
 )
 
-LEVELS = ("debug", "info", "warning", "error")
-
 # The request being served in this task, for every line logged while serving it.
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 

@@ -28,6 +28,7 @@ class Metrics:
     """One registry per app, so several apps (tests, benchmarks) can live in one process."""
 
     def __init__(self) -> None:
+        self._redis_up: Gauge | None = None
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -72,12 +73,6 @@ class Metrics:
             "gateway_upstream_throttled_total",
             "Upstream 429 answers (before retries).",
             ["workspace"],
-            registry=r,
-        )
-        self.redis_up = Gauge(
-            "gateway_redis_up",
-            "1 while Redis answers; 0 while cache, rate limits, slots and coalescing are per process.",
-            multiprocess_mode="livemin",
             registry=r,
         )
         self.redis_fallbacks = Counter(
@@ -188,3 +183,14 @@ class Metrics:
             ["principal", "reason"],
             registry=r,
         )
+
+    def redis_up(self) -> Gauge:
+        """Made when Redis is configured (`pipeline.shared`), absent otherwise: 0 means away."""
+        if self._redis_up is None:
+            self._redis_up = Gauge(
+                "gateway_redis_up",
+                "1 while Redis answers; 0 while cache, rate limits, slots and coalescing are per process.",
+                multiprocess_mode="livemin",
+                registry=self.registry,
+            )
+        return self._redis_up

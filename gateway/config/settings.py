@@ -140,6 +140,13 @@ class Settings:
     workers: int | None = None  # worker processes; None: the CPUs available to the container
     shutdown_grace: float = 25.0  # seconds in-flight requests get to finish after SIGTERM
 
+    @property
+    def fingerprint(self) -> str:
+        """The deployment in keys shared with other gateways (Redis) that no one workspace owns,
+        such as a principal's rate: a digest of its workspaces' fingerprints."""
+        prints = "|".join(sorted(w.fingerprint for w in self.workspaces))
+        return hashlib.sha256(prints.encode()).hexdigest()[:16]
+
     def workspace(self, name: str | None) -> Workspace | None:
         """The workspace with this id or alias; the default one for None."""
         if name is None:

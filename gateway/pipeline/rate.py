@@ -64,8 +64,10 @@ def too_many(metrics: Metrics, who: str, reason: str, message: str, retry_after:
 
 
 class RateLimiter:
-    def __init__(self, metrics: Metrics, shared: SharedRedis | None = None) -> None:
+    def __init__(self, metrics: Metrics, shared: SharedRedis | None = None, scope: str = "") -> None:
+        """`scope`: what tells this deployment's principals from another's on the same Redis."""
         self._metrics = metrics
+        self._prefix = f"{KEY_PREFIX}{scope}:"
         self._buckets: dict[str, TokenBucket] = {}  # this process's, one per configured principal
         self._shared = shared
         self._gcra = shared.client.register_script(_GCRA) if shared is not None else None
@@ -96,5 +98,5 @@ class RateLimiter:
         interval = 1_000_000 / rate.per_second
         args = [interval, (rate.burst - 1) * interval]
         gcra = self._gcra
-        waited = await self._shared.call("rate", lambda: gcra(keys=[KEY_PREFIX + who], args=args))
+        waited = await self._shared.call("rate", lambda: gcra(keys=[self._prefix + who], args=args))
         return None if waited is None else int(waited) / 1_000_000

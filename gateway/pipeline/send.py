@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import ipaddress
 import logging
 import os
@@ -72,7 +73,10 @@ class Sender:
         session = self._sessions.get(workspace.host)
         if session is None or session.closed:
             if self._client_cert is not None and self._watcher is None:
-                self._watcher = asyncio.get_running_loop().create_task(self._client_cert.watch())
+                # In a context of its own: made during a request, it would log with that request's id.
+                self._watcher = asyncio.get_running_loop().create_task(
+                    self._client_cert.watch(), context=contextvars.Context()
+                )
             proxy = self._proxies[workspace.host] = proxy_for(workspace.url, os.environ)
             if proxy is not None:
                 shown = URL(proxy).with_user(None)

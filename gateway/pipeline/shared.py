@@ -15,7 +15,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import redis.asyncio as redis_asyncio
 from redis.asyncio.cluster import RedisCluster
@@ -56,7 +55,7 @@ class SharedRedis:
         self._down_until = 0.0
         self._backoff = 1.0
         self._down = False
-        metrics.redis_up.set(1)
+        metrics.redis_up().set(1)
 
     @property
     def available(self) -> bool:
@@ -76,7 +75,7 @@ class SharedRedis:
                 feature,
             )
             self._down = True
-            self._metrics.redis_up.set(0)
+            self._metrics.redis_up().set(0)
         self._down_until = now + self._backoff
         self._backoff = min(self._backoff * 2, 30.0)
 
@@ -84,7 +83,7 @@ class SharedRedis:
         if self._down:
             log.warning("Redis is back: state shared again")
             self._down = False
-            self._metrics.redis_up.set(1)
+            self._metrics.redis_up().set(1)
         self._down_until = 0.0
         self._backoff = 1.0
 
@@ -147,13 +146,6 @@ class SharedRedis:
             yield
         finally:
             keeper.cancel()
-
-    def limits_uri(self) -> str:
-        """The same Redis, as the `limits` library names its storage."""
-        if not self.cluster:
-            return "async+" + self.url
-        parts = urlsplit(self.url)
-        return f"async+redis+cluster://{parts.netloc}"
 
     async def aclose(self) -> None:
         with contextlib.suppress(*REDIS_FAILURES):

@@ -32,6 +32,7 @@ async def test_health_ready_and_metrics(gateway: httpx.AsyncClient, fresh_amp: A
     assert 'gateway_upstream_requests_total{code="200",endpoint="query",workspace="ws-test1"} 1.0' in metrics
     assert "gateway_request_duration_seconds_bucket" in metrics
     assert "gateway_upstream_duration_seconds_bucket" in metrics
+    assert "gateway_redis_up" not in metrics  # no Redis configured: nothing to be away
 
 
 async def test_ready_names_the_failing_workspace_only_in_log_and_metrics(

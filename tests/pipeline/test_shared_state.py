@@ -152,7 +152,7 @@ async def test_without_redis_each_process_fetches_for_itself(redis_server: Redis
     upstream = SlowUpstream(0.05)
     handler = coalescing(lambda: None, shared, wait=5)(upstream)
     assert await handler(request()) == upstream.answer
-    assert metrics.redis_up._value.get() == 0
+    assert metrics.redis_up()._value.get() == 0
     await shared.aclose()
 
 

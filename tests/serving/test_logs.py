@@ -56,6 +56,14 @@ def test_every_line_is_json_requests_carry_their_id_and_probes_are_quiet(
         )
         assert answer.status_code == 200
         httpx.get(f"{process.url}/no/such/page", headers={"x-request-id": "logs-test-3"}, timeout=10)
+        fresh_amp.inject(403, errortype="AccessDeniedException", message="User: arn:aws:sts::123456789012:x")
+        denied = httpx.get(
+            f"{process.url}/api/v1/query",
+            params={"query": "up"},
+            headers={"x-request-id": "logs-test-4"},
+            timeout=10,
+        )
+        assert denied.status_code == 502  # the gateway's own identity is refused: not the client's fault
         failing = httpx.get(
             f"{process.url}/workspaces/ws-nope/api/v1/query",
             params={"query": "up"},
@@ -69,12 +77,17 @@ def test_every_line_is_json_requests_carry_their_id_and_probes_are_quiet(
     loggers = {line["logger"] for line in lines}
     assert {"gateway", "gateway.access", "uvicorn.error"} <= loggers, loggers
     access = [line for line in lines if line["logger"] == "gateway.access"]
-    assert [a["path"] for a in access] == [
-        "/api/v1/query",
-        "/no/such/page",
-        "/workspaces/ws-nope/api/v1/query",
+    assert [(a["path"], a["request_id"]) for a in access] == [
+        ("/api/v1/query", "logs-test-1"),
+        ("/no/such/page", "logs-test-3"),
+        ("/api/v1/query", "logs-test-4"),
+        ("/workspaces/ws-nope/api/v1/query", "logs-test-2"),
     ]
-    assert [a["request_id"] for a in access] == ["logs-test-1", "logs-test-3", "logs-test-2"]
+    # A line the pipeline writes while serving a request (AMP's refusal, logged) carries its id.
+    (amp_line,) = [
+        line for line in lines if line["logger"] != "gateway.access" and "123456789012" in line["message"]
+    ]
+    assert amp_line["request_id"] == "logs-test-4"
     assert access[0]["status"] == 200 and access[0]["message"] == "GET /api/v1/query 200"
     (started,) = [line["message"] for line in lines if "serving http://" in line["message"]]
     assert "with 2 workers" in started and "ws-test1 (test) at 127.0.0.1" in started
