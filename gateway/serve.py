@@ -1,12 +1,13 @@
 """`amp-gateway serve`: worker processes under a supervisor.
 
 The supervisor binds the listening socket once and starts `workers` processes that share it
-(uvicorn's own `Multiprocess` supervisor). It pings every worker twice a second and replaces
-one that died or stopped answering. On SIGTERM or SIGINT it stops them: each stops accepting,
-lets its in-flight requests finish within `shutdown_grace` seconds, and exits.
+(uvicorn's own `Multiprocess` supervisor). It replaces a worker whose process died. On SIGTERM
+or SIGINT it stops them: each stops accepting, lets its in-flight requests finish within
+`shutdown_grace` seconds, and exits.
 
-The supervisor runs even for one worker: a worker killed by a segfault or the OOM killer is
-replaced in about a second instead of taking the service down.
+The supervisor runs even for one worker: a worker killed by a segfault is replaced in about a
+second instead of taking the service down (a container's OOM kill, on Kubernetes 1.28+ with
+cgroup v2, takes the whole container anyway).
 
 Every worker serves the settings the supervisor checked at start (handed over, not read again),
 with an equal share of `cache.memory_bytes`, so the configured figure bounds the whole group.

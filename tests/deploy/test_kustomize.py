@@ -97,7 +97,7 @@ def test_validation_is_strict() -> None:
     misspelt = copy.deepcopy(deployment)
     misspelt["spec"]["template"]["spec"]["containers"][0]["securityContext"]["readOnlyRootFileSystem"] = True
     wrong_type = copy.deepcopy(deployment)
-    wrong_type["spec"]["replicas"] = "two"
+    wrong_type["spec"]["revisionHistoryLimit"] = "five"
     unknown_kind = {"apiVersion": "v1", "kind": "Deploymnet", "metadata": {"name": "x"}}
     assert len(schema_errors([misspelt, wrong_type, unknown_kind])) == 3
 
@@ -136,7 +136,7 @@ def test_every_container_is_locked_down(docs: list[Doc]) -> None:
 
 def test_gateway_pod(docs: list[Doc], tmp_path: Path) -> None:
     deployment = gateway_deployment(docs)
-    assert deployment["spec"]["replicas"] == 2
+    assert "replicas" not in deployment["spec"]  # the HPA owns the count
     pod = deployment["spec"]["template"]["spec"]
     spec = container(deployment, "gateway")
     for context in (pod["securityContext"], spec["securityContext"]):
@@ -236,7 +236,7 @@ def test_hpa_and_pdb_target_the_gateway(docs: list[Doc]) -> None:
     assert hpa["apiVersion"] == "autoscaling/v2"
     target = hpa["spec"]["scaleTargetRef"]
     assert (target["apiVersion"], target["kind"], target["name"]) == ("apps/v1", "Deployment", GATEWAY)
-    assert hpa["spec"]["minReplicas"] == deployment["spec"]["replicas"] < hpa["spec"]["maxReplicas"]
+    assert 2 <= hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
     (metric,) = hpa["spec"]["metrics"]
     assert metric["type"] == "Resource" and metric["resource"]["name"] == "cpu"
     # CPU utilization is relative to requests: every container of the pod needs one.
@@ -251,7 +251,7 @@ def test_hpa_and_pdb_target_the_gateway(docs: list[Doc]) -> None:
             assert not selects(
                 pdb["spec"]["selector"]["matchLabels"], other["spec"]["template"]["metadata"]["labels"]
             )
-    assert pdb["spec"]["maxUnavailable"] < deployment["spec"]["replicas"]
+    assert pdb["spec"]["maxUnavailable"] < hpa["spec"]["minReplicas"]
     assert deployment["spec"]["selector"]["matchLabels"] == pdb["spec"]["selector"]["matchLabels"]
 
 
