@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from importlib.metadata import PackageNotFoundError, version
 
+from gateway import __version__
 from gateway.config import ConfigError, load_settings
 
 
@@ -15,16 +15,9 @@ def _positive(text: str) -> int:
     return int(text)
 
 
-def _installed_version() -> str:
-    try:
-        return version("amp-gateway")
-    except PackageNotFoundError:  # run from a source tree that was never installed
-        return "unknown"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="amp-gateway", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"amp-gateway {_installed_version()}")
+    parser.add_argument("--version", action="version", version=f"amp-gateway {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve_parser = commands.add_parser("serve", help="run the gateway")
     serve_parser.add_argument("--config", help="YAML settings file (or GATEWAY_CONFIG)")

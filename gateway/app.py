@@ -26,7 +26,6 @@ Every step raises GatewayError to refuse; `gateway.api.respond` writes it.
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -36,6 +35,7 @@ from starlette.requests import Request as StarletteRequest
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from gateway import __version__
 from gateway.api.middleware import AccessLog, SecurityHeaders, add_cors
 from gateway.api.ops import Readiness, healthy, index, metrics_endpoint, ready_endpoint
 from gateway.api.respond import error_response
@@ -164,7 +164,7 @@ def startup_line(settings: Settings, workers: int) -> str:
         )
     scheme = "https" if settings.tls.cert_file else "http"
     return (
-        f"amp-gateway {version()} serving {scheme}://{settings.listen_host}:{settings.listen_port} "
+        f"amp-gateway {__version__} serving {scheme}://{settings.listen_host}:{settings.listen_port} "
         f"with {workers} worker{'s' if workers != 1 else ''}; workspaces: {workspaces}; "
         f"cache: {cache}; auth: {auth}"
     )
@@ -177,13 +177,6 @@ def warn_without_credentials(settings: Settings) -> None:
             "no AWS credentials found: every signed request will fail until some resolve "
             "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, IRSA, or an instance or task role)"
         )
-
-
-def version() -> str:
-    try:
-        return importlib.metadata.version("amp-gateway")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> Starlette:
