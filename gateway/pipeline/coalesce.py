@@ -17,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import Callable, Coroutine
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import orjson
 import xxhash
@@ -123,12 +123,7 @@ def _across_processes(
 
         taken = await shared.call("coalesce", take)
         if taken is None:  # Redis is away (and may have taken the lock for us: let it go)
-            release = scripts["release"]
-            _background(
-                shared.call(
-                    "coalesce", lambda: release(keys=[keys.lock, keys.waiters], args=[token]), always=True
-                )
-            )
+            _release_later(shared, scripts, keys, token)
             return await next_handler(request)
         if taken:
             renew = scripts["extend"]
@@ -166,7 +161,7 @@ async def _lead(
     except BaseException:
         # Anything else (a bug, a cancellation at shutdown): let go at once, without an answer,
         # so that the waiters fetch themselves now rather than when the lease ends.
-        _background(_let_go(shared, scripts, keys, token, None))
+        _release_later(shared, scripts, keys, token)
         raise
     await _let_go(shared, scripts, keys, token, outcome)
     if isinstance(outcome, GatewayError):
@@ -179,35 +174,30 @@ async def _let_go(
     scripts: dict[str, AsyncScript],
     keys: RoundKeys,
     token: str,
-    outcome: Answer | GatewayError | None,
+    outcome: Answer | GatewayError,
 ) -> None:
     """The holder's last step. Most fetches have nobody waiting in another process: then the
     answer is not written at all (for a 104 KB answer, 587 instead of 1,112 µs of CPU per
     fetch: bench/bench_shared_state.py). An answer too large to share is not written either:
     the waiters fetch themselves."""
     pair = [keys.lock, keys.waiters]
-    if outcome is not None:
-        alone = scripts["alone"]
-        if await shared.call("coalesce", lambda: alone(keys=pair, args=[token]), always=True) == 1:
-            return  # nobody waits, and the lock is let go
-        blob = encode(outcome, token, keys.digest)
-        if len(blob) <= MAX_SHARED_BYTES:
-            client = shared.client
-            # The answer first, then the lock: a waiter that finds the lock gone finds the answer.
-            await shared.call(
-                "coalesce", lambda: client.set(keys.answer(token), blob, px=ANSWER_TTL_MS), timeout=2.0
-            )
+    alone = scripts["alone"]
+    if await shared.call("coalesce", lambda: alone(keys=pair, args=[token]), always=True) == 1:
+        return  # nobody waits, and the lock is let go
+    blob = encode(outcome, token, keys.digest)
+    if len(blob) <= MAX_SHARED_BYTES:
+        client = shared.client
+        # The answer first, then the lock: a waiter that finds the lock gone finds the answer.
+        await shared.call(
+            "coalesce", lambda: client.set(keys.answer(token), blob, px=ANSWER_TTL_MS), timeout=2.0
+        )
     release = scripts["release"]
     await shared.call("coalesce", lambda: release(keys=pair, args=[token]), always=True)
 
 
-_letting_go: set[asyncio.Task[None]] = set()
-
-
-def _background(work: Coroutine[Any, Any, None]) -> None:
-    task = asyncio.ensure_future(work)
-    _letting_go.add(task)
-    task.add_done_callback(_letting_go.discard)
+def _release_later(shared: SharedRedis, scripts: dict[str, AsyncScript], keys: RoundKeys, token: str) -> None:
+    release = scripts["release"]
+    shared.later("coalesce", lambda: release(keys=[keys.lock, keys.waiters], args=[token]))
 
 
 async def _await_answer(

@@ -52,6 +52,7 @@ class SharedRedis:
         else:
             self.client = redis_asyncio.from_url(self.url, retry_on_timeout=False, **options)
         self._metrics = metrics
+        self._later: set[asyncio.Task[object]] = set()  # kept until done (the loop holds weak refs)
         self._down_until = 0.0
         self._backoff = 1.0
         self._down = False
@@ -131,6 +132,14 @@ class SharedRedis:
             return list(await self.client.mget_nonatomic(keys))
         return list(await self.client.mget(keys))
 
+    def later(self, feature: str, operation: Callable[[], Awaitable[object]]) -> None:
+        """operation() in the background, even while backing off: giving back what this process
+        may hold in Redis (a lock, a slot) when the caller cannot wait for it (it was cancelled)
+        or must not (Redis just failed it)."""
+        task = asyncio.ensure_future(self.call(feature, operation, always=True))
+        self._later.add(task)
+        task.add_done_callback(self._later.discard)
+
     @contextlib.asynccontextmanager
     async def renewing(self, feature: str, renew: Callable[[], Awaitable[object]]) -> AsyncIterator[None]:
         """renew() every LEASE_RENEW seconds while the body runs: a lease held this way ends
@@ -148,5 +157,7 @@ class SharedRedis:
             keeper.cancel()
 
     async def aclose(self) -> None:
+        # What is being given back still goes (each call is bounded by the timeout).
+        await asyncio.gather(*self._later, return_exceptions=True)
         with contextlib.suppress(*REDIS_FAILURES):
             await self.client.aclose()

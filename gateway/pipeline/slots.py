@@ -158,7 +158,6 @@ class RedisSlots:
         self._lease_ms = int(LEASE * 1000)
         self._script = shared.client.register_script(self._ACQUIRE)
         self._renew = shared.client.register_script(self._RENEW)
-        self._letting_go: set[asyncio.Task[None]] = set()
 
     async def acquire(self, key: str, size: int, deadline: float) -> str | bool | None:
         """A holder id to release; False when no slot freed up within `deadline` seconds;
@@ -187,9 +186,8 @@ class RedisSlots:
             raise
 
     def _let_go_later(self, key: str, holder: str) -> None:
-        task = asyncio.ensure_future(self.release(key, holder))
-        self._letting_go.add(task)
-        task.add_done_callback(self._letting_go.discard)
+        client = self._shared.client
+        self._shared.later("slots", lambda: client.zrem(key, holder))
 
     def renewing(self, key: str, holder: str) -> contextlib.AbstractAsyncContextManager[None]:
         """Keeps the holder's lease while the body runs: a slot whose holder died comes back
