@@ -79,9 +79,8 @@ class Supervisor(Multiprocess):
             elif process not in self.processes:
                 log.warning("worker %s died (exit code %s); started another", process.pid, process.exitcode)
         living = {process.pid for process in self.processes if process.pid is not None}
-        for pid in self._known - living:
-            if METRICS_DIR_ENV in os.environ:
-                mark_process_dead(pid)  # type: ignore[no-untyped-call]  # prometheus_client leaves it untyped
+        for pid in self._known - living:  # serve() set PROMETHEUS_MULTIPROC_DIR before starting us
+            mark_process_dead(pid)  # type: ignore[no-untyped-call]  # prometheus_client leaves it untyped
         self._known = living
 
 
