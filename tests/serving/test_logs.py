@@ -45,32 +45,19 @@ def test_every_line_is_json_requests_carry_their_id_and_probes_are_quiet(
     fresh_amp: AmpStandin, aws_env: dict[str, str], tmp_path: Path
 ) -> None:
     process = GatewayProcess(_raw(fresh_amp), tmp_path, aws_env, workers=2).start()
+
+    def ask(path: str, request_id: str, **params: str) -> httpx.Response:
+        return httpx.get(process.url + path, params=params, headers={"x-request-id": request_id}, timeout=10)
+
     try:
         for path in ("/-/healthy", "/-/ready", "/metrics"):
             httpx.get(process.url + path, timeout=10)
-        answer = httpx.get(
-            f"{process.url}/api/v1/query",
-            params={"query": "demo_num_cpus"},
-            headers={"x-request-id": "logs-test-1"},
-            timeout=10,
-        )
-        assert answer.status_code == 200
-        httpx.get(f"{process.url}/no/such/page", headers={"x-request-id": "logs-test-3"}, timeout=10)
+        assert ask("/api/v1/query", "logs-test-1", query="demo_num_cpus").status_code == 200
+        ask("/no/such/page", "logs-test-3")
         fresh_amp.inject(403, errortype="AccessDeniedException", message="User: arn:aws:sts::123456789012:x")
-        denied = httpx.get(
-            f"{process.url}/api/v1/query",
-            params={"query": "up"},
-            headers={"x-request-id": "logs-test-4"},
-            timeout=10,
-        )
-        assert denied.status_code == 502  # the gateway's own identity is refused: not the client's fault
-        failing = httpx.get(
-            f"{process.url}/workspaces/ws-nope/api/v1/query",
-            params={"query": "up"},
-            headers={"x-request-id": "logs-test-2"},
-            timeout=10,
-        )
-        assert failing.status_code == 404
+        # The gateway's own identity refused: a 502, not the client's fault.
+        assert ask("/api/v1/query", "logs-test-4", query="up").status_code == 502
+        assert ask("/workspaces/ws-nope/api/v1/query", "logs-test-2", query="up").status_code == 404
     finally:
         process.stop()
     lines = _lines(process)
