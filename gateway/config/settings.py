@@ -5,8 +5,10 @@ A bad setting raises ConfigError with one line naming the key and what is wrong.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.resources
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -99,7 +101,15 @@ class CacheSettings:
     recent_ttl: float = 15.0
     metadata_ttl: float = 60.0
     parallel_fetches: int = 4
-    results_ttl: float = 7 * 24 * 3600.0  # how long final (older than max_freshness) results are kept
+    results_ttl: float = 24 * 3600.0  # how long final (older than max_freshness) results are kept
+    # Leases, rate buckets and coalescing locks, on a Redis that never evicts them (see README);
+    # None: on redis_url, with the cache.
+    redis_state_url: str | None = None
+    redis_max_entry_bytes: int = 4 * 1024 * 1024  # larger entries and answers are not written to Redis
+    # Every key's prefix; build_settings fills it with the deployment's identity when not set.
+    redis_namespace: str | None = None
+    # Entries and answers written to Redis carry an HMAC-SHA256 with it. A secret: never shown.
+    redis_hmac_key: str | None = field(default=None, repr=False)
 
 
 def shipped_dashboards() -> str:
@@ -142,10 +152,9 @@ class Settings:
 
     @property
     def fingerprint(self) -> str:
-        """The deployment in keys shared with other gateways (Redis) that no one workspace owns,
-        such as a principal's rate: a digest of its workspaces' fingerprints."""
-        prints = "|".join(sorted(w.fingerprint for w in self.workspaces))
-        return hashlib.sha256(prints.encode()).hexdigest()[:16]
+        """The deployment in every key it shares on Redis: `cache.redis_namespace` when set,
+        else its identity (`deployment_identity`)."""
+        return self.cache.redis_namespace or deployment_identity(self)
 
     def workspace(self, name: str | None) -> Workspace | None:
         """The workspace with this id or alias; the default one for None."""
@@ -155,6 +164,63 @@ class Settings:
             if name in workspace.names:
                 return workspace
         return None
+
+
+# Settings that do not change what a deployment keeps or counts on Redis: where and how it
+# serves, logs and runs, where Redis is, and the namespace and key themselves. Every other
+# setting (workspaces, aws, upstream, cache, auth with its principals, their enforced labels and
+# limits, and any setting added later) is part of the deployment's identity.
+_NOT_IDENTITY = {
+    "listen_host",
+    "listen_port",
+    "tls",
+    "server",
+    "panels",
+    "log_level",
+    "access_log",
+    "log_probes",
+    "workers",
+    "shutdown_grace",
+}
+_CACHE_NOT_IDENTITY = {
+    "redis_url",
+    "redis_state_url",
+    "redis_cluster",
+    "redis_namespace",
+    "redis_hmac_key",
+    "memory_bytes",
+}
+
+
+def deployment_identity(settings: Settings) -> str:
+    """A digest of every setting that matters to what is shared on Redis: two deployments on
+    one Redis share keys (rate buckets, slots, cache entries) only when their configurations
+    agree, and every replica and worker of one deployment computes the same (sets are sorted,
+    nothing depends on the process). A configuration change starts afresh."""
+    whole = _canonical(settings)
+    for name in _NOT_IDENTITY:
+        whole.pop(name, None)
+    for name in _CACHE_NOT_IDENTITY:
+        whole["cache"].pop(name, None)
+    text = json.dumps(whole, sort_keys=True, separators=(",", ":"))
+    return "cfg-" + hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def _canonical(value: Any) -> Any:
+    """`value` as JSON data that is the same in every process for the same settings."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _canonical(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, (set, frozenset)):
+        return sorted((_canonical(v) for v in value), key=lambda v: json.dumps(v, sort_keys=True))
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    if isinstance(value, bytes):
+        return value.hex()
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)  # addresses, networks, times
 
 
 # ---------------------------------------------------------------- loading
@@ -278,7 +344,7 @@ def build_settings(raw: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
     if auth_env and auth_env.lower() != "none":
         raise ConfigError(f"GATEWAY_AUTH: only none is accepted (principals go in a file), got {auth_env!r}")
     auth_raw = "none" if env.get("GATEWAY_AUTH") else raw.get("auth")
-    return Settings(
+    settings = Settings(
         listen_host=host,
         listen_port=port,
         workspaces=tuple(workspaces),
@@ -298,6 +364,11 @@ def build_settings(raw: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
         shutdown_grace=_env_seconds(env, "GATEWAY_SHUTDOWN_GRACE")
         if env.get("GATEWAY_SHUTDOWN_GRACE")
         else top.seconds("shutdown_grace", 25.0),
+    )
+    if settings.cache.redis_namespace is not None:
+        return settings
+    return dataclasses.replace(
+        settings, cache=dataclasses.replace(settings.cache, redis_namespace=deployment_identity(settings))
     )
 
 
@@ -452,8 +523,23 @@ def _cache(raw: Reader, env: Mapping[str, str]) -> CacheSettings:
         raise ConfigError(f"{mode_key}: must be off, memory or redis, got {mode!r}")
     if mode == "redis" and not redis_url:
         raise ConfigError("GATEWAY_REDIS_URL: required when the cache mode is redis")
-    if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+    if redis_url and not redis_url.startswith(_REDIS_SCHEMES):
         raise ConfigError("GATEWAY_REDIS_URL: must start with redis://, rediss:// or unix://")
+    state_key = "GATEWAY_REDIS_STATE_URL" if env.get("GATEWAY_REDIS_STATE_URL") else "cache.redis_state_url"
+    state_url = env.get("GATEWAY_REDIS_STATE_URL") or raw.text("redis_state_url", None)
+    if state_url and not redis_url:
+        raise ConfigError(f"{state_key}: needs GATEWAY_REDIS_URL (cache.redis_url) too")
+    if state_url and not state_url.startswith(_REDIS_SCHEMES):
+        raise ConfigError(f"{state_key}: must start with redis://, rediss:// or unix://")
+    namespace_key = "GATEWAY_REDIS_NAMESPACE" if env.get("GATEWAY_REDIS_NAMESPACE") else "cache.redis_namespace"
+    namespace = env.get("GATEWAY_REDIS_NAMESPACE") or raw.text("redis_namespace", None)
+    if namespace is not None and not _NAMESPACE_RE.match(namespace):
+        raise ConfigError(f"{namespace_key}: must be 1 to 64 letters, digits, '.', '_' or '-'")
+    hmac_key = env.get("GATEWAY_REDIS_HMAC_KEY") or raw.text("redis_hmac_key", None)
+    if hmac_key is not None and len(hmac_key) < 32:
+        # The value itself is never part of a message.
+        key = "GATEWAY_REDIS_HMAC_KEY" if env.get("GATEWAY_REDIS_HMAC_KEY") else "cache.redis_hmac_key"
+        raise ConfigError(f"{key}: must be at least 32 characters (e.g. openssl rand -hex 32)")
     return CacheSettings(
         mode=mode,
         redis_url=redis_url,
@@ -467,7 +553,15 @@ def _cache(raw: Reader, env: Mapping[str, str]) -> CacheSettings:
         metadata_ttl=raw.seconds("metadata_ttl", d.metadata_ttl),
         parallel_fetches=raw.whole("parallel_fetches", d.parallel_fetches, minimum=1),
         results_ttl=raw.seconds("results_ttl", d.results_ttl),
+        redis_state_url=state_url,
+        redis_max_entry_bytes=raw.size("redis_max_entry_bytes", d.redis_max_entry_bytes),
+        redis_namespace=namespace,
+        redis_hmac_key=hmac_key,
     )
+
+
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+_NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 def _panels(raw: Reader) -> PanelSettings:
