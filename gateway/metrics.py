@@ -2,26 +2,280 @@
 
 Under `serve`, the workers write their values to files in PROMETHEUS_MULTIPROC_DIR (set by the
 supervisor) and /metrics adds them up, whichever worker serves it: counters and histograms
-summed over every worker that ever ran, gauges over the live ones (`multiprocess_mode`)."""
+summed over every worker that ever ran, gauges over the live ones (`multiprocess_mode`). When a
+worker is gone, the supervisor adds its counters and histograms to the totals of the gone ones
+(`absorb_gone_worker`) and deletes its files: totals never go down and files do not pile up.
+
+/metrics is rendered off the event loop, at most once a second per worker (`Scrapes`): a flood
+of scrapes costs the requests being served next to nothing.
+
+Besides the gateway's own: `gateway_build_info`, `python_info`, `python_gc_*` and `process_*`.
+In one process they are prometheus-client's collectors. Under `serve`, `process_*` describe every
+live worker and the supervisor, labelled `pid` and `role` (read from /proc when scraped), and
+`python_gc_*` are counters added up over every worker, gone ones included, like the gateway's.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
+import gc
+import glob
 import os
+import platform
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.metrics_core import Metric
+from prometheus_client.mmap_dict import MmapedDict
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
+
+from gateway import __version__
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# How long one rendering of /metrics is served again (scrapers ask every 15 s or more).
+SCRAPE_CACHE_SECONDS = 1.0
+# The files of gone workers' totals: `counter_gone.db`, ... (named where a worker's pid would be).
+GONE = "gone"
+_SUMMED = ("counter", "histogram", "summary")
+_LOCK = "merge.lock"  # not *.db: the collector reads only those
+_WORKER_FILE = re.compile(r"^(?:counter|histogram|summary|gauge_[a-z]+)_(\d+)\.db$")
+
+# Every error and limit counter is exported at 0 from the start (`Metrics.expect`), so that an
+# alert on it has a series before the first error. The stages' errors an alert would look for:
+EXPECTED_STAGE_ERRORS = (
+    ("authenticate", "unauthorized"),
+    ("authenticate", "too_many_requests"),
+    ("rate_limit", "too_many_requests"),
+    ("authorize", "forbidden"),
+    ("authorize", "not_found"),
+    ("validate", "bad_data"),
+    ("size_limits", "bad_data"),
+    ("principal_slots", "too_many_requests"),
+    ("enforce", "bad_data"),
+    ("enforce", "internal"),
+    ("edge_guard", "internal"),
+    ("retry", "timeout"),
+    ("workspace_slots", "too_many_requests"),
+    ("sign", "unavailable"),
+    ("send", "unavailable"),
+    ("-", "internal"),
+)
+AUTH_FAILURE_REASONS = ("missing", "invalid", "expired", "throttled")
+LIMIT_REASONS = ("rate", "concurrency", "size")
+REDIS_FEATURES = ("connect", "cache", "rate", "slots", "coalesce", "sign_in")
+RETRY_REASONS = ("throttled", "502", "connection")
+SELECTOR_ENDPOINTS = ("query", "query_range", "series", "labels", "label_values", "query_exemplars")
+
 
 def exposition(registry: CollectorRegistry) -> bytes:
-    """The text /metrics serves: this registry's, or every worker's when they share a directory."""
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    """The text /metrics serves, rendered now and synchronously (`Scrapes` runs it off the loop)."""
+    return generate_latest(everyone(registry))
+
+
+def everyone(registry: CollectorRegistry) -> CollectorRegistry:
+    """What /metrics renders: this registry, or, under `serve`, every worker's files added up,
+    the processes' figures and python_info."""
+    directory = os.environ.get(METRICS_DIR_ENV)
     if not directory:
-        return generate_latest(registry)
-    everyone = CollectorRegistry()
-    MultiProcessCollector(everyone, path=directory)  # type: ignore[no-untyped-call]  # untyped upstream
-    return generate_latest(everyone)
+        return registry
+    found = CollectorRegistry(auto_describe=False)
+    found.register(_WorkerFiles(directory))
+    found.register(_Processes(directory))
+    PlatformCollector(registry=found)
+    return found
+
+
+class Scrapes:
+    """/metrics for a flood of scrapers: rendered in a thread, never on the event loop; one
+    rendering at a time, shared by every scrape that asks meanwhile; and served again for
+    `max_age` seconds. A scrape sees values at most that old."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        max_age: float = SCRAPE_CACHE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._registry = everyone(registry)
+        self._max_age = max_age
+        self._clock = clock
+        self._body = b""
+        self._rendered_at = -max_age - 1.0
+        self._pending: asyncio.Future[bytes] | None = None
+
+    async def render(self) -> bytes:
+        if self._clock() - self._rendered_at < self._max_age:
+            return self._body
+        if self._pending is None:
+            self._pending = asyncio.ensure_future(self._render())
+        # A scraper that goes away does not cancel the rendering the others wait for.
+        return await asyncio.shield(self._pending)
+
+    async def _render(self) -> bytes:
+        started = self._clock()
+        try:
+            body = await asyncio.to_thread(generate_latest, self._registry)
+        finally:
+            self._pending = None
+        self._body, self._rendered_at = body, started
+        return body
+
+
+def absorb_gone_worker(directory: str, pid: int) -> None:
+    """A worker is gone: its live gauges leave, its counters, histograms and summaries are added
+    to the totals of gone workers, and its files are deleted. Under an exclusive lock, which a
+    rendering takes shared: a scrape never counts a worker twice, nor misses it."""
+    mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]  # untyped upstream
+    with _locked(directory, fcntl.LOCK_EX):
+        for kind in _SUMMED:
+            path = os.path.join(directory, f"{kind}_{pid}.db")
+            try:
+                values = MmapedDict.read_all_values_from_file(path)  # type: ignore[no-untyped-call]
+            except FileNotFoundError:
+                continue
+            totals = MmapedDict(os.path.join(directory, f"{kind}_{GONE}.db"))  # type: ignore[no-untyped-call]
+            try:
+                for key, value, _, _ in values:
+                    before, _ = totals.read_value(key)  # type: ignore[no-untyped-call]
+                    totals.write_value(key, before + value, 0.0)  # type: ignore[no-untyped-call]
+            finally:
+                totals.close()  # type: ignore[no-untyped-call]
+            os.unlink(path)
+        # Gauges of the other modes (the gateway has none): a gone worker's value is no one's.
+        for path in glob.glob(os.path.join(directory, f"gauge_*_{pid}.db")):
+            os.unlink(path)
+
+
+@contextlib.contextmanager
+def _locked(directory: str, how: int) -> Iterator[None]:
+    try:
+        handle = open(os.path.join(directory, _LOCK), "a")  # noqa: SIM115  # closed below
+    except OSError:  # the directory is being removed: the gateway is stopping
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, how)
+        yield  # the lock goes with the file
+
+
+def worker_pids(directory: str) -> set[int]:
+    """The workers that have files in the directory: the live ones (and, for half a second at
+    most, one the supervisor has not yet seen gone)."""
+    pids = set()
+    for name in os.listdir(directory):
+        found = _WORKER_FILE.match(name)
+        if found:
+            pids.add(int(found[1]))
+    return pids
+
+
+class _WorkerFiles(Collector):
+    """Every worker's files added up (prometheus-client's MultiProcessCollector), read under the
+    shared lock; this worker's GC figures written to its files first."""
+
+    def __init__(self, directory: str) -> None:
+        self._directory = directory
+
+    def collect(self) -> Iterable[Metric]:
+        _gc_figures().sync()
+        with _locked(self._directory, fcntl.LOCK_SH):
+            files = glob.glob(os.path.join(self._directory, "*.db"))
+            return list(MultiProcessCollector.merge(files, accumulate=True))  # type: ignore[no-untyped-call]
+
+
+class _Processes(Collector):
+    """`process_*` of every live worker and the supervisor, labelled `pid` and `role`, read from
+    /proc by whichever worker renders: a scrape sees all of them, whichever worker answers."""
+
+    def __init__(self, directory: str) -> None:
+        self._directory = directory
+
+    def collect(self) -> Iterable[Metric]:
+        roles = {pid: "worker" for pid in worker_pids(self._directory)}
+        roles[os.getppid()] = "supervisor"
+        families: dict[str, Metric] = {}
+        for pid, role in sorted(roles.items()):
+            reader = ProcessCollector(pid=lambda pid=pid: pid, registry=None)  # type: ignore[misc]
+            for family in reader.collect():
+                merged = families.setdefault(
+                    family.name, Metric(family.name, family.documentation, family.type)
+                )
+                for sample in family.samples:
+                    labels = {**sample.labels, "pid": str(pid), "role": role}
+                    merged.samples.append(Sample(sample.name, labels, sample.value))
+        return list(families.values())
+
+
+class _GcFigures:
+    """Under `serve`: this process's garbage collections (`gc.get_stats()`), written to its
+    files as counters, so that /metrics adds up every worker's. Brought up to date every
+    `GC_SYNC_SECONDS` by a thread, and by the worker that renders /metrics before it does."""
+
+    def __init__(self) -> None:
+        labels = ["generation"]
+        self.collected = Counter(
+            "python_gc_objects_collected", "Objects collected during gc", labels, registry=None
+        )
+        self.uncollectable = Counter(
+            "python_gc_objects_uncollectable", "Uncollectable objects found during GC", labels, registry=None
+        )
+        self.collections = Counter(
+            "python_gc_collections", "Number of times this generation was collected", labels, registry=None
+        )
+        self._seen: list[dict[str, int]] = []
+        self._lock = threading.Lock()
+
+    def sync(self) -> None:
+        with self._lock:
+            stats = gc.get_stats()
+            while len(self._seen) < len(stats):
+                self._seen.append({"collected": 0, "uncollectable": 0, "collections": 0})
+            for generation, (now, seen) in enumerate(zip(stats, self._seen, strict=False)):
+                for field, counter in (
+                    ("collected", self.collected),
+                    ("uncollectable", self.uncollectable),
+                    ("collections", self.collections),
+                ):
+                    delta = now[field] - seen[field]
+                    counter.labels(str(generation)).inc(max(0, delta))  # made at 0, then added to
+                    seen[field] = now[field]
+
+    def keep_up(self, every: float) -> None:
+        while True:
+            time.sleep(every)
+            self.sync()
+
+
+GC_SYNC_SECONDS = 5.0
+_gc: _GcFigures | None = None
+
+
+def _gc_figures() -> _GcFigures:
+    """This process's (made, with its thread, on first use)."""
+    global _gc
+    if _gc is None:
+        _gc = _GcFigures()
+        _gc.sync()
+        threading.Thread(target=_gc.keep_up, args=(GC_SYNC_SECONDS,), name="gc-figures", daemon=True).start()
+    return _gc
 
 
 class Metrics:
@@ -31,6 +285,20 @@ class Metrics:
         self._redis_up: Gauge | None = None
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        if os.environ.get(METRICS_DIR_ENV):
+            _gc_figures()  # this worker's, kept up to date in its files
+        else:
+            ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
+            GCCollector(registry=r)
+        self.build_info = Gauge(
+            "gateway_build_info",
+            "1, labelled with the gateway's version and Python's.",
+            ["version", "python"],
+            multiprocess_mode="livemax",
+            registry=r,
+        )
+        self.build_info.labels(__version__, platform.python_version()).set(1)
         self.requests = Counter(
             "gateway_requests_total",
             "API requests answered, by endpoint, workspace and HTTP code.",
@@ -183,6 +451,29 @@ class Metrics:
             ["principal", "reason"],
             registry=r,
         )
+
+    def expect(self, workspaces: Iterable[str], principals: Iterable[str], redis: bool) -> None:
+        """Every error and limit counter whose labels are known ahead, made at 0: an alert on
+        `rate(...)` or `increase(...)` has a series before the first error."""
+        for stage, kind in EXPECTED_STAGE_ERRORS:
+            self.stage_errors.labels(stage, kind)
+        for reason in AUTH_FAILURE_REASONS:
+            self.auth_failures.labels(reason)
+        for principal in principals:
+            for reason in LIMIT_REASONS:
+                self.limited.labels(principal, reason)
+        for workspace in workspaces:
+            self.upstream_throttled.labels(workspace)
+            self.signing_errors.labels(workspace)
+            self.credential_errors.labels(workspace)
+            for reason in RETRY_REASONS:
+                self.upstream_retries.labels(workspace, reason)
+        for endpoint in SELECTOR_ENDPOINTS:
+            self.enforcement_violations.labels(endpoint)
+        if redis:
+            for feature in REDIS_FEATURES:
+                self.redis_fallbacks.labels(feature)
+            self.cache_damaged_entries.labels("redis")
 
     def redis_up(self) -> Gauge:
         """Made when Redis is configured (`pipeline.shared`), absent otherwise: 0 means away."""

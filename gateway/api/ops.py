@@ -1,4 +1,4 @@
-"""Operations endpoints: /-/healthy, /-/ready (probed and cached), /metrics."""
+"""Operations endpoints: /-/healthy, /-/ready (probed and cached), /metrics (off the loop, cached 1 s)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response
 
 from gateway.config import Settings
 from gateway.errors import GatewayError
-from gateway.metrics import Metrics, exposition
+from gateway.metrics import Metrics, Scrapes
 from gateway.pipeline.model import Handler, Request
 
 log = logging.getLogger("gateway.ready")
@@ -35,6 +35,13 @@ class Readiness:
         self._checked_at = -READY_CACHE_SECONDS
         self._result: tuple[bool, dict[str, str]] = (False, {})
         self._lock = asyncio.Lock()
+        if metrics is not None:
+            # The app makes one Readiness, with the settings and the metrics: the place where
+            # every label known from the settings gets its error and limit counters at 0.
+            principals = [c.principal.name for c in settings.auth.credentials] or ["anonymous"]
+            metrics.expect(
+                [w.id for w in settings.workspaces], principals, settings.cache.redis_url is not None
+            )
 
     async def check(self) -> tuple[bool, dict[str, str]]:
         async with self._lock:
@@ -109,7 +116,11 @@ def ready_endpoint(readiness: Readiness) -> Endpoint:
 
 
 def metrics_endpoint(metrics: Metrics) -> Endpoint:
+    """Rendered off the event loop, once for the scrapes that ask meanwhile, at most once a
+    second (`gateway.metrics.Scrapes`): a flood of scrapes does not slow the queries served."""
+    scrapes = Scrapes(metrics.registry)
+
     async def serve_metrics(request: StarletteRequest) -> Response:
-        return Response(exposition(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(await scrapes.render(), media_type=CONTENT_TYPE_LATEST)
 
     return serve_metrics
