@@ -1,20 +1,30 @@
 """Label-matcher regular expressions with Prometheus's semantics: RE2 (Go's regexp is RE2),
-anchored at both ends, matched in linear time. Never Python's backtracking `re`."""
+anchored at both ends, matched in linear time. Never Python's backtracking `re`.
+
+Compiled programs (and refusals) are remembered by pattern in `COMPILED`, an LRU bounded by the
+bytes they hold (`charged_bytes`, measured: bench/README.md, "Regex compilation").
+"""
 
 from __future__ import annotations
 
-from functools import lru_cache
+from threading import Lock
 from typing import Any
 
 import re2
+from cachetools import LRUCache
+
+# RE2 compiles Unicode classes byte by byte (`\pL` is about 1,200 instructions, Go's regexp
+# one), at about 0.55 µs an instruction here, and refuses a program past `max_mem`: an
+# instruction takes 16 bytes of it. 2 MiB takes about 130,000 instructions (`\pL{111}`,
+# `[\p{L}\p{N}_-]{1,100}`, Grafana variables of 10,000 values) and bounds a compile to
+# 30-80 ms here (117 ms the worst measured on a loaded machine); a refusal costs less, RE2
+# stops at the cap. RE2's default 8 MiB would take `\pL{450}` in 300 ms, the old 1 MiB cap
+# refused `\pL{60}`. What is still refused: bench/README.md and README.md, "PromQL core".
+MAX_MEM = 2 << 20
 
 _OPTIONS = re2.Options()
 _OPTIONS.log_errors = False
-# RE2 compiles Unicode classes byte by byte: `\pL{400}` (14 characters) takes 300 ms to build
-# within RE2's default 8 MiB. Programs are capped at 1 MiB, which bounds a compile to about
-# 10 ms here; beyond, "expression too large" (Go's regexp would still take such exotic
-# repetitions of Unicode classes: a deliberate difference, for a bounded cost).
-_OPTIONS.max_mem = 1 << 20
+_OPTIONS.max_mem = MAX_MEM
 
 # RE2's error words, in Go's regexp/syntax words.
 _GO_WORDS = {
@@ -35,28 +45,87 @@ _GO_WORDS = {
     "pattern too large - reverse compile failed": "expression too large",
 }
 
+# What one remembered program holds, measured with glibc's mallinfo2 around compiles and
+# matches (bench/bench_regex.py; tests/promql/test_regex.py checks it):
+# - the program, its one-pass table when RE2 builds one and the DFA states that matching the
+#   empty string and a few label values add: at most 128 bytes an instruction (8 for a large
+#   program, 106-113 with a one-pass table, up to 166 with DFA states for `.{10}`'s 82), and
+#   never more than the two thirds of max_mem RE2 gives the forward program: `(?s).*(a.{80})`,
+#   572 instructions, peaked at 930 KiB after 20,000 distinct texts; 1,365 KiB is the cap. (The
+#   other third is for a reverse program, which only unanchored searches build.)
+# - outside that budget, the parsed pattern RE2 keeps (up to 42 bytes a pattern byte measured,
+#   for 3,000 character classes) and the Python objects, key included.
+BYTES_PER_INSTRUCTION = 128
+BYTES_PER_PATTERN_BYTE = 48
+ENTRY_OVERHEAD = 1024
+PROGRAM_BUDGET = MAX_MEM * 2 // 3
 
-# Compiled programs are remembered for short patterns only: a long one (a Grafana variable
-# expanded to 8 KB) can hold megabytes of RE2 program, and compiles in about a millisecond.
-CACHED_PATTERN_CHARS = 512
+
+def charged_bytes(pattern: str, program_size: int) -> int:
+    """The bytes a remembered compiled `pattern` is counted as (see above)."""
+    parsed = BYTES_PER_PATTERN_BYTE * len(pattern.encode("utf-8", "surrogatepass"))
+    return ENTRY_OVERHEAD + parsed + min(PROGRAM_BUDGET, BYTES_PER_INSTRUCTION * program_size)
+
+
+class CompiledRegexes:
+    """Compiled patterns and refusals by pattern, LRU, bounded by `charged_bytes`. Patterns are
+    compiled outside the lock (two threads may compile the same one; both get a program)."""
+
+    def __init__(self, max_bytes: int = 16 << 20) -> None:
+        self.max_bytes = max_bytes
+        # an entry may take a quarter of the cache: a program at RE2's cap fits
+        self.max_entry = max_bytes // 4
+        self._entries: LRUCache[str, tuple[Any, int]] = LRUCache(max_bytes, getsizeof=lambda v: v[1])
+        self._lock = Lock()
+
+    @property
+    def bytes(self) -> int:
+        """The bytes the remembered entries are counted as."""
+        return int(self._entries.currsize)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, pattern: str) -> bool:
+        with self._lock:
+            return pattern in self._entries
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def get(self, pattern: str) -> Any:
+        """The compiled `^(?:pattern)$`; ValueError in Go's words when RE2 refuses it."""
+        with self._lock:
+            found = self._entries.get(pattern)
+        if found is None:
+            try:
+                compiled: Any = _compile(pattern)
+                size = charged_bytes(pattern, compiled.programsize)
+            except ValueError as err:
+                compiled, size = err, charged_bytes(pattern, 0)
+            if size <= self.max_entry:
+                with self._lock:
+                    self._entries[pattern] = (compiled, size)
+        else:
+            compiled = found[0]
+        if isinstance(compiled, ValueError):
+            raise ValueError(*compiled.args)
+        return compiled
+
+
+COMPILED = CompiledRegexes()
 
 
 def compile_anchored(pattern: str) -> Any:
     """The compiled `^(?:pattern)$`; ValueError in Go's words when RE2 refuses it."""
-    if len(pattern) <= CACHED_PATTERN_CHARS:
-        return _compile_cached(pattern)
-    return _compile(pattern)
-
-
-@lru_cache(maxsize=2048)
-def _compile_cached(pattern: str) -> Any:
-    return _compile(pattern)
+    return COMPILED.get(pattern)
 
 
 def _compile(pattern: str) -> Any:
     _go_only_checks(pattern)
     try:
-        return re2.compile(f"^(?:{pattern})$", _OPTIONS)
+        compiled = re2.compile(f"^(?:{pattern})$", _OPTIONS)
     except UnicodeEncodeError:
         # raw bytes that are not UTF-8 (from \xNN escapes in the PromQL string)
         raise ValueError(f"error parsing regexp: invalid UTF-8: `{_shown(pattern)}`") from None
@@ -68,6 +137,11 @@ def _compile(pattern: str) -> Any:
         if words == "missing closing )" or not fragment:
             fragment = pattern
         raise ValueError(f"error parsing regexp: {words}: `{fragment}`") from None
+    finally:
+        # re2.compile keeps the last 128 programs in an LRU of its own (up to MAX_MEM each),
+        # which no byte bound would see: emptied, the gateway being its only user.
+        re2.purge()
+    return compiled
 
 
 _MAX_NESTING = 1000  # Go's regexp/syntax maxHeight
