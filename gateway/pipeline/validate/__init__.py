@@ -51,10 +51,18 @@ class Validator:
             incoming.query_string,
             body,
         )
+        # Who asks, for the PromQL pool's fair share (promql/offloop.py), here and in the stages
+        # after this one; without authentication, each client address is its own principal.
+        who = principal.name
+        if who == offloop.ANONYMOUS:
+            who = f"{who}@{incoming.client}"
+        offloop.asking.set(who)
         found = self.memo.get(key)
         if found is None:
             params = parse_params(content_type, body, incoming.query_string)
-            call = await offloop.run(parse_cost(params), build, incoming.endpoint, params, incoming.label)
+            call = await offloop.run(
+                parse_cost(params), build, incoming.endpoint, params, incoming.label, who=who
+            )
             template = self._request(call, workspace, principal)
             raw = len(incoming.query_string) + len(body)
             # An instant query without `time` is evaluated at "now": never remembered.
