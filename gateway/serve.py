@@ -36,6 +36,7 @@ from uvicorn.supervisors.multiprocess import Multiprocess
 
 from gateway.app import create_app, startup_line, warn_without_credentials
 from gateway.config import Settings
+from gateway.edge import GuardedProtocol, raise_open_files_limit
 from gateway.logs import setup_logging
 from gateway.tls import uvicorn_ssl_context
 
@@ -160,7 +161,10 @@ def serve(settings: Settings, workers: int | None) -> int:
         port=settings.listen_port,
         workers=count,
         loop="uvloop",
-        http="httptools",
+        # httptools, bounded: request line, headers, read timeouts and connections (gateway.edge)
+        http=GuardedProtocol(settings.server),  # type: ignore[arg-type]  # a protocol factory works as a class does
+        ws="none",
+        timeout_keep_alive=settings.server.keep_alive_timeout,  # type: ignore[arg-type]  # typed int, any number works
         access_log=False,
         log_config=None,
         log_level=settings.log_level,
@@ -176,6 +180,7 @@ def serve(settings: Settings, workers: int | None) -> int:
         sock = config.bind_socket()
     except SystemExit:
         return STARTUP_FAILURE
+    raise_open_files_limit()  # the workers inherit it
     log.info(startup_line(settings, count))
     warn_without_credentials(settings)
     supervisor = Supervisor(config, sockets=[sock])

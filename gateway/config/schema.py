@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from gateway.config import auth, certificates, limits, settings
+from gateway.config import auth, certificates, limits, server, settings
 
 # Variable -> the key it sets (the environment wins over the file). None: no key.
 ENVIRONMENT: dict[str, str | None] = {
@@ -55,6 +55,7 @@ SECTIONS: dict[str, Collection[str]] = {
     "cache": settings.CacheSettings.__dataclass_fields__,
     "panels": settings.PanelSettings.__dataclass_fields__,
     "tls": certificates.TlsSettings.__dataclass_fields__,
+    "server": server.KEYS,
     "auth": auth._AUTH_KEYS,
     "auth.principals[]": auth._PRINCIPAL_KEYS,
     "auth.proxy": auth._PROXY_KEYS,

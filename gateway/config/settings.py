@@ -22,6 +22,7 @@ import yaml
 from gateway.config.auth import AuthSettings, parse_auth
 from gateway.config.certificates import TlsSettings, read_tls, read_upstream_tls
 from gateway.config.readers import ConfigError, Reader, read_bool
+from gateway.config.server import ServerSettings, read_server
 
 # AMP's query (data plane) host names, each with its region: IPv4 and dual-stack (api.aws), FIPS
 # and FIPS dual-stack, China (and its dual-stack domain), and an interface VPC endpoint's own DNS
@@ -144,6 +145,7 @@ class Settings:
     panels: PanelSettings = field(default_factory=PanelSettings)
     auth: AuthSettings = field(default_factory=lambda: AuthSettings(enabled=False))
     tls: TlsSettings = field(default_factory=TlsSettings)  # the certificate served to clients
+    server: ServerSettings = field(default_factory=ServerSettings)  # the HTTP edge's bounds
     log_level: str = "info"
     access_log: bool = True
     log_probes: bool = False  # access-log lines for /-/healthy, /-/ready and /metrics
@@ -258,6 +260,7 @@ _TOP_KEYS = {
     "auth",
     "limits",
     "tls",
+    "server",
     "log_level",
     "access_log",
     "log_probes",
@@ -355,6 +358,7 @@ def build_settings(raw: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
         panels=_panels(top.mapping("panels")),
         auth=parse_auth(auth_raw, top.mapping("limits").raw or None, host, seen),
         tls=read_tls(top.mapping("tls"), env),
+        server=read_server(top.mapping("server")),
         log_level=_log_level(top, env),
         access_log=top.flag("access_log", True),
         log_probes=_env_flag(env, "GATEWAY_LOG_PROBES")

@@ -10,7 +10,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -40,22 +40,6 @@ def _raw(amp: AmpStandin, redis_url: str | None, **extra: Any) -> dict[str, Any]
     if redis_url:
         raw["cache"]["redis_url"] = redis_url
     return raw
-
-
-@pytest.fixture
-def start(tmp_path: Path, aws_env: dict[str, str]) -> Iterator[Callable[..., GatewayProcess]]:
-    started: list[GatewayProcess] = []
-
-    def launch(raw: dict[str, Any], workers: int = 1) -> GatewayProcess:
-        workdir = tmp_path / f"gateway-{len(started)}"
-        workdir.mkdir()
-        process = GatewayProcess(raw, workdir, aws_env, workers=workers)
-        started.append(process)
-        return process.start()
-
-    yield launch
-    for process in started:
-        process.stop()
 
 
 def _unique_query() -> str:
