@@ -535,7 +535,9 @@ def _cache(raw: Reader, env: Mapping[str, str]) -> CacheSettings:
         raise ConfigError(f"{state_key}: needs GATEWAY_REDIS_URL (cache.redis_url) too")
     if state_url and not state_url.startswith(_REDIS_SCHEMES):
         raise ConfigError(f"{state_key}: must start with redis://, rediss:// or unix://")
-    namespace_key = "GATEWAY_REDIS_NAMESPACE" if env.get("GATEWAY_REDIS_NAMESPACE") else "cache.redis_namespace"
+    namespace_key = (
+        "GATEWAY_REDIS_NAMESPACE" if env.get("GATEWAY_REDIS_NAMESPACE") else "cache.redis_namespace"
+    )
     namespace = env.get("GATEWAY_REDIS_NAMESPACE") or raw.text("redis_namespace", None)
     if namespace is not None and not _NAMESPACE_RE.match(namespace):
         raise ConfigError(f"{namespace_key}: must be 1 to 64 letters, digits, '.', '_' or '-'")

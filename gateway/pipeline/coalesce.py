@@ -10,6 +10,11 @@ themselves when the lock's holder is gone without leaving an answer (a holder re
 while it fetches: a dead one's ends within `shared.LEASE`), when the answer they read
 is damaged, and while Redis is away. An answer is only taken from the round the waiter saw:
 each holder's answer carries the holder's token.
+
+The lock and the waiters' count are state (`SharedRedis`, never evicted); the answer goes to
+the cache's Redis (`SharedRedis.cache`, which may evict it: the waiters then fetch themselves),
+sealed with the deployment's HMAC key when one is configured. An answer larger than
+`cache.redis_max_entry_bytes` is not written: the waiters fetch themselves.
 """
 
 from __future__ import annotations
@@ -31,7 +36,6 @@ from gateway.pipeline.shared import LEASE, SharedRedis
 _Key = tuple[str, str, str, tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]
 
 ANSWER_TTL_MS = 10_000  # how long an answer waits in Redis for the waiters to read it
-MAX_SHARED_BYTES = 4 * 1024 * 1024  # larger answers are not shared: the waiters fetch themselves
 # KEYS: the lock, the waiters' count. The holder extends both while it fetches (if it dies, the
 # lock ends within LEASE and the waiters fetch themselves); a waiter counts itself in only while
 # a holder has the lock; a holder with nobody counted in lets go without writing its answer.
@@ -114,7 +118,7 @@ def _across_processes(
     scripts = {name: shared.client.register_script(text) for name, text in _SCRIPTS.items()}
 
     async def fetch(request: Request) -> Answer:
-        keys = redis_keys(request)
+        keys = redis_keys(request, shared.namespace)
         token = os.urandom(8).hex()
         client = shared.client
 
@@ -185,11 +189,15 @@ async def _let_go(
     if await shared.call("coalesce", lambda: alone(keys=pair, args=[token]), always=True) == 1:
         return  # nobody waits, and the lock is let go
     blob = encode(outcome, token, keys.digest)
-    if len(blob) <= MAX_SHARED_BYTES:
-        client = shared.client
+    if len(blob) <= shared.max_entry_bytes:
+        cache, where = shared.cache, keys.answer(token)
+        sealed = cache.seal(where, blob)
         # The answer first, then the lock: a waiter that finds the lock gone finds the answer.
-        await shared.call(
-            "coalesce", lambda: client.set(keys.answer(token), blob, px=ANSWER_TTL_MS), timeout=2.0
+        await cache.call(
+            "coalesce",
+            lambda: cache.client.set(where, sealed, px=ANSWER_TTL_MS),
+            timeout=2.0,
+            skip_when_full=True,
         )
     release = scripts["release"]
     await shared.call("coalesce", lambda: release(keys=pair, args=[token]), always=True)
@@ -206,19 +214,33 @@ async def _await_answer(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     delay = _POLL_FIRST
-    client = shared.client
+    client, cache = shared.client, shared.cache
+    # Only the answer of the round waited for: its key carries the holder's token.
+    where = keys.answer(holder)
+    counted = False
     while loop.time() < deadline:
         await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
         delay = min(delay * 2, _POLL_MAX)
-        # Only the answer of the round waited for: its key carries the holder's token.
-        values = await shared.call("coalesce", lambda: client.mget([keys.answer(holder), keys.lock]))
-        if values is None:
-            return None
-        blob, current = values
+        if cache is shared:
+            values = await shared.call("coalesce", lambda: client.mget([where, keys.lock]))
+            if values is None:
+                return None
+            blob, current = values
+        else:
+            # The lock first: once it is gone, the answer written before it let go is there.
+            locks = await shared.call("coalesce", lambda: client.mget([keys.lock]))
+            if locks is None:
+                return None
+            current = locks[0]
+            blob = await cache.call("coalesce", lambda: cache.client.get(where))
         if isinstance(blob, bytes):
-            found = decode(blob, holder, keys.digest)
+            opened = cache.unseal(where, blob)
+            found = decode(opened, holder, keys.digest) if opened is not None else None
             if found is not None:
                 return found
+            if not counted:  # damaged, forged, or another round's: counted once per wait
+                shared.metrics.cache_damaged_entries.labels("coalesced").inc()
+                counted = True
         if current != holder.encode():  # the holder finished or gave up without an answer for us
             return None
     return None
@@ -237,7 +259,8 @@ class RoundKeys(NamedTuple):
         return f"{self.base}:answer:{token}"
 
 
-def redis_keys(request: Request) -> RoundKeys:
+def redis_keys(request: Request, namespace: str) -> RoundKeys:
+    """The request's keys among the deployment's (`namespace`)."""
     key = (
         request.workspace.fingerprint,
         request.method,
@@ -246,7 +269,7 @@ def redis_keys(request: Request) -> RoundKeys:
         request.principal.enforce,
     )
     digest = hashlib.sha256(orjson.dumps(key)).hexdigest()[:40]
-    base = f"amp-gateway:coalesce:{{{digest}}}"
+    base = f"amp-gateway:{namespace}:coalesce:{{{digest}}}"
     return RoundKeys(f"{base}:lock", f"{base}:waiters", base, digest)
 
 

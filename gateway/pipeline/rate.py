@@ -21,8 +21,6 @@ from gateway.errors import GatewayError
 from gateway.metrics import Metrics
 from gateway.pipeline.shared import SharedRedis
 
-KEY_PREFIX = "amp-gateway:rate:"
-
 # KEYS[1]: the principal's theoretical arrival time (µs); ARGV: µs per request, µs of tolerance
 # ((burst - 1) requests). Answers 0 when the request may go, else the µs to wait.
 _GCRA = """
@@ -65,9 +63,11 @@ def too_many(metrics: Metrics, who: str, reason: str, message: str, retry_after:
 
 class RateLimiter:
     def __init__(self, metrics: Metrics, shared: SharedRedis | None = None, scope: str = "") -> None:
-        """`scope`: what tells this deployment's principals from another's on the same Redis."""
+        """`scope`: what tells this deployment's principals from another's on the same Redis,
+        its identity (`Settings.fingerprint`); without it, `shared.namespace`, which is the same
+        for loaded settings. On the state's Redis: a bucket there is never evicted."""
         self._metrics = metrics
-        self._prefix = f"{KEY_PREFIX}{scope}:"
+        self._prefix = f"amp-gateway:{scope or (shared.namespace if shared else '')}:rate:"
         self._buckets: dict[str, TokenBucket] = {}  # this process's, one per configured principal
         self._shared = shared
         self._gcra = shared.client.register_script(_GCRA) if shared is not None else None

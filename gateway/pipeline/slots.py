@@ -107,7 +107,8 @@ class Slots:
         async def in_slot_here() -> Answer:
             if self._everywhere is None:
                 return await call()
-            everywhere, shared_key = self._everywhere, f"amp-gateway:slots:{{{key}}}"
+            everywhere = self._everywhere
+            shared_key = everywhere.key(key)
             left = max(0.0, deadline - (time.monotonic() - queued))
             holder = await everywhere.acquire(shared_key, size, left)
             if holder is False:
@@ -154,10 +155,14 @@ class RedisSlots:
     """
 
     def __init__(self, shared: SharedRedis) -> None:
-        self._shared = shared
+        self._shared = shared  # the state's Redis: a lease there is never evicted
         self._lease_ms = int(LEASE * 1000)
         self._script = shared.client.register_script(self._ACQUIRE)
         self._renew = shared.client.register_script(self._RENEW)
+
+    def key(self, name: str) -> str:
+        """The sorted set of `name`'s holders, among this deployment's keys (one hash slot)."""
+        return self._shared.key("slots", f"{{{name}}}")
 
     async def acquire(self, key: str, size: int, deadline: float) -> str | bool | None:
         """A holder id to release; False when no slot freed up within `deadline` seconds;

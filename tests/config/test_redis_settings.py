@@ -18,7 +18,12 @@ WORKSPACES = [{"url": AMP_URL}, {"url": AMP_URL.replace("ws-1", "ws-2"), "alias"
 REDIS = {"redis_url": "redis://redis:6379/0"}
 PRINCIPALS: dict[str, Any] = {
     "principals": [
-        {"name": "team-a", "token_sha256": "a" * 64, "workspaces": ["ws-1", "ws-2"], "enforce": {"team": "a"}},
+        {
+            "name": "team-a",
+            "token_sha256": "a" * 64,
+            "workspaces": ["ws-1", "ws-2"],
+            "enforce": {"team": "a"},
+        },
         {"name": "team-b", "token_sha256": "b" * 64, "workspaces": ["*"]},
     ]
 }
@@ -66,7 +71,7 @@ def test_a_configured_namespace_replaces_the_identity() -> None:
     green = settings(auth=PRINCIPALS, env={"GATEWAY_REDIS_NAMESPACE": "dashboards"})
     assert blue.fingerprint == green.fingerprint == "dashboards"
     for bad in ("", "a{b}", "a:b", "x" * 65):
-        with pytest.raises(ConfigError, match="cache.redis_namespace"):
+        with pytest.raises(ConfigError, match=r"cache\.redis_namespace"):
             settings(cache={**REDIS, "redis_namespace": bad})
 
 

@@ -130,7 +130,7 @@ async def test_a_damaged_or_foreign_answer_is_not_taken(
     # it, fetches for itself.
     upstream = SlowUpstream(0.01)
     waiter = coalescing(lambda: None, two_processes[1], wait=5)(upstream)
-    keys = coalesce.redis_keys(request())
+    keys = coalesce.redis_keys(request(), two_processes[1].namespace)
     with _direct(two_processes[0]) as client:
         client.set(keys.lock, "holder")
         client.set(keys.answer("earlier"), coalesce.encode(Answer(b"old"), "earlier", keys.digest))
@@ -217,7 +217,7 @@ async def test_a_living_holder_keeps_its_lock_and_a_dead_ones_lock_ends(
     assert len(upstream.requests) == 1 and outcomes[0] == outcomes[1]
 
     # A holder that died (its lock is never renewed): the waiter fetches itself once it ends.
-    lock = coalesce.redis_keys(request()).lock
+    lock = coalesce.redis_keys(request(), two_processes[1].namespace).lock
     with _direct(two_processes[0]) as client:
         client.set(lock, "dead-holder", px=int(short_leases * 1000))
     loop = asyncio.get_running_loop()
@@ -239,7 +239,7 @@ async def test_a_living_holder_keeps_its_slot_and_a_dead_ones_slot_comes_back(
     with _direct(two_processes[0]) as client:
         seconds, micros = client.time()
         now_ms = seconds * 1000 + micros // 1000
-        key = f"amp-gateway:slots:{{workspace:{WORKSPACE.fingerprint}}}"
+        key = slots.RedisSlots(two_processes[1]).key(f"workspace:{WORKSPACE.fingerprint}")
         client.zadd(key, {"dead-holder": now_ms + int(short_leases * 1000)})
     quick = SlowUpstream(0.01)
     loop = asyncio.get_running_loop()
@@ -257,7 +257,7 @@ async def test_a_fetch_nobody_waits_for_leaves_nothing_in_redis(
     alone = request(params=(("query", "alone"),))
     assert await handler(alone) == upstream.answer
     with _direct(two_processes[0]) as client:
-        keys = coalesce.redis_keys(alone)
+        keys = coalesce.redis_keys(alone, two_processes[0].namespace)
         assert client.exists(keys.lock) == client.exists(keys.waiters) == 0
         assert _answers(client, keys) == 0
 
@@ -266,7 +266,7 @@ async def test_a_fetch_nobody_waits_for_leaves_nothing_in_redis(
     first, second = (coalescing(lambda: None, shared, wait=5)(slow) for shared in two_processes)
     await asyncio.gather(first(request()), second(request()))
     assert len(slow.requests) == 1
-    keys = coalesce.redis_keys(request())
+    keys = coalesce.redis_keys(request(), two_processes[0].namespace)
     with _direct(two_processes[0]) as client:
         assert client.exists(keys.lock) == client.exists(keys.waiters) == 0
         assert _answers(client, keys) == 1
@@ -294,7 +294,8 @@ async def test_a_holder_that_fails_unexpectedly_lets_go_at_once(
 async def test_an_answer_too_large_to_share_is_fetched_by_each(
     two_processes: tuple[SharedRedis, SharedRedis], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(coalesce, "MAX_SHARED_BYTES", 64)
+    for shared in two_processes:
+        monkeypatch.setattr(shared, "max_entry_bytes", 64)
     upstream = SlowUpstream(0.3)
     first, second = (coalescing(lambda: None, shared, wait=30)(upstream) for shared in two_processes)
     outcomes = await asyncio.gather(first(request()), second(request()))

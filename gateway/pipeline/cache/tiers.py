@@ -4,6 +4,12 @@ Entries are opaque bytes (see codec) carrying their own expiry. Redis is a helpe
 dependency (see `pipeline.shared`): while it is away the gateway works from memory and the
 upstream alone. Writes to Redis run in the background so that a slow Redis never delays an
 answer.
+
+In Redis, an entry's key is `gwc:<namespace>:<digest>` (the deployment's namespace, see
+`pipeline.shared`); an entry larger than `cache.redis_max_entry_bytes` stays in memory only
+(counted as `gateway_cache_not_cached_total{reason="redis-entry-too-large"}`); with
+`cache.redis_hmac_key` an entry is sealed with an HMAC of its key and bytes, and one that does
+not verify is dropped like a damaged one.
 """
 
 from __future__ import annotations
@@ -68,27 +74,56 @@ class MemoryTier:
         return len(self._cache)
 
 
+class UnverifiedEntry(codec.DamagedEntry):
+    """An entry in Redis whose HMAC does not verify: forged, or written without the key."""
+
+
 class RedisTier:
+    """On the cache's Redis (`SharedRedis.cache`), which may evict what it holds."""
+
     def __init__(self, shared: SharedRedis) -> None:
-        self._shared = shared
+        self._shared = shared.cache
+        self._prefix = f"gwc:{shared.namespace}:"
+        self._max_bytes = shared.max_entry_bytes
+        self._too_large = shared.metrics.cache_not_cached.labels("redis-entry-too-large")
         self._pending: set[asyncio.Task[None]] = set()
 
+    def _key(self, key: str) -> str:
+        return self._prefix + key.removeprefix("gwc:")
+
     async def get_many(self, keys: list[str]) -> list[bytes | None]:
-        values = await self._shared.call("cache", lambda: self._shared.mget(keys)) if keys else None
+        """The blobs under these keys, as `put` was given them (still sealed: see `open`)."""
+        named = [self._key(key) for key in keys]
+        values = await self._shared.call("cache", lambda: self._shared.mget(named)) if keys else None
         if values is None:
             return [None] * len(keys)
         return [value if isinstance(value, bytes) else None for value in values]
 
+    def open(self, key: str, blob: bytes) -> bytes:
+        """The entry's bytes in a blob `get_many` read under `key`; UnverifiedEntry when its
+        HMAC does not verify."""
+        opened = self._shared.unseal(self._key(key), blob)
+        if opened is None:
+            raise UnverifiedEntry("cache entry HMAC mismatch")
+        return opened
+
     def put(self, key: str, blob: bytes, ttl: float) -> None:
         if not self._shared.available or len(self._pending) >= _MAX_PENDING_WRITES or ttl <= 0:
             return
-        task = asyncio.get_running_loop().create_task(self._put(key, blob, ttl))
+        if len(blob) > self._max_bytes:
+            self._too_large.inc()
+            return
+        named = self._key(key)
+        sealed = self._shared.seal(named, blob)
+        task = asyncio.get_running_loop().create_task(self._put(named, sealed, ttl))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
     async def _put(self, key: str, blob: bytes, ttl: float) -> None:
         client = self._shared.client
-        await self._shared.call("cache", lambda: client.set(key, blob, px=max(1, int(ttl * 1000))))
+        await self._shared.call(
+            "cache", lambda: client.set(key, blob, px=max(1, int(ttl * 1000))), skip_when_full=True
+        )
 
     async def flush(self) -> None:
         """Wait for background writes (tests and shutdown)."""
@@ -123,11 +158,17 @@ class Store:
         self._clock = clock
         self._on_damaged = on_damaged
 
-    def _decode(self, blob: bytes | None, now: float) -> codec.Entry | None:
-        """The entry in Redis's bytes; a damaged one is dropped (and counted): the caller
-        fetches it again."""
+    def _decode(self, key: str, blob: bytes | None, now: float) -> codec.Entry | None:
+        """The entry in Redis's bytes; a damaged one (or one whose HMAC does not verify) is
+        dropped (and counted): the caller fetches it again."""
+        if blob is None or self.redis is None:
+            return None
         try:
-            return codec.decode(blob, now)
+            return codec.decode(self.redis.open(key, blob), now)
+        except UnverifiedEntry:
+            log.warning("cache: dropped a redis entry whose HMAC does not verify")
+            self._on_damaged("redis")
+            return None
         except codec.DamagedEntry:
             log.warning("cache: dropped a damaged redis entry")
             self._on_damaged("redis")
@@ -141,7 +182,7 @@ class Store:
                 now = self._clock()
                 blobs = await self.redis.get_many([keys[i] for i in absent])
                 for i, blob in zip(absent, blobs, strict=True):
-                    entry = self._decode(blob, now)
+                    entry = self._decode(keys[i], blob, now)
                     if entry is not None:
                         self.memory.put(keys[i], entry)
                         self.plain.delete(keys[i])  # a copy of what this process had before
