@@ -4,6 +4,7 @@ Grafana export."""
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 from urllib.parse import quote, urlencode
 
 import orjson
@@ -18,7 +19,9 @@ from gateway.panels import grafana, pages
 from gateway.panels.dashboards import ALL_VALUE, Dashboard, DashboardStore, Variable
 from gateway.panels.service import JSON_HEADERS, figure_response
 from gateway.panels.spec import parse_panel, parse_view, substitute
+from gateway.pipeline.validate import parse_cost
 from gateway.pipeline.validate.params import Params
+from gateway.promql import offloop
 
 # What a page may change about a dashboard's panels; the queries stay as the file says.
 VIEW_PARAMS = ("range", "start", "end", "step", "width", "min_interval", "tz", "theme")
@@ -156,7 +159,8 @@ class DashboardPages:
             panel = dashboard.panels[index]
             values = {v.name: params.get(f"var-{v.name}") or v.default for v in dashboard.variables}
             items = panel.params() + [(k, params.get(k)) for k in VIEW_PARAMS if params.get(k)]
-            query = parse_panel(Params(items), panel.kind, values, default_range=dashboard.range)
+            read = partial(parse_panel, default_range=dashboard.range)
+            query = await offloop.run(parse_cost(Params(items)), read, Params(items), panel.kind, values)
             view = parse_view(params)
             # The page shows the title above the chart; the figure does not repeat it.
             query = dataclasses.replace(query, title="")

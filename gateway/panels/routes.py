@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -41,6 +42,9 @@ def panel_routes(settings: Settings, api: PrometheusApi, guard: Authenticator) -
     def json(endpoint: Endpoint) -> Endpoint:
         return signed_in(settings.panels, guard, endpoint, json=True)
 
+    def data(endpoint: Endpoint) -> Endpoint:
+        return signed_in(settings.panels, guard, endpoint, json=True, data=True)
+
     def html(endpoint: Endpoint) -> Endpoint:
         return signed_in(settings.panels, guard, endpoint, json=False)
 
@@ -48,10 +52,10 @@ def panel_routes(settings: Settings, api: PrometheusApi, guard: Authenticator) -
     routes: list[BaseRoute] = [Route("/panels/static/{name}", assets.serve, methods=["GET", "HEAD"])]
     for prefix in ("", "/workspaces/{workspace}"):
         for kind in KINDS:
-            routes.append(Route(f"{prefix}/panels/{kind}.json", json(single.figure(kind)), methods=["GET"]))
+            routes.append(Route(f"{prefix}/panels/{kind}.json", data(single.figure(kind)), methods=["GET"]))
             routes.append(Route(f"{prefix}/panels/{kind}", html(single.page(kind)), methods=["GET"]))
     routes.append(Route("/dashboards", html(boards.index), methods=["GET"]))
-    routes.append(Route("/dashboards/{name}/panels/{index:int}.json", json(boards.figure), methods=["GET"]))
+    routes.append(Route("/dashboards/{name}/panels/{index:int}.json", data(boards.figure), methods=["GET"]))
     routes.append(Route("/dashboards/{name}/grafana.json", json(boards.grafana_export), methods=["GET"]))
     routes.append(Route("/dashboards/{name}", html(boards.page), methods=["GET"]))
     return routes
@@ -80,7 +84,11 @@ class PanelPages:
             try:
                 params = await read_params(request)
                 view = parse_view(params)
-                panel = await offloop.run(parse_cost(params), parse_panel, params, kind)
+                # A public page is read before anyone signs in: its query is checked (regexes
+                # compiled) when the figure's JSON is asked for, authenticated.
+                check = not self.settings.panels.public
+                read = partial(parse_panel, check=check)
+                panel = await offloop.run(parse_cost(params), read, params, kind)
             except GatewayError as err:
                 return pages.page(
                     settings=self.settings.panels, title=title, error=err.message, status=err.status

@@ -198,8 +198,11 @@ def parse_panel(
     variables: Mapping[str, str] | None = None,
     now_ms: int | None = None,
     default_range: str = "",
+    check: bool = True,
 ) -> PanelQuery:
-    """A rate or query panel from its parameters; raises GatewayError (bad_data) naming the parameter."""
+    """A rate or query panel from its parameters; raises GatewayError (bad_data) naming the
+    parameter. Without `check`, the PromQL is not parsed (nor its regexes compiled): for a page
+    read before its caller is known; the query is checked when its data is asked for."""
     time_range = parse_time_range(params, now_ms, default_range)
     values = {**(variables or {}), **_macros(time_range)}
     legend = _text(params, "legend")
@@ -211,7 +214,7 @@ def parse_panel(
             raise bad_param("metric", f"{metric!r} is not a metric name" if metric else "required")
         by = _by(params.get("by"))
         match = substitute(_text(params, "match").strip().removeprefix("{").removesuffix("}"), values)
-        if match:
+        if match and check:
             try:
                 parse_matchers([f"{metric}{{{match}}}"])
             except GatewayError as err:
@@ -238,7 +241,8 @@ def parse_panel(
         expr = substitute(text, values)
     else:
         raise GatewayError("not_found", f"no panel kind {kind!r}")
-    parse_expr(expr)
+    if check:
+        parse_expr(expr)
     return PanelQuery(expr=expr, legend=legend, unit=unit, title=title, time=time_range)
 
 
