@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
-from prometheus_client.multiprocess import mark_process_dead
 from starlette.applications import Starlette
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors.multiprocess import Multiprocess
@@ -38,6 +37,7 @@ from gateway.app import create_app, startup_line, warn_without_credentials
 from gateway.config import Settings
 from gateway.edge import GuardedProtocol, raise_open_files_limit
 from gateway.logs import setup_logging
+from gateway.metrics import absorb_gone_worker
 from gateway.tls import uvicorn_ssl_context
 
 log = logging.getLogger("gateway")
@@ -51,7 +51,8 @@ class Supervisor(Multiprocess):
       have closed theirs, new connections are refused at once instead of waiting in a backlog
       that nobody accepts from any more;
     - a worker that died is a warning, with its exit code (-9: killed, as by the OOM killer);
-    - a worker that is gone (died, or replaced on SIGHUP or SIGTTOU) leaves /metrics' gauges;
+    - a worker that is gone (died, or replaced on SIGHUP or SIGTTOU) leaves /metrics' gauges,
+      and its counters and histograms join the gone workers' totals (its files are deleted);
     - `failed_to_start` says whether it stopped because a worker could not start."""
 
     def __init__(self, config: uvicorn.Config, sockets: list[socket.socket]) -> None:
@@ -81,7 +82,7 @@ class Supervisor(Multiprocess):
                 log.warning("worker %s died (exit code %s); started another", process.pid, process.exitcode)
         living = {process.pid for process in self.processes if process.pid is not None}
         for pid in self._known - living:  # serve() set PROMETHEUS_MULTIPROC_DIR before starting us
-            mark_process_dead(pid)  # type: ignore[no-untyped-call]  # prometheus_client leaves it untyped
+            absorb_gone_worker(os.environ[METRICS_DIR_ENV], pid)  # its totals kept, its files gone
         self._known = living
 
 
