@@ -39,6 +39,7 @@ _GO_WORDS = {
     "trailing \\": "trailing backslash at end of expression",
     "bad named capture group": "invalid named capture",
     "bad repetition count": "invalid repeat count",
+    "invalid repetition size": "invalid repeat count",
     "bad perl operator": "invalid or unsupported Perl syntax",
     "invalid UTF-8": "invalid UTF-8",
     "pattern too large - compile failed": "expression too large",
@@ -46,16 +47,17 @@ _GO_WORDS = {
 }
 
 # What one remembered program holds, measured with glibc's mallinfo2 around compiles and
-# matches (bench/bench_regex.py; tests/promql/test_regex.py checks it):
+# matches (tests/promql/test_regex.py checks it for 25 pattern classes):
 # - the program, its one-pass table when RE2 builds one and the DFA states that matching the
-#   empty string and a few label values add: at most 128 bytes an instruction (8 for a large
-#   program, 106-113 with a one-pass table, up to 166 with DFA states for `.{10}`'s 82), and
-#   never more than the two thirds of max_mem RE2 gives the forward program: `(?s).*(a.{80})`,
-#   572 instructions, peaked at 930 KiB after 20,000 distinct texts; 1,365 KiB is the cap. (The
-#   other third is for a reverse program, which only unanchored searches build.)
+#   empty string and a few label values add: 8 bytes an instruction for a large program, up
+#   to 165 for a small one with a one-pass table (`\pN{3}`, `[\p{L}\p{N}]`; counted as 192),
+#   and never more than the two thirds of max_mem RE2 gives the forward program:
+#   `(?s).*(a.{80})`, 572 instructions, peaked at 930 KiB after 20,000 distinct texts under
+#   that 1,365 KiB cap. (The other third is for a reverse program, which only unanchored
+#   searches build.)
 # - outside that budget, the parsed pattern RE2 keeps (up to 42 bytes a pattern byte measured,
 #   for 3,000 character classes) and the Python objects, key included.
-BYTES_PER_INSTRUCTION = 128
+BYTES_PER_INSTRUCTION = 192
 BYTES_PER_PATTERN_BYTE = 48
 ENTRY_OVERHEAD = 1024
 PROGRAM_BUDGET = MAX_MEM * 2 // 3

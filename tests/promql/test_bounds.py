@@ -106,7 +106,7 @@ def test_regex_compilation_is_bounded_per_query() -> None:
         parse_query(many)
     assert "regular expressions" in str(refused.value)
     with pytest.raises(PromQLError) as large:
-        parse_query('x{a=~"\\\\pL{400}"}')  # one program over RE2's 1 MiB cap
+        parse_query('x{a=~"\\\\pL{400}"}')  # one program over RE2's 2 MiB cap
     assert "expression too large" in str(large.value)
 
 
