@@ -1,6 +1,9 @@
 """Stage: authenticate. Who is asking, from a bearer token, HTTP basic credentials or a trusted
 authenticating proxy's header (settings: `gateway.config.auth`). Failed sign-ins are throttled
-per client address and per principal."""
+per client address and per user name sent, known or not: a wrong password for a known user and
+any password for an unknown one get the same answers (statuses, bodies, throttling) from the
+same code path. With Redis the counts are the whole fleet's, else (and while it is away) this
+process's."""
 
 from __future__ import annotations
 
@@ -19,16 +22,33 @@ from starlette.datastructures import Headers
 from gateway.config import AuthSettings, Credential, Principal
 from gateway.errors import GatewayError
 from gateway.metrics import Metrics
+from gateway.pipeline.shared import SharedRedis
 
 REALM = 'realm="amp-gateway"'
-# Failed sign-ins are counted per minute, from one client address and for one principal (from
+# Failed sign-ins are counted per minute, from one client address and for one user name (from
 # any address; a higher default, so that others cannot lock a team out as easily as they can
 # slow a guesser): auth.failed_sign_ins.
 FAILURE_WINDOW = 60.0
+# Keys of the failure counts: a digest of what is counted (an address, a user name), so that a
+# long name costs no more memory and neither this process nor Redis holds the names themselves.
+_KEY_BYTES = 16
+
+# One failure more for a key, in its window (which starts at its first failure): the count.
+_RECORD = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return count
+"""
+
+
+def failure_key(kind: str, value: str) -> str:
+    """What failures are counted under: `kind` (address, user) and a digest of the value."""
+    digest = hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()
+    return f"{kind}:{digest[: 2 * _KEY_BYTES]}"
 
 
 class FailedSignIns:
-    """Fixed windows of failed sign-ins per key (a client address, a principal): past `limit`
+    """Fixed windows of failed sign-ins per key (an address's, a user name's): past `limit`
     failures in `window` seconds, the key's further attempts are refused until the window ends,
     right credentials included (that is what stops guessing). Bounded in keys."""
 
@@ -55,6 +75,52 @@ class FailedSignIns:
             found[1] += 1
 
 
+class SharedFailedSignIns:
+    """The same windows, on Redis when it is there (every worker and replica counts into one),
+    and in this process (`local`, which answers while Redis is away). Keys on the state's Redis,
+    in the deployment's namespace (`sign_in`)."""
+
+    def __init__(self, shared: SharedRedis | None) -> None:
+        self.shared = shared
+        self._record = shared.client.register_script(_RECORD) if shared is not None else None
+
+    async def retry_after(self, keys: list[tuple[str, FailedSignIns]]) -> tuple[float, str] | None:
+        """(seconds until it may try again, which key) for the first of `keys` that is
+        throttled, or None."""
+        shared = self.shared
+        counts = None
+        if shared is not None:
+            names = [shared.key("sign_in", key) for key, _ in keys]
+            counts = await shared.call("sign_in", lambda: shared.mget(names))
+        if counts is None:  # no Redis, or it is away
+            for key, table in keys:
+                wait = table.retry_after(key)
+                if wait is not None:
+                    return wait, key
+            return None
+        assert shared is not None
+        for (key, table), count in zip(keys, counts, strict=True):
+            if count is not None and int(count) >= table.limit:
+                name = shared.key("sign_in", key)
+                left = await shared.call("sign_in", lambda name=name: shared.client.pttl(name))  # type: ignore[misc]
+                return (table.window if left is None or int(left) < 0 else int(left) / 1000), key
+        return None
+
+    async def record(self, keys: list[tuple[str, FailedSignIns]]) -> None:
+        for key, table in keys:
+            table.record(key)
+        shared, script = self.shared, self._record
+        if shared is None or script is None:
+            return
+        window_ms = [max(1, round(table.window * 1000)) for _, table in keys]
+
+        async def record_all() -> None:
+            for (key, _), ms in zip(keys, window_ms, strict=True):
+                await script(keys=[shared.key("sign_in", key)], args=[ms])
+
+        await shared.call("sign_in", record_all)
+
+
 class Authenticator:
     """Resolves the principal of a request; raises GatewayError (401) when it cannot, 429 when its
     client address or principal failed to sign in too often lately."""
@@ -64,6 +130,7 @@ class Authenticator:
         settings: AuthSettings | None = None,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.monotonic,
+        shared: SharedRedis | None = None,
     ) -> None:
         self.settings = settings or AuthSettings(enabled=False)
         self.metrics = metrics
@@ -72,30 +139,43 @@ class Authenticator:
         if any(c.password is not None for c in self.settings.credentials):
             self._challenge += f", Basic {REALM}"
         self.by_address = FailedSignIns(self.settings.failures_per_address, FAILURE_WINDOW, clock)
-        self.by_principal = FailedSignIns(self.settings.failures_per_principal, FAILURE_WINDOW, clock)
+        self.by_user = FailedSignIns(self.settings.failures_per_principal, FAILURE_WINDOW, clock)
+        self.failures = SharedFailedSignIns(shared)
+
+    def share(self, shared: SharedRedis | None) -> None:
+        """Count failed sign-ins on Redis too (the whole fleet's), from now on."""
+        self.failures = SharedFailedSignIns(shared)
+
+    def _keys(self, address: str | None, username: str | None) -> list[tuple[str, FailedSignIns]]:
+        keys = []
+        if address is not None:
+            keys.append((failure_key("address", address), self.by_address))
+        if username is not None:
+            keys.append((failure_key("user", username), self.by_user))
+        return keys
 
     def _count(self, reason: str) -> None:
         if self.metrics is not None:
             self.metrics.auth_failures.labels(reason).inc()
 
-    def _fail(
-        self, reason: str, message: str, address: str | None = None, principal: str | None = None
+    async def _fail(
+        self, reason: str, message: str, address: str | None = None, username: str | None = None
     ) -> GatewayError:
+        """The 401, counted against the address and the user name sent (known or not)."""
         self._count(reason)
-        if address is not None:
-            self.by_address.record(address)
-        if principal is not None:
-            self.by_principal.record(principal)
+        keys = self._keys(address, username)
+        if keys:
+            await self.failures.record(keys)
         return GatewayError("unauthorized", message, headers={"WWW-Authenticate": self._challenge})
 
-    def _throttle(self, address: str, principal: str | None) -> None:
-        wait = self.by_address.retry_after(address)
-        who = "this address"
-        if wait is None and principal is not None:
-            wait, who = self.by_principal.retry_after(principal), "this user"
-        if wait is not None:
+    async def _throttle(self, address: str, username: str | None) -> None:
+        """429 when the address, or the user name sent (known or not), failed too often lately."""
+        throttled = await self.failures.retry_after(self._keys(address, username))
+        if throttled is not None:
+            wait, key = throttled
             self._count("throttled")
             seconds = max(1, math.ceil(wait))
+            who = "this address" if key.startswith("address:") else "this user"
             raise GatewayError(
                 "too_many_requests",
                 f"too many failed sign-ins from {who}; try again in {seconds} s",
@@ -109,7 +189,7 @@ class Authenticator:
             return self.anonymous
         proxy = settings.proxy
         if proxy is not None and proxy.header in headers and proxy.trusts(address):
-            return self._from_proxy(headers.getlist(proxy.header), address)
+            return await self._from_proxy(headers.getlist(proxy.header), address)
         header = headers.get("authorization", "")
         scheme, _, value = header.strip().partition(" ")
         scheme = scheme.lower()
@@ -119,43 +199,34 @@ class Authenticator:
             # Wrong ones from a busy address get 429s.
             credential = self._by_token(value.strip())
             if credential is None:
-                self._throttle(address, None)
-                raise self._fail("invalid", "the credentials are not valid", address)
-            return self._unexpired(credential, address)
+                await self._throttle(address, None)
+                raise await self._fail("invalid", "the credentials are not valid", address)
+            return await self._unexpired(credential, address)
         if scheme == "basic" and value.strip():
-            # Passwords can be guessed: a throttled address or user is refused, right or wrong.
+            # Passwords can be guessed: a throttled address or user name is refused, right or
+            # wrong. The name is throttled whether it is configured or not, and the password
+            # checked against every credential either way: nothing tells a known name.
             username, credential = self._by_password(value.strip())
-            named = self._principal_named(username)
-            self._throttle(address, named)
+            await self._throttle(address, username)
         else:
-            raise self._fail(
+            raise await self._fail(
                 "missing",
                 "authentication required: send Authorization: Bearer <token> or HTTP basic credentials",
             )
         if credential is None:
-            raise self._fail("invalid", "the credentials are not valid", address, named)
-        return self._unexpired(credential, address)
+            raise await self._fail("invalid", "the credentials are not valid", address, username)
+        return await self._unexpired(credential, address)
 
-    def _unexpired(self, credential: Credential, address: str) -> Principal:
+    async def _unexpired(self, credential: Credential, address: str) -> Principal:
         if credential.expires is not None and datetime.now(UTC).timestamp() >= credential.expires:
-            raise self._fail(
+            raise await self._fail(
                 "expired", f'the credentials of "{credential.principal.name}" have expired', address
             )
         return credential.principal
 
-    def _principal_named(self, username: str | None) -> str | None:
-        if username is None:
-            return None
-        for credential in self.settings.credentials:
-            if credential.username is not None and hmac.compare_digest(
-                credential.username.encode(), username.encode()
-            ):
-                return credential.principal.name
-        return None
-
-    def _from_proxy(self, values: list[str], address: str) -> Principal:
+    async def _from_proxy(self, values: list[str], address: str) -> Principal:
         if len(values) != 1 or "," in values[0]:
-            raise self._fail(
+            raise await self._fail(
                 "invalid", "the authenticating proxy's header must name exactly one user", address
             )
         name = values[0].strip()
@@ -164,10 +235,10 @@ class Authenticator:
             if hmac.compare_digest(credential.principal.name.encode(), name.encode()):
                 found = credential
         if found is None:
-            raise self._fail(
+            raise await self._fail(
                 "invalid", "the user named by the authenticating proxy is not configured", address
             )
-        return self._unexpired(found, address)
+        return await self._unexpired(found, address)
 
     def _by_token(self, token: str) -> Credential | None:
         digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
