@@ -76,6 +76,7 @@ EXPECTED_STAGE_ERRORS = (
     ("workspace_slots", "too_many_requests"),
     ("sign", "unavailable"),
     ("send", "unavailable"),
+    ("send", "execution"),
     ("-", "internal"),
 )
 AUTH_FAILURE_REASONS = ("missing", "invalid", "expired", "throttled")
@@ -343,6 +344,12 @@ class Metrics:
             ["workspace"],
             registry=r,
         )
+        self.upstream_too_large = Counter(
+            "gateway_upstream_too_large_total",
+            "Upstream answers dropped for being larger than upstream.max_answer_bytes (a 422).",
+            ["workspace"],
+            registry=r,
+        )
         self.redis_fallbacks = Counter(
             "gateway_redis_fallbacks_total",
             "Redis calls that failed or were skipped during an outage, by feature.",
@@ -464,6 +471,7 @@ class Metrics:
                 self.limited.labels(principal, reason)
         for workspace in workspaces:
             self.upstream_throttled.labels(workspace)
+            self.upstream_too_large.labels(workspace)
             self.signing_errors.labels(workspace)
             self.credential_errors.labels(workspace)
             for reason in RETRY_REASONS:

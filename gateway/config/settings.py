@@ -82,6 +82,8 @@ class UpstreamSettings:
     ca_bundle: str | None = None  # PEM CAs that verify the upstream, instead of the system's store
     client_cert: str | None = None  # presented to an upstream that asks for a client certificate
     client_key: str | None = None
+    # The largest answer taken from a workspace, decompressed; larger: 422, read no further.
+    max_answer_bytes: int = 128 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,8 @@ class CacheSettings:
     redis_namespace: str | None = None
     # Entries and answers written to Redis carry an HMAC-SHA256 with it. A secret: never shown.
     redis_hmac_key: str | None = field(default=None, repr=False)
+    # Answers larger than this (decompressed) are passed on but not cached, nor parsed.
+    max_answer_bytes: int = 16 * 1024 * 1024
 
 
 def shipped_dashboards() -> str:
@@ -514,6 +518,7 @@ def _upstream(raw: Reader, env: Mapping[str, str]) -> UpstreamSettings:
         ca_bundle=files.ca_bundle,
         client_cert=files.client_cert,
         client_key=files.client_key,
+        max_answer_bytes=raw.size("max_answer_bytes", d.max_answer_bytes),
     )
 
 
@@ -559,6 +564,7 @@ def _cache(raw: Reader, env: Mapping[str, str]) -> CacheSettings:
         metadata_ttl=raw.seconds("metadata_ttl", d.metadata_ttl),
         parallel_fetches=raw.whole("parallel_fetches", d.parallel_fetches, minimum=1),
         results_ttl=raw.seconds("results_ttl", d.results_ttl),
+        max_answer_bytes=raw.size("max_answer_bytes", d.max_answer_bytes),
         redis_state_url=state_url,
         redis_max_entry_bytes=raw.size("redis_max_entry_bytes", d.redis_max_entry_bytes),
         redis_namespace=namespace,

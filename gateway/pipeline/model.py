@@ -111,6 +111,10 @@ class Answer:
     status: int = 200
     headers: tuple[tuple[str, str], ...] = ()  # extra headers for the client
     cache: str = ""  # hit, miss, partial or "bypass; reason=<why>": the client's x-cache
+    size: int = -1  # the JSON's bytes (decompressed) when known, as the upstream's answers are
+
+    def json_size(self) -> int:
+        return self.size if self.size >= 0 else len(self.json_bytes())
 
     def json_bytes(self) -> bytes:
         return gzip.decompress(self.body) if self.gzipped else self.body

@@ -22,6 +22,7 @@ import logging
 import os
 import ssl
 import time
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -115,8 +116,18 @@ class Sender:
         started = time.monotonic()
         code = "error"
         try:
-            status, headers, raw = await self._round_trip(workspace, outgoing)
+            status, headers, raw, size = await self._round_trip(workspace, outgoing)
             code = str(status)
+        except AnswerTooLarge as err:
+            code = "too_large"
+            metrics.upstream_too_large.labels(workspace.id).inc()
+            log.warning("upstream %s: an answer over upstream.max_answer_bytes was dropped", workspace.host)
+            raise GatewayError(
+                "execution",
+                f"the answer of {workspace.id} is larger than the gateway takes ({err.limit} bytes, "
+                "upstream.max_answer_bytes): narrow the selector, raise the step, or use a recording rule",
+                422,
+            ) from None
         except aiohttp.ClientConnectorCertificateError as err:
             # Not worth a retry: the gateway's trust (upstream.ca_bundle) or the upstream's
             # certificate needs fixing, or someone is in between.
@@ -162,7 +173,7 @@ class Sender:
             raise GatewayError("unavailable", f"the upstream sent an unsupported encoding {encoding!r}", 502)
         gzipped = encoding == "gzip"
         if 200 <= status < 300:
-            return Answer(raw, gzipped=gzipped, status=status)
+            return Answer(raw, gzipped=gzipped, status=status, size=size)
         if status == 429:
             metrics.upstream_throttled.labels(workspace.id).inc()
         elif status == 403 and workspace.sigv4:
@@ -172,7 +183,8 @@ class Sender:
 
     async def _round_trip(
         self, workspace: Workspace, outgoing: Outgoing
-    ) -> tuple[int, dict[str, str], bytes]:
+    ) -> tuple[int, dict[str, str], bytes, int]:
+        """Status, the headers passed on, the body as it came and its decompressed size."""
         session = self._session_for(workspace)
         async with session.request(
             outgoing.method,
@@ -181,13 +193,47 @@ class Sender:
             headers=dict(outgoing.headers),
             proxy=self._proxies.get(workspace.host),
         ) as response:
-            raw = await response.read()
             passed = {
                 h: response.headers[h]
                 for h in (*_PASSED_HEADERS, "content-encoding")
                 if h in response.headers
             }
-            return response.status, passed, raw
+            gzipped = passed.get("content-encoding") == "gzip"
+            raw, size = await read_bounded(response.content, self._settings.max_answer_bytes, gzipped)
+            return response.status, passed, raw, size
+
+
+class AnswerTooLarge(Exception):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"over {limit} bytes")
+        self.limit = limit
+
+
+# Decompressed in steps of at most this many bytes: a gzip bomb never expands past it at once.
+_INFLATE_STEP = 1 << 20
+
+
+async def read_bounded(content: aiohttp.StreamReader, limit: int, gzipped: bool) -> tuple[bytes, int]:
+    """The body as it comes (gzip kept: it is passed through) and its decompressed size, read
+    chunk by chunk; AnswerTooLarge as soon as the decompressed size passes `limit`, without
+    reading the rest. The decompressed bytes are counted, not kept."""
+    body = bytearray()
+    size = 0
+    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzipped else None
+    async for chunk in content.iter_any():
+        body += chunk
+        if inflate is None:
+            size += len(chunk)
+        else:
+            data = chunk
+            while data:
+                size += len(inflate.decompress(data, _INFLATE_STEP))
+                if size > limit:
+                    break
+                data = inflate.unconsumed_tail
+        if size > limit:
+            raise AnswerTooLarge(limit)
+    return bytes(body), size
 
 
 def _tls_refusal(err: Exception) -> str | None:

@@ -24,7 +24,8 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import orjson
 from cachetools import LRUCache
@@ -51,8 +52,10 @@ from gateway.pipeline.model import Answer, Handler, Request
 from gateway.pipeline.shared import SharedRedis
 from gateway.promql import offloop
 from gateway.promql.memo import tree_bytes
+from gateway.promql.offloop import FairPool
 
 log = logging.getLogger("gateway.cache")
+T = TypeVar("T")
 
 # Parameters keyed separately (normalised) or that do not change the answer.
 _UNKEYED = frozenset({"query", "start", "end", "step", "time", "timeout"})
@@ -67,6 +70,14 @@ _METADATA_ENDPOINTS = frozenset({"series", "labels", "label_values", "metadata"}
 ANALYSES_BYTES = 8 << 20
 # Plain copies for clients without gzip may use 1/PLAIN_SHARE of cache.memory_bytes.
 PLAIN_SHARE = 8
+# Answers and extents larger than this (JSON bytes) are parsed, merged, rendered and compressed
+# in the answers pool, not on the event loop: a 190 MB answer parsed on the loop stalled every
+# other request of its worker for seconds (issue 16). Two threads shared fairly by principal,
+# as PromQL's are (a principal's big answers queue behind each other, not before others').
+OFF_LOOP_BYTES = 256 * 1024
+ANSWERS = FairPool(threads=2, per_principal=1, name="answers")
+# A gzip answer's JSON is about this many times its size (Prometheus's JSON, level 1 to 6).
+_GZIP_RATIO = 10
 
 
 def _analysis_bytes(analysis: Analysis) -> int:
@@ -202,17 +213,25 @@ class ResultsCache:
         self.store.put_plain(key, codec.Entry(codec.KIND_PLAIN, expires_at, samples, data))
         self._metrics.cache_memory_bytes.set(self.store.memory_bytes)
 
-    def _put(self, key: str, kind: int, ttl: float, samples: int, payload: bytes, compressed: bool) -> None:
+    async def _work(self, request: Request, size: int, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)`, here when it reads at most OFF_LOOP_BYTES, else in the answers pool."""
+        if size <= OFF_LOOP_BYTES:
+            return fn(*args)
+        return await asyncio.wrap_future(ANSWERS.submit(request.principal.name, fn, *args))
+
+    def _put(self, key: str, kind: int, ttl: float, samples: int, gz: bytes) -> None:
+        """An entry of `gz`, a payload already gzip-compressed (off the loop when large)."""
         if ttl <= 0:
             return
-        entry = codec.entry(kind, self._clock() + ttl, samples, payload, compressed)
+        entry = codec.entry(kind, self._clock() + ttl, samples, gz, compressed=True)
         self._metrics.cache_stored_bytes.inc(codec.encoded_size(entry))
         self.store.put(key, entry)
         self._metrics.cache_memory_bytes.set(self.store.memory_bytes)
 
-    def _put_answer(self, request: Request, key: str, ttl: float, samples: int, answer: Answer) -> None:
-        """A whole response: gzip for every tier, and plain in memory when this client is plain."""
-        self._put(key, codec.KIND_RESPONSE, ttl, samples, answer.body, answer.gzipped)
+    def _put_answer(self, key: str, ttl: float, samples: int, answer: Answer, gz: bytes) -> None:
+        """A whole response: `gz` (its gzip form) for every tier, and plain in memory when this
+        client is plain."""
+        self._put(key, codec.KIND_RESPONSE, ttl, samples, gz)
         if not answer.gzipped and ttl > 0:
             self._keep_plain(key, self._clock() + ttl, samples, answer.body)
 
@@ -226,15 +245,15 @@ class ResultsCache:
         if found is not None:
             return found
         answer = await self._fetch(request)
-        try:
-            doc = orjson.loads(answer.json_bytes())
-        except orjson.JSONDecodeError:
-            return self._not_cached(answer, "invalid-json")
-        if not isinstance(doc, dict) or doc.get("status") != "success":
-            return self._not_cached(answer, "error-not-cached")
-        samples = _samples(doc.get("data"))
+        limit = self._settings.max_answer_bytes
+        if answer.size > limit:
+            return self._not_cached(answer, "too-large")
+        kept = await self._work(request, _json_size(answer), _whole_entry, answer, limit)
+        if isinstance(kept, str):
+            return self._not_cached(answer, kept)
+        samples, gz = kept
         self._metrics.cache_samples.labels("upstream").inc(samples)
-        self._put_answer(request, key, ttl, samples, answer)
+        self._put_answer(key, ttl, samples, answer, gz)
         if request.no_cache:
             return self._not_cached(answer, "no-cache-header")
         return answer.replace(cache="miss")
@@ -292,7 +311,7 @@ class ResultsCache:
         hist_last = start - step if final is None else min(last, floor_grid(final, start % step, step))
         buckets = list(bucket_runs(start, hist_last, step, self._split_ms)) if hist_last >= start else []
         bucket_keys = [f"{base}:b{index}" for index, _ in buckets]
-        extents = await self._load_extents(bucket_keys)
+        extents = await self._load_extents(request, bucket_keys)
 
         if request.no_cache or not any(coverage for coverage, _ in extents):
             return await self._range_whole(
@@ -319,27 +338,15 @@ class ResultsCache:
         fetched_samples = sum(m.samples() for m in matrices)
         self._metrics.cache_samples.labels("upstream").inc(fetched_samples)
 
-        parts: list[tuple[Matrix, int, int]] = []
-        for (_, run), key, (coverage, stored) in zip(buckets, bucket_keys, extents, strict=True):
-            changed = False
-            for fetch_run, matrix in zip(fetch_runs, matrices, strict=True):
-                lo, hi = max(run[0], fetch_run[0]), min(run[1], fetch_run[1])
-                if lo <= hi:
-                    replace_range(stored, matrix, lo, hi)
-                    coverage = add_run(coverage, (lo, hi), step)
-                    changed = True
-            if changed:
-                self._put_extent(key, coverage, stored)
-            parts.append((stored, run[0], run[1]))
-        if recent is not None:
-            parts.append((matrices[-1], recent[0], recent[1]))
-        merged = assemble(parts)
-        body = render(merged)
-        total = merged.samples()
-        self._metrics.cache_samples.labels("cache").inc(max(0, total - fetched_samples))
+        size = sum(m.samples() for _, m in extents) * 24 + fetched_samples * 24  # ~JSON bytes a point
+        merged = await self._work(request, size, _merge, buckets, extents, fetch_runs, matrices, recent, step)
+        for key, (samples, gz) in zip(bucket_keys, merged.extents, strict=True):
+            if gz is not None:
+                self._put(key, codec.KIND_EXTENT, self._settings.results_ttl, samples, gz)
+        self._metrics.cache_samples.labels("cache").inc(max(0, merged.samples - fetched_samples))
         ttl = self._settings.results_ttl if hist_last == last else self._settings.recent_ttl
-        merged_answer = Answer(body, cache="partial" if fetch_runs else "hit")
-        self._put_answer(request, whole_key, ttl, total, merged_answer)
+        merged_answer = Answer(merged.body, cache="partial" if fetch_runs else "hit", size=len(merged.body))
+        self._put_answer(whole_key, ttl, merged.samples, merged_answer, merged.gz)
         return merged_answer
 
     async def _range_whole(
@@ -356,41 +363,35 @@ class ResultsCache:
         """Nothing cached (or the client asked for a fresh answer): send the client's own
         request, answer with exactly what came back, and keep it as extents."""
         answer = await self._fetch(request)
-        try:
-            matrix = parse_matrix(answer.json_bytes())
-        except NotCacheable as err:
-            return self._not_cached(answer, str(err))
-        samples = matrix.samples()
+        limit = self._settings.max_answer_bytes
+        if answer.size > limit:
+            return self._not_cached(answer, "too-large")
+        kept = await self._work(
+            request, _json_size(answer), _whole_extents, answer, limit, buckets, extents, step
+        )
+        if isinstance(kept, str):
+            return self._not_cached(answer, kept)
+        samples, gz, extent_entries = kept
         self._metrics.cache_samples.labels("upstream").inc(samples)
-        for (_, run), key, (coverage, stored) in zip(buckets, bucket_keys, extents, strict=True):
-            replace_range(stored, matrix, run[0], run[1])
-            self._put_extent(key, add_run(coverage, run, step), stored)
+        for key, (extent_samples, extent_gz) in zip(bucket_keys, extent_entries, strict=True):
+            self._put(key, codec.KIND_EXTENT, self._settings.results_ttl, extent_samples, extent_gz)
         ttl = self._settings.results_ttl if hist_last == last else self._settings.recent_ttl
-        self._put_answer(request, whole_key, ttl, samples, answer)
+        self._put_answer(whole_key, ttl, samples, answer, gz)
         if request.no_cache:
             return self._not_cached(answer, "no-cache-header")
         return answer.replace(cache="miss")
 
-    async def _load_extents(self, keys: list[str]) -> list[tuple[list[Run], Matrix]]:
-        out: list[tuple[list[Run], Matrix]] = []
-        for entry in await self.store.get_many(keys):
-            loaded: tuple[list[Run], Matrix] = ([], Matrix())
-            if entry is not None and entry.kind == codec.KIND_EXTENT:
-                try:
-                    loaded = load_extent(entry.data())
-                except (OSError, EOFError, ValueError, KeyError, TypeError):
-                    log.warning("cache: dropped a damaged extent entry")
-            out.append(loaded)
-        return out
-
-    def _put_extent(self, key: str, coverage: list[Run], matrix: Matrix) -> None:
-        payload = dump_extent(coverage, matrix)
-        self._put(key, codec.KIND_EXTENT, self._settings.results_ttl, matrix.samples(), payload, False)
+    async def _load_extents(self, request: Request, keys: list[str]) -> list[tuple[list[Run], Matrix]]:
+        entries = await self.store.get_many(keys)
+        size = sum(len(e.payload) for e in entries if e is not None) * _GZIP_RATIO
+        return await self._work(request, size, _decode_extents, entries)
 
     async def _fetch_runs(
         self, request: Request, runs: list[Run], query: str | None
     ) -> list[Matrix | GatewayError | NotCacheable]:
         slots = asyncio.Semaphore(self._settings.parallel_fetches)
+
+        limit = self._settings.max_answer_bytes
 
         async def one(run: Run) -> Matrix | GatewayError | NotCacheable:
             try:
@@ -398,10 +399,9 @@ class ResultsCache:
                     answer = await self._fetch(_sub_request(request, run, query))
             except GatewayError as err:
                 return err
-            try:
-                return parse_matrix(answer.json_bytes())
-            except NotCacheable as err:
-                return err
+            if answer.size > limit:
+                return NotCacheable("too-large")
+            return await self._work(request, _json_size(answer), _parsed, answer, limit)
 
         return list(await asyncio.gather(*(one(run) for run in runs)))
 
@@ -417,6 +417,114 @@ def _sub_request(request: Request, run: Run, query: str | None) -> Request:
             value = query
         params.append((name, value))
     return request.replace(params=tuple(params))
+
+
+# ---------------------------------------------------------------- the work (in the pool when large)
+
+
+def _json_size(answer: Answer) -> int:
+    if answer.size >= 0:
+        return answer.size
+    return len(answer.body) * (_GZIP_RATIO if answer.gzipped else 1)
+
+
+def _gz(answer: Answer) -> bytes:
+    return answer.body if answer.gzipped else codec.gzip_bytes(answer.body)
+
+
+def _whole_entry(answer: Answer, limit: int) -> tuple[int, bytes] | str:
+    """(samples, the gzip body) of a whole answer to keep, or why it is not kept."""
+    data = answer.json_bytes()
+    if len(data) > limit:
+        return "too-large"
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return "invalid-json"
+    if not isinstance(doc, dict) or doc.get("status") != "success":
+        return "error-not-cached"
+    return _samples(doc.get("data")), _gz(answer)
+
+
+def _parsed(answer: Answer, limit: int) -> Matrix | NotCacheable:
+    data = answer.json_bytes()
+    if len(data) > limit:
+        return NotCacheable("too-large")
+    try:
+        return parse_matrix(data)
+    except NotCacheable as err:
+        return err
+
+
+def _extent_entry(coverage: list[Run], matrix: Matrix) -> tuple[int, bytes]:
+    return matrix.samples(), codec.gzip_bytes(dump_extent(coverage, matrix))
+
+
+def _decode_extents(entries: list[codec.Entry | None]) -> list[tuple[list[Run], Matrix]]:
+    out: list[tuple[list[Run], Matrix]] = []
+    for entry in entries:
+        loaded: tuple[list[Run], Matrix] = ([], Matrix())
+        if entry is not None and entry.kind == codec.KIND_EXTENT:
+            try:
+                loaded = load_extent(entry.data())
+            except (OSError, EOFError, ValueError, KeyError, TypeError):
+                log.warning("cache: dropped a damaged extent entry")
+        out.append(loaded)
+    return out
+
+
+def _whole_extents(
+    answer: Answer,
+    limit: int,
+    buckets: list[tuple[int, Run]],
+    extents: list[tuple[list[Run], Matrix]],
+    step: int,
+) -> tuple[int, bytes, list[tuple[int, bytes]]] | str:
+    """A whole answer to keep: (samples, its gzip body, each bucket's extent entry), or why not."""
+    matrix = _parsed(answer, limit)
+    if isinstance(matrix, NotCacheable):
+        return str(matrix)
+    kept = []
+    for (_, run), (coverage, stored) in zip(buckets, extents, strict=True):
+        replace_range(stored, matrix, run[0], run[1])
+        kept.append(_extent_entry(add_run(coverage, run, step), stored))
+    return matrix.samples(), _gz(answer), kept
+
+
+@dataclass(frozen=True, slots=True)
+class _Merged:
+    body: bytes
+    gz: bytes
+    samples: int
+    extents: list[tuple[int, bytes | None]]  # per bucket: (samples, entry) when it changed
+
+
+def _merge(
+    buckets: list[tuple[int, Run]],
+    extents: list[tuple[list[Run], Matrix]],
+    fetch_runs: list[Run],
+    matrices: list[Matrix],
+    recent: Run | None,
+    step: int,
+) -> _Merged:
+    """The fetched runs written into the buckets' extents, and the answer assembled from them."""
+    parts: list[tuple[Matrix, int, int]] = []
+    changed: list[tuple[int, bytes | None]] = []
+    for (_, run), (coverage, stored) in zip(buckets, extents, strict=True):
+        touched = False
+        for fetch_run, matrix in zip(fetch_runs, matrices, strict=True):
+            lo, hi = max(run[0], fetch_run[0]), min(run[1], fetch_run[1])
+            if lo <= hi:
+                replace_range(stored, matrix, lo, hi)
+                coverage = add_run(coverage, (lo, hi), step)
+                touched = True
+        changed.append(_extent_entry(coverage, stored) if touched else (0, None))
+        parts.append((stored, run[0], run[1]))
+    if recent is not None:
+        parts.append((matrices[-1], recent[0], recent[1]))
+    merged = assemble(parts)
+    body = render(merged)
+    return _Merged(body, codec.gzip_bytes(body), merged.samples(), changed)
 
 
 def _samples(data: Any) -> int:
