@@ -235,7 +235,7 @@ async def _await_answer(
             blob = await cache.call("coalesce", lambda: cache.client.get(where))
         if isinstance(blob, bytes):
             opened = cache.unseal(where, blob)
-            found = decode(opened, holder, keys.digest) if opened is not None else None
+            found = decode(bytes(opened), holder, keys.digest) if opened is not None else None
             if found is not None:
                 return found
             if not counted:  # damaged, forged, or another round's: counted once per wait

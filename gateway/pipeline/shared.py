@@ -115,14 +115,16 @@ class SharedRedis:
             return blob
         return self._tag(key, blob) + blob
 
-    def unseal(self, key: str, blob: bytes) -> bytes | None:
-        """What `seal` wrote under `key`; None when its HMAC does not verify (forged, moved
-        from another key, damaged, or written without the key)."""
+    def unseal(self, key: str, blob: bytes) -> bytes | memoryview | None:
+        """What `seal` wrote under `key` (a view of `blob`: not copied, a large entry's copy cost
+        more than its HMAC); None when its HMAC does not verify (forged, moved from another key,
+        damaged, or written without the key)."""
         if self._seal_key is None:
             return blob
-        if len(blob) < _TAG or not hmac.compare_digest(blob[:_TAG], self._tag(key, memoryview(blob)[_TAG:])):
+        sealed = memoryview(blob)[_TAG:]
+        if len(blob) < _TAG or not hmac.compare_digest(blob[:_TAG], self._tag(key, sealed)):
             return None
-        return blob[_TAG:]
+        return sealed
 
     def _tag(self, key: str, blob: bytes | memoryview) -> bytes:
         assert self._seal_key is not None

@@ -61,21 +61,21 @@ def encoded_size(entry: Entry) -> int:
     return _HEADER.size + len(entry.payload)
 
 
-def _checksum(head: bytes, payload: bytes) -> int:
+def _checksum(head: bytes, payload: bytes | memoryview) -> int:
     return xxh3_64_intdigest(payload, seed=xxh3_64_intdigest(head))
 
 
-def decode(blob: bytes | None, now: float) -> Entry | None:
+def decode(blob: bytes | memoryview | None, now: float) -> Entry | None:
     """The entry, or None when absent, expired or of another schema version; DamagedEntry when
-    its checksum does not match."""
-    if not blob or len(blob) < _HEADER.size:
+    its checksum does not match. The payload is copied out of `blob` once."""
+    if blob is None or len(blob) < _HEADER.size:
         return None
     magic, version, kind, expires_at, samples, checksum = _HEADER.unpack_from(blob)
     if magic != _MAGIC or version != SCHEMA_VERSION:
         return None
-    payload = blob[_HEADER.size :]
-    if _checksum(blob[:_CHECKED], payload) != checksum:
+    payload = memoryview(blob)[_HEADER.size :]
+    if _checksum(bytes(blob[:_CHECKED]), payload) != checksum:
         raise DamagedEntry("cache entry checksum mismatch")
     if expires_at <= now:
         return None
-    return Entry(kind, expires_at, samples, payload)
+    return Entry(kind, expires_at, samples, bytes(payload))

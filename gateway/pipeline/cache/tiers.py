@@ -91,21 +91,21 @@ class RedisTier:
     def _key(self, key: str) -> str:
         return self._prefix + key.removeprefix("gwc:")
 
-    async def get_many(self, keys: list[str]) -> list[bytes | None]:
-        """The blobs under these keys, as `put` was given them (still sealed: see `open`)."""
+    async def get_many(self, keys: list[str]) -> list[bytes | memoryview | UnverifiedEntry | None]:
+        """The blobs under these keys, as `put` was given them; an UnverifiedEntry for one whose
+        HMAC does not verify."""
         named = [self._key(key) for key in keys]
         values = await self._shared.call("cache", lambda: self._shared.mget(named)) if keys else None
         if values is None:
             return [None] * len(keys)
-        return [value if isinstance(value, bytes) else None for value in values]
+        return [
+            self._open(key, value) if isinstance(value, bytes) else None
+            for key, value in zip(named, values, strict=True)
+        ]
 
-    def open(self, key: str, blob: bytes) -> bytes:
-        """The entry's bytes in a blob `get_many` read under `key`; UnverifiedEntry when its
-        HMAC does not verify."""
-        opened = self._shared.unseal(self._key(key), blob)
-        if opened is None:
-            raise UnverifiedEntry("cache entry HMAC mismatch")
-        return opened
+    def _open(self, key: str, blob: bytes) -> bytes | memoryview | UnverifiedEntry:
+        opened = self._shared.unseal(key, blob)
+        return UnverifiedEntry("cache entry HMAC mismatch") if opened is None else opened
 
     def put(self, key: str, blob: bytes, ttl: float) -> None:
         if not self._shared.available or len(self._pending) >= _MAX_PENDING_WRITES or ttl <= 0:
@@ -158,17 +158,15 @@ class Store:
         self._clock = clock
         self._on_damaged = on_damaged
 
-    def _decode(self, key: str, blob: bytes | None, now: float) -> codec.Entry | None:
+    def _decode(self, blob: bytes | memoryview | UnverifiedEntry | None, now: float) -> codec.Entry | None:
         """The entry in Redis's bytes; a damaged one (or one whose HMAC does not verify) is
         dropped (and counted): the caller fetches it again."""
-        if blob is None or self.redis is None:
-            return None
-        try:
-            return codec.decode(self.redis.open(key, blob), now)
-        except UnverifiedEntry:
+        if isinstance(blob, UnverifiedEntry):
             log.warning("cache: dropped a redis entry whose HMAC does not verify")
             self._on_damaged("redis")
             return None
+        try:
+            return codec.decode(blob, now)
         except codec.DamagedEntry:
             log.warning("cache: dropped a damaged redis entry")
             self._on_damaged("redis")
@@ -182,7 +180,7 @@ class Store:
                 now = self._clock()
                 blobs = await self.redis.get_many([keys[i] for i in absent])
                 for i, blob in zip(absent, blobs, strict=True):
-                    entry = self._decode(keys[i], blob, now)
+                    entry = self._decode(blob, now)
                     if entry is not None:
                         self.memory.put(keys[i], entry)
                         self.plain.delete(keys[i])  # a copy of what this process had before
