@@ -22,6 +22,7 @@ import contextlib
 import fcntl
 import gc
 import glob
+import logging
 import os
 import platform
 import re
@@ -46,6 +47,8 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
 from gateway import __version__
+
+log = logging.getLogger("gateway")
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -144,6 +147,13 @@ def absorb_gone_worker(directory: str, pid: int) -> None:
     """A worker is gone: its live gauges leave, its counters, histograms and summaries are added
     to the totals of gone workers, and its files are deleted. Under an exclusive lock, which a
     rendering takes shared: a scrape never counts a worker twice, nor misses it."""
+    try:
+        _absorb(directory, pid)
+    except Exception as err:  # a full disk or a damaged file must not stop the supervisor
+        log.warning("could not merge gone worker %s's metrics files: %r", pid, err)
+
+
+def _absorb(directory: str, pid: int) -> None:
     mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]  # untyped upstream
     with _locked(directory, fcntl.LOCK_EX):
         for kind in _SUMMED:
