@@ -9,7 +9,12 @@ fetches of distinct requests, against a real redis-server on loopback. CPU time 
 - redis, always written: the same, forcing the answer into Redis every time (what the gateway
                      did before; kept here to show what not writing saves).
 
-    .venv/bin/python bench/bench_shared_state.py [--fetches 2000]
+Then what `cache.redis_hmac_key` costs a cache hit from Redis (issue 16): the cache's store
+reading one entry that is in Redis and not in memory (MGET, HMAC check, codec check, promotion
+into memory), with and without a key, for entries of several sizes (incompressible, so their
+size is what is hashed).
+
+    .venv/bin/python bench/bench_shared_state.py [--fetches 2000] [--hits 2000]
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from support.stages import FakeUpstream, request
 from gateway.config import CacheSettings, UpstreamSettings
 from gateway.metrics import Metrics
 from gateway.pipeline import coalesce
+from gateway.pipeline.cache import codec
+from gateway.pipeline.cache.tiers import MemoryTier, RedisTier, Store
 from gateway.pipeline.model import Answer, Handler
 from gateway.pipeline.shared import SharedRedis
 from gateway.pipeline.slots import workspace_slots
@@ -44,7 +51,50 @@ async def measure(handler: Handler, label: str, fetches: int) -> tuple[float, fl
     return (time.process_time() - cpu) / fetches * 1e6, (time.perf_counter() - wall) / fetches * 1e6
 
 
-async def main(fetches: int) -> None:
+async def hit_from_redis(url: str, key: str | None, size: int, hits: int) -> tuple[float, float]:
+    """CPU and wall µs of one hit from Redis of an entry of `size` bytes."""
+    shared = SharedRedis(CacheSettings(mode="redis", redis_url=url, redis_hmac_key=key), Metrics(), timeout=5)
+    await shared.connect()
+    store = Store(MemoryTier(64 << 20, time.time), RedisTier(shared), time.time)
+    name = f"gwc:{size:040x}"
+    store.put(
+        name, codec.entry(codec.KIND_RESPONSE, time.time() + 3600, 1, os.urandom(size), compressed=True)
+    )
+    assert store.redis is not None
+    await store.redis.flush()
+    try:
+        for _ in range(100):  # warm up
+            store.memory.delete(name)
+            assert await store.get(name) is not None
+        cpu, wall = time.process_time(), time.perf_counter()
+        for _ in range(hits):
+            store.memory.delete(name)
+            await store.get(name)
+        return (time.process_time() - cpu) / hits * 1e6, (time.perf_counter() - wall) / hits * 1e6
+    finally:
+        await store.aclose()
+        await shared.aclose()
+
+
+async def hits_table(url: str, hits: int) -> None:
+    print(f"\n{hits} cache hits from Redis (not in memory; fewer of large entries), best of 3 rounds:")
+    print("| entry | CPU µs / hit, no key | with HMAC key | HMAC's share | wall µs, no key | with key |")
+    print("|---|---|---|---|---|---|")
+    for size in (4_000, 32_000, 256_000, 1_000_000, 4_000_000):
+        rounds = max(50, hits * 32_000 // max(size, 32_000))
+        plain, keyed = [], []
+        for _ in range(3):  # interleaved, so that both see the same machine
+            plain.append(await hit_from_redis(url, None, size, rounds))
+            keyed.append(await hit_from_redis(url, "k" * 64, size, rounds))
+        p_cpu, k_cpu = min(r[0] for r in plain), min(r[0] for r in keyed)
+        p_wall, k_wall = min(r[1] for r in plain), min(r[1] for r in keyed)
+        print(
+            f"| {size / 1000:g} KB | {p_cpu:.0f} | {k_cpu:.0f} | +{k_cpu - p_cpu:.0f} µs "
+            f"({(k_cpu - p_cpu) / k_cpu:.0%}) | {p_wall:.0f} | {k_wall:.0f} |"
+        )
+
+
+async def main(fetches: int, hits: int) -> None:
     server = RedisServer(free_port(), Path(tempfile.mkdtemp(prefix="bench-redis-"))).start()
     shared = SharedRedis(CacheSettings(mode="off", redis_url=server.url), Metrics())
     await shared.connect()
@@ -66,10 +116,17 @@ async def main(fetches: int) -> None:
             ):
                 coalesce._SCRIPTS["alone"] = alone  # read when the stage is built
                 results.setdefault(label, []).append(await measure(stages(with_redis), label, fetches))
+        coalesce._SCRIPTS["alone"] = shipped
+        report(fetches, results)
+        if hits:
+            await hits_table(server.url, hits)
     finally:
         coalesce._SCRIPTS["alone"] = shipped
         await shared.aclose()
         server.stop()
+
+
+def report(fetches: int, results: dict[str, list[tuple[float, float]]]) -> None:
     local_cpu = min(cpu for cpu, _ in results["local"])
     print(f"{fetches} sequential fetches of 104 KB answers, best of 2 rounds:")
     print("| stages | CPU µs / fetch | wall µs / fetch | CPU vs local |")
@@ -82,4 +139,6 @@ async def main(fetches: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--fetches", type=int, default=2000)
-    uvloop.run(main(parser.parse_args().fetches))
+    parser.add_argument("--hits", type=int, default=2000, help="0: skip the HMAC table")
+    args = parser.parse_args()
+    uvloop.run(main(args.fetches, args.hits))
