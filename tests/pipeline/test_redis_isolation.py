@@ -383,3 +383,28 @@ async def test_a_forged_coalesced_answer_is_not_taken_with_a_key(
     held.release.set()
     assert await leader == await follower == held.answer and len(held.requests) == 1
     await other.aclose()
+
+
+async def test_the_cache_redis_away_leaves_the_state_shared(
+    tmp_path: Path, servers: list[RedisServer]
+) -> None:
+    cache_server = _server(tmp_path, "cache", "allkeys-lru", 4 << 20)
+    state_server = _server(tmp_path, "state", "noeviction", 4 << 20)
+    servers += [cache_server, state_server]
+    settings = CacheSettings(mode="redis", redis_url=cache_server.url, redis_state_url=state_server.url)
+    metrics = Metrics()
+    shared = SharedRedis(settings, metrics)
+    await shared.connect()
+    try:
+        cache_server.stop()
+        tier = RedisTier(shared)
+        assert await tier.get_many([f"gwc:{KEY}"]) == [None]
+        assert not shared.cache.available and shared.available
+        assert _metric(metrics, "gateway_redis_up") == 0  # one of the two is away
+        limited = Principal(name="still-shared", limits=Limits(rate=Rate(per_second=0.01, burst=1)))
+        await RateLimiter(Metrics(), shared).admit(limited)
+        with redis.Redis(port=state_server.port) as client:
+            assert client.exists(f"amp-gateway:{shared.namespace}:rate:still-shared")
+        assert _metric(metrics, "gateway_redis_fallbacks_total", feature="rate") == 0
+    finally:
+        await shared.aclose()
