@@ -75,10 +75,11 @@ class Gateway:
         self.settings = settings
         self.clock = clock  # the cache's idea of now (tests and benchmarks simulate time)
         self.metrics = metrics
-        self.authenticator = Authenticator(settings.auth, metrics)
-        self.sender = Sender(settings.upstream, metrics)
-        # Redis, when configured, is shared by the cache, rate limits, upstream slots and coalescing.
+        # Redis, when configured, is shared by the cache, rate limits, upstream slots, coalescing
+        # and the count of failed sign-ins.
         self.shared = SharedRedis(settings.cache, metrics) if settings.cache.redis_url else None
+        self.authenticator = Authenticator(settings.auth, metrics, shared=self.shared)
+        self.sender = Sender(settings.upstream, metrics)
         signed = signing(CredentialSource(settings.aws), metrics, instrumented("send", self.sender))
         self.upstream: Handler = compose(
             [
@@ -182,6 +183,9 @@ def warn_without_credentials(settings: Settings) -> None:
 def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> Starlette:
     cap_library_loggers()
     metrics = Metrics()
+    # Every error and limit counter whose labels the settings name, at 0 from the start.
+    principals = [c.principal.name for c in settings.auth.credentials] or ["anonymous"]
+    metrics.expect([w.id for w in settings.workspaces], principals, settings.cache.redis_url is not None)
     gateway = Gateway(settings, metrics, clock)
     if not settings.auth.enabled and not is_loopback(settings.listen_host):
         log.warning("auth: none; anyone who reaches %s can query every workspace", settings.listen_host)

@@ -102,7 +102,7 @@ class BoundedHttpTools(HttpToolsProtocol):
         self._read_timer: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------------ connections
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # as uvicorn's
         super().connection_made(transport)
         self._waiting[self] = None
         self._arm(self.limits.header_timeout)

@@ -159,16 +159,16 @@ def _absorb(directory: str, pid: int) -> None:
         for kind in _SUMMED:
             path = os.path.join(directory, f"{kind}_{pid}.db")
             try:
-                values = MmapedDict.read_all_values_from_file(path)  # type: ignore[no-untyped-call]
+                values = MmapedDict.read_all_values_from_file(path)  # type: ignore[no-untyped-call]  # prometheus_client leaves it untyped
             except FileNotFoundError:
                 continue
-            totals = MmapedDict(os.path.join(directory, f"{kind}_{GONE}.db"))  # type: ignore[no-untyped-call]
+            totals = MmapedDict(os.path.join(directory, f"{kind}_{GONE}.db"))  # type: ignore[no-untyped-call]  # prometheus_client leaves it untyped
             try:
                 for key, value, _, _ in values:
-                    before, _ = totals.read_value(key)  # type: ignore[no-untyped-call]
-                    totals.write_value(key, before + value, 0.0)  # type: ignore[no-untyped-call]
+                    before, _ = totals.read_value(key)  # type: ignore[no-untyped-call]  # prometheus_client leaves it untyped
+                    totals.write_value(key, before + value, 0.0)  # type: ignore[no-untyped-call]  # prometheus_client leaves it untyped
             finally:
-                totals.close()  # type: ignore[no-untyped-call]
+                totals.close()  # type: ignore[no-untyped-call]  # prometheus_client leaves it untyped
             os.unlink(path)
         # Gauges of the other modes (the gateway has none): a gone worker's value is no one's.
         for path in glob.glob(os.path.join(directory, f"gauge_*_{pid}.db")):
@@ -209,7 +209,7 @@ class _WorkerFiles(Collector):
         _gc_figures().sync()
         with _locked(self._directory, fcntl.LOCK_SH):
             files = glob.glob(os.path.join(self._directory, "*.db"))
-            return list(MultiProcessCollector.merge(files, accumulate=True))  # type: ignore[no-untyped-call]
+            return list(MultiProcessCollector.merge(files, accumulate=True))  # type: ignore[no-untyped-call]  # prometheus_client leaves it untyped
 
 
 class _Processes(Collector):
@@ -224,7 +224,7 @@ class _Processes(Collector):
         roles[os.getppid()] = "supervisor"
         families: dict[str, Metric] = {}
         for pid, role in sorted(roles.items()):
-            reader = ProcessCollector(pid=lambda pid=pid: pid, registry=None)  # type: ignore[misc]
+            reader = ProcessCollector(pid=lambda pid=pid: pid, registry=None)  # type: ignore[misc]  # a default binds the loop's pid
             for family in reader.collect():
                 merged = families.setdefault(
                     family.name, Metric(family.name, family.documentation, family.type)

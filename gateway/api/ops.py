@@ -35,13 +35,6 @@ class Readiness:
         self._checked_at = -READY_CACHE_SECONDS
         self._result: tuple[bool, dict[str, str]] = (False, {})
         self._lock = asyncio.Lock()
-        if metrics is not None:
-            # The app makes one Readiness, with the settings and the metrics: the place where
-            # every label known from the settings gets its error and limit counters at 0.
-            principals = [c.principal.name for c in settings.auth.credentials] or ["anonymous"]
-            metrics.expect(
-                [w.id for w in settings.workspaces], principals, settings.cache.redis_url is not None
-            )
 
     async def check(self) -> tuple[bool, dict[str, str]]:
         async with self._lock:

@@ -102,7 +102,7 @@ class SharedFailedSignIns:
         for (key, table), count in zip(keys, counts, strict=True):
             if count is not None and int(count) >= table.limit:
                 name = shared.key("sign_in", key)
-                left = await shared.call("sign_in", lambda name=name: shared.client.pttl(name))  # type: ignore[misc]
+                left = await shared.call("sign_in", lambda name=name: shared.client.pttl(name))  # type: ignore[misc]  # a default binds the loop's name
                 return (table.window if left is None or int(left) < 0 else int(left) / 1000), key
         return None
 
@@ -140,10 +140,6 @@ class Authenticator:
             self._challenge += f", Basic {REALM}"
         self.by_address = FailedSignIns(self.settings.failures_per_address, FAILURE_WINDOW, clock)
         self.by_user = FailedSignIns(self.settings.failures_per_principal, FAILURE_WINDOW, clock)
-        self.failures = SharedFailedSignIns(shared)
-
-    def share(self, shared: SharedRedis | None) -> None:
-        """Count failed sign-ins on Redis too (the whole fleet's), from now on."""
         self.failures = SharedFailedSignIns(shared)
 
     def _keys(self, address: str | None, username: str | None) -> list[tuple[str, FailedSignIns]]:

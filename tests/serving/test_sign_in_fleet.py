@@ -4,7 +4,6 @@ and replicas, not after as many times more."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 from collections.abc import Callable, Iterator
@@ -14,12 +13,9 @@ from typing import Any
 import httpx
 import pytest
 from support.amp_standin import AmpStandin
-from support.gateway import GatewayProcess, gateway_settings
+from support.gateway import GatewayProcess
 from support.redis_server import RedisServer
 from support.testenv import AMP_REGION
-
-from gateway.app import Gateway
-from gateway.metrics import Metrics
 
 PER_USER = 6
 PASSWORD = "fleet-password-0123"
@@ -45,25 +41,10 @@ def _raw(amp: AmpStandin, redis_url: str) -> dict[str, Any]:
     }
 
 
-def _wired(amp: AmpStandin, redis_url: str) -> bool:
-    """Whether the app hands its Redis to the authenticator (gateway/app.py)."""
-
-    async def look() -> bool:
-        gateway = Gateway(gateway_settings(amp, _raw(amp, redis_url)), Metrics())
-        try:
-            return gateway.authenticator.failures.shared is not None
-        finally:
-            await gateway.aclose()
-
-    return asyncio.run(look())
-
-
 @pytest.fixture
 def fleet(
     fresh_amp: AmpStandin, redis_server: RedisServer, tmp_path: Path, aws_env: dict[str, str]
 ) -> Iterator[Callable[[], list[GatewayProcess]]]:
-    if not _wired(fresh_amp, redis_server.url):
-        pytest.skip("gateway/app.py does not hand SharedRedis to the Authenticator")
     started: list[GatewayProcess] = []
 
     def launch() -> list[GatewayProcess]:
