@@ -61,9 +61,10 @@ def gateway_package() -> str:
 
 
 @contextmanager
-def gateway_process(env: dict[str, str]) -> Iterator[GatewayProcess]:
+def gateway_process(env: dict[str, str], tree: Path = ROOT) -> Iterator[GatewayProcess]:
     """`amp-gateway serve` in its own process (its own GIL), as it runs in production, with one
-    worker unless `env` sets GATEWAY_WORKERS (so that figures compare with earlier runs)."""
+    worker unless `env` sets GATEWAY_WORKERS (so that figures compare with earlier runs); the
+    gateway of `tree`, by default this checkout (another: an earlier one, measured alongside)."""
     port = free_port()
     full_env = {
         **os.environ,
@@ -75,7 +76,8 @@ def gateway_process(env: dict[str, str]) -> Iterator[GatewayProcess]:
         "GATEWAY_WORKERS": "1",
         **env,
     }
-    process = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], env=full_env, cwd=ROOT)
+    full_env.pop("PYTHONPATH", None)
+    process = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], env=full_env, cwd=tree)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(f"{url}/-/healthy", process, "the gateway")
