@@ -10,7 +10,9 @@ Attacks (each alone, against a fresh gateway):
 - `slow`: 5,000 connections that send half a request line and stop;
 - `large`: one client asking, again and again, every series of the data at a 1 s step over 3 h
   (~170 MB of JSON: the issue's ~800 series over 6 h, over upstream.max_answer_bytes), at 1.4 s
-  (~123 MB, the largest the default takes) and at 2 s (~86 MB), plain and gzip.
+  (~123 MB, the largest the default takes) and at 2 s (~86 MB), plain and gzip;
+- `metrics`: 8 clients scraping /metrics as fast as they can;
+- `regex`: 4 clients sending queries with a fresh heavy regex each (format_query).
 The baseline of the same run is the same probes with no attack.
 """
 
@@ -26,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -178,6 +181,38 @@ def large_attack(url: str, stop: threading.Event, params: list[dict[str, str]]) 
             i += 1
 
 
+def metrics_attack(url: str, stop: threading.Event) -> None:
+    def one() -> None:
+        with httpx.Client(timeout=30) as client:
+            while not stop.is_set():
+                with suppress(httpx.HTTPError):
+                    client.get(f"{url}/metrics")
+
+    threads = [threading.Thread(target=one) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+
+def regex_attack(url: str, stop: threading.Event) -> None:
+    """Fresh heavy regexes (`\\pL{40}` and a unique tail: ~30 ms of RE2 each, valid before and
+    after the change), from 4 clients at once."""
+
+    def one() -> None:
+        with httpx.Client(timeout=30) as client:
+            while not stop.is_set():
+                query = f'count(up{{job=~"\\\\pL{{40}}{uuid.uuid4().hex}"}})'
+                with suppress(httpx.HTTPError):
+                    client.post(f"{url}/api/v1/format_query", data={"query": query})
+
+    threads = [threading.Thread(target=one) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+
 def summary(samples: list[float]) -> str:
     if not samples:
         return "no answer"
@@ -190,7 +225,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--before", type=Path, help="an earlier checkout, measured in the same run")
     parser.add_argument("--seconds", type=float, default=8)
-    parser.add_argument("--only", nargs="*", default=["none", "header", "slow", "large"])
+    parser.add_argument("--only", nargs="*", default=["none", "header", "slow", "large", "metrics", "regex"])
     args = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -205,6 +240,8 @@ def main() -> None:
             "header": header_attack,
             "slow": slow_attack,
             "large": lambda url, stop: large_attack(url, stop, large),
+            "metrics": metrics_attack,
+            "regex": regex_attack,
         }
         for attack in args.only:
             for name, tree in trees:
