@@ -93,13 +93,18 @@ class BoundedHttpTools(HttpToolsProtocol):
         self.timeout_keep_alive = limits.keep_alive_timeout  # type: ignore[assignment]  # any number works
         self._max_head = limits.max_url_bytes + limits.max_header_bytes + _FRAMING
         self._waiting = _WAITING.setdefault(server_state, OrderedDict())
+        # Between the end of a request (or the connection's start) and the end of the next
+        # one's headers: what arrives then is head, counted against the caps.
         self._reading_head = True
-        self._head_bytes = 0  # bytes received since this request's head began
+        self._head_bytes = 0
         self._header_bytes = 0
         self._header_count = 0
         self._over_cap = False
-        self._refused = False
+        self._refused = False  # a refusal is written or due: what still arrives is thrown away
+        self._due: _Refused | None = None  # a refusal due once the answers before it are written
         self._read_timer: asyncio.TimerHandle | None = None
+        self._drain_timer: asyncio.TimerHandle | None = None
+        self._unsent = 0  # bytes of answers the client had not read at the last look
 
     # ------------------------------------------------------------------ connections
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # as uvicorn's
@@ -112,19 +117,30 @@ class BoundedHttpTools(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._waiting.pop(self, None)
         self._disarm()
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+            self._drain_timer = None
         super().connection_lost(exc)
 
     def _make_room(self) -> None:
-        """Close the oldest connection that is idle or still sending its headers; when there is
+        """End the oldest connection that is idle or still sending its headers; when there is
         none, this one is over the cap (answered 503 unless it asks for a probe)."""
         for other in self._waiting:
             if other is not self:
                 self._waiting.pop(other)
-                other._disarm()
-                other.transport.close()
+                other._end()
                 return
         self._over_cap = True
         self._arm(min(self.limits.header_timeout, 1.0))
+
+    def _end(self) -> None:
+        """Close, or abort when the client has not read what was written to it (a close would
+        wait for that forever, holding the connection and its unsent bytes)."""
+        self._disarm()
+        if self.transport.get_write_buffer_size():
+            self.transport.abort()
+        elif not self.transport.is_closing():
+            self.transport.close()
 
     # ------------------------------------------------------------------ reading
     def data_received(self, data: bytes) -> None:
@@ -149,8 +165,9 @@ class BoundedHttpTools(HttpToolsProtocol):
             self._bad_request()
             return
         if self._reading_head and self._head_bytes > self._max_head and not self._refused:
-            # One element (a header, the target) is still arriving: refused before it grows on.
-            if len(self.url) > self.limits.max_url_bytes or self._header_count == 0:
+            # A header is still arriving (a target is counted as it arrives, in on_url): refused
+            # before it grows on.
+            if len(self.url) > self.limits.max_url_bytes:
                 self._refuse(self._url_too_long())
             else:
                 self._refuse(self._headers_too_large())
@@ -173,24 +190,48 @@ class BoundedHttpTools(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        if self._over_cap and httptools.parse_url(self.url).path not in PROBES:
-            raise _Refused(503, "Service Unavailable", "too many connections to this worker; try again")
+        probe = False
+        if self._over_cap:
+            probe = httptools.parse_url(self.url).path in PROBES
+            if not probe:
+                raise _Refused(503, "Service Unavailable", "too many connections to this worker; try again")
         self._reading_head = False
         self._head_bytes = 0
         self._waiting.pop(self, None)
         self._arm(self.limits.body_timeout)
         super().on_headers_complete()
+        if probe and self.cycle is not None:
+            self.cycle.keep_alive = False  # a probe does not lift the cap for what follows
 
     def on_message_complete(self) -> None:
-        self._disarm()
+        self._disarm()  # the next head's timer starts with its first byte
+        self._reading_head = True
+        self._head_bytes = 0
         super().on_message_complete()
+        answered = self.cycle is not None and self.cycle.response_complete
+        if answered and not self.pipeline and not self._refused and not self.transport.is_closing():
+            # Answered before its body was all in (a 404 to a POST): idle from now, as after
+            # any answer.
+            self._waiting[self] = None
+            self._unset_keepalive_if_required()
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
 
     def on_response_complete(self) -> None:
-        self._reading_head = True
-        self._over_cap = False
-        if not self.transport.is_closing():
-            self._waiting[self] = None
+        self._watch_unsent()
+        if self._due is not None and not self.pipeline:
+            refusal, self._due = self._due, None
+            self.server_state.total_requests += 1
+            if not self.transport.is_closing():
+                self._write_refusal(refusal)
+            return
+        if self._reading_head and not self.pipeline and not self._refused and not self.transport.is_closing():
+            self._waiting[self] = None  # idle until the next request's first byte
         super().on_response_complete()  # arms the keep-alive timeout
+
+    def timeout_keep_alive_handler(self) -> None:
+        self._end()
 
     # ------------------------------------------------------------------ bounds
     def _url_too_long(self) -> _Refused:
@@ -214,17 +255,43 @@ class BoundedHttpTools(HttpToolsProtocol):
             self._read_timer = None
 
     def _timed_out(self) -> None:
-        """The headers, or the body, did not arrive in time: the connection is closed (a request
+        """The headers, or the body, did not arrive in time: the connection is ended (a request
         being served sees the client gone)."""
         self._read_timer = None
-        if not self.transport.is_closing():
-            self.transport.close()
+        self._end()
+
+    def _watch_unsent(self) -> None:
+        """An answer the client does not read may sit in the connection's buffer: it is ended
+        when `body_timeout` passes with none of it read, as nginx's send_timeout does."""
+        unsent = self.transport.get_write_buffer_size()
+        if unsent and self._drain_timer is None:
+            self._unsent = unsent
+            self._drain_timer = self.loop.call_later(self.limits.body_timeout, self._check_unsent)
+
+    def _check_unsent(self) -> None:
+        self._drain_timer = None
+        unsent = self.transport.get_write_buffer_size()
+        if unsent and unsent >= self._unsent:
+            self.transport.abort()
+        elif unsent:
+            self._unsent = unsent
+            self._drain_timer = self.loop.call_later(self.limits.body_timeout, self._check_unsent)
 
     def _refuse(self, refusal: _Refused) -> None:
-        """A plain-text answer and `connection: close`; what the client still sends is read and
-        thrown away for a moment, so that it can read the answer instead of a reset."""
+        """Refused: what the client still sends is thrown away, and the refusal is written now,
+        or, when answers to earlier pipelined requests are still due, right after them."""
         self._refused = True
         self._waiting.pop(self, None)
+        if (self.cycle is not None and not self.cycle.response_complete) or self.pipeline:
+            self._due = refusal
+            self._disarm()
+            self.flow.pause_reading()
+            return
+        self._write_refusal(refusal)
+
+    def _write_refusal(self, refusal: _Refused) -> None:
+        """A plain-text answer and `connection: close`; the client gets a moment to read it
+        before the connection is closed, instead of a reset."""
         body = f"{refusal.status} {refusal.reason}: {refusal.detail}\n".encode()
         self.transport.write(
             b"HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n"
@@ -232,8 +299,7 @@ class BoundedHttpTools(HttpToolsProtocol):
         )
         if self.transport.can_write_eof():
             self.transport.write_eof()
-        self._disarm()
-        self._read_timer = self.loop.call_later(_LINGER, self._timed_out)
+        self._arm(_LINGER)
 
     def _bad_request(self) -> None:
         message = "Invalid HTTP request received."

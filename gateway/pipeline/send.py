@@ -23,8 +23,9 @@ import os
 import ssl
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import AsyncIterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -156,7 +157,7 @@ class Sender:
                 503,
                 retry="connection",
             ) from None
-        except aiohttp.ClientError as err:  # an answer aiohttp cannot read: a bad status line or header
+        except (aiohttp.ClientError, AnswerUnreadable) as err:  # a bad status line, header or gzip
             log.warning("upstream %s: unreadable answer: %s", workspace.host, type(err).__name__)
             raise GatewayError(
                 "unavailable",
@@ -199,7 +200,9 @@ class Sender:
                 if h in response.headers
             }
             gzipped = passed.get("content-encoding") == "gzip"
-            raw, size = await read_bounded(response.content, self._settings.max_answer_bytes, gzipped)
+            raw, size = await read_bounded(
+                response.content.iter_any(), self._settings.max_answer_bytes, gzipped
+            )
             return response.status, passed, raw, size
 
 
@@ -209,30 +212,49 @@ class AnswerTooLarge(Exception):
         self.limit = limit
 
 
+class AnswerUnreadable(Exception):
+    """A body that says it is gzip and is not, or is cut short."""
+
+
 # Decompressed in steps of at most this many bytes: a gzip bomb never expands past it at once.
 _INFLATE_STEP = 1 << 20
 
 
-async def read_bounded(content: aiohttp.StreamReader, limit: int, gzipped: bool) -> tuple[bytes, int]:
+def _gunzip() -> Any:
+    return zlib.decompressobj(16 + zlib.MAX_WBITS)
+
+
+async def read_bounded(chunks: AsyncIterable[bytes], limit: int, gzipped: bool) -> tuple[bytes, int]:
     """The body as it comes (gzip kept: it is passed through) and its decompressed size, read
     chunk by chunk; AnswerTooLarge as soon as the decompressed size passes `limit`, without
-    reading the rest. The decompressed bytes are counted, not kept."""
+    reading the rest. The decompressed bytes are counted, not kept. gzip is read as
+    `gzip.decompress` reads it, every member of it (one member can be followed by another);
+    AnswerUnreadable for a gzip body that is not one."""
     body = bytearray()
     size = 0
-    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzipped else None
-    async for chunk in content.iter_any():
+    inflate = _gunzip() if gzipped else None
+    fed = False  # whether the current gzip member has begun
+    async for chunk in chunks:
         body += chunk
         if inflate is None:
             size += len(chunk)
         else:
             data = chunk
-            while data:
-                size += len(inflate.decompress(data, _INFLATE_STEP))
-                if size > limit:
-                    break
-                data = inflate.unconsumed_tail
+            while data and size <= limit:
+                fed = True
+                try:
+                    size += len(inflate.decompress(data, _INFLATE_STEP))
+                except zlib.error:
+                    raise AnswerUnreadable("not gzip") from None
+                if inflate.eof:
+                    data = inflate.unused_data  # the next member's
+                    inflate, fed = _gunzip(), False
+                else:
+                    data = inflate.unconsumed_tail
         if size > limit:
             raise AnswerTooLarge(limit)
+    if fed:
+        raise AnswerUnreadable("cut short")
     return bytes(body), size
 
 

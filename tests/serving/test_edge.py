@@ -6,11 +6,13 @@ dies, and what the attacker sends is refused with the status that says why."""
 from __future__ import annotations
 
 import concurrent.futures
+import re
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import psutil
@@ -207,3 +209,160 @@ def test_past_the_cap_busy_connections_stay_new_ones_get_503_and_probes_answer(
     assert refused.status_code == 503 and "too many connections" in refused.text
     assert refused.headers["connection"] == "close"
     assert probe.status_code == 200
+
+
+# ---------------------------------------------------------------- from the attack review
+
+
+def _responses(raw: bytes) -> list[bytes]:
+    """The status lines of the answers in `raw`, in order (a body is followed at once by the
+    next answer, without a line end)."""
+    return re.findall(rb"HTTP/1\.1 \d{3} [^\r\n]*", raw)
+
+
+def _read_all(sock: socket.socket, seconds: float = 10) -> bytes:
+    sock.settimeout(seconds)
+    chunks = []
+    try:
+        while chunk := sock.recv(1 << 20):
+            chunks.append(chunk)
+    except ConnectionResetError:
+        pass
+    return b"".join(chunks)
+
+
+def _query_request(query: str, at: float, extra: bytes = b"") -> bytes:
+    target = "/api/v1/query?" + urlencode({"query": query, "time": str(at)})
+    return f"GET {target} HTTP/1.1\r\nHost: x\r\n".encode() + extra + b"\r\n"
+
+
+def test_a_pipelined_request_refused_is_answered_after_the_one_before_it(
+    fresh_amp: AmpStandin, prometheus: PrometheusServer, start: Callable[..., GatewayProcess]
+) -> None:
+    gateway = start(_raw(fresh_amp), workers=1)
+    fresh_amp.inject_delay(1.0, count=1, path_contains="/api/v1/query")
+    sock = _connect(gateway)
+    huge = b"X-Big: " + b"a" * 70000 + b"\r\n"
+    sock.sendall(
+        _query_request("count(up)", prometheus.data_end) + b"GET /-/healthy HTTP/1.1\r\n" + huge + b"\r\n"
+    )
+    raw = _read_all(sock)
+    assert _responses(raw) == [b"HTTP/1.1 200 OK", b"HTTP/1.1 431 Request Header Fields Too Large"]
+    direct = httpx.get(
+        f"{prometheus.url}/api/v1/query", params={"query": "count(up)", "time": str(prometheus.data_end)}
+    )
+    assert direct.content in raw
+    assert gateway.alive and "Traceback" not in gateway.log.read_text()
+
+
+def test_an_endless_header_behind_a_request_in_flight_is_refused(
+    fresh_amp: AmpStandin, prometheus: PrometheusServer, start: Callable[..., GatewayProcess]
+) -> None:
+    gateway = start(_raw(fresh_amp), workers=1)
+    fresh_amp.inject_delay(2.0, count=1, path_contains="/api/v1/query")
+    answer = _stream(
+        gateway,
+        _query_request("count(up)", prometheus.data_end) + b"GET /-/healthy HTTP/1.1\r\nX-Endless: ",
+        b"a" * 16384,
+        32 << 20,
+    )
+    assert _responses(answer) == [b"HTTP/1.1 200 OK", b"HTTP/1.1 431 Request Header Fields Too Large"]
+
+
+def test_a_post_answered_before_its_body_is_in_gets_one_answer(
+    fresh_amp: AmpStandin, start: Callable[..., GatewayProcess]
+) -> None:
+    gateway = start(_raw(fresh_amp), workers=1)
+    body = b"x" * (4 << 20)
+    sock = _connect(gateway)
+    sock.sendall(b"POST /nope HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body))
+    sock.sendall(body)
+    sock.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert _responses(_read_all(sock)) == [b"HTTP/1.1 404 Not Found", b"HTTP/1.1 200 OK"]
+
+
+def test_clients_that_do_not_read_their_answers_cannot_pass_the_cap(
+    fresh_amp: AmpStandin, prometheus: PrometheusServer, start: Callable[..., GatewayProcess]
+) -> None:
+    gateway = start(_raw(fresh_amp, max_connections=3, keep_alive_timeout="1s", body_timeout="2s"), workers=1)
+    (worker,) = gateway.worker_pids()
+    rest = psutil.Process(worker).memory_info().rss
+    # ~8 MB of JSON each (every series over 3 h at 20 s), never read.
+    params = (
+        f"query=%7B__name__%3D~%22.%2B%22%7D&start={prometheus.data_start}&end={prometheus.data_end}&step=20"
+    )
+    stuck = []
+    for _ in range(12):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", gateway.port))
+        sock.sendall(f"GET /api/v1/query_range?{params} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        stuck.append(sock)
+        time.sleep(0.3)
+    time.sleep(3)  # past body_timeout with nothing read
+
+    def held() -> int:
+        return sum(
+            1
+            for c in psutil.Process(worker).net_connections(kind="tcp")
+            if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == gateway.port
+        )
+
+    assert held() <= 3
+    assert psutil.Process(worker).memory_info().rss - rest < 64 << 20
+    assert httpx.get(f"{gateway.url}/-/healthy", timeout=PROBE_TIMEOUT).status_code == 200
+    for sock in stuck:
+        sock.close()
+
+
+def test_a_busy_pipelined_connection_is_not_closed_to_make_room(
+    fresh_amp: AmpStandin, prometheus: PrometheusServer, start: Callable[..., GatewayProcess]
+) -> None:
+    gateway = start(_raw(fresh_amp, max_connections=2), workers=1)
+    fresh_amp.inject_delay(2.0, count=1, path_contains="/api/v1/query")
+    busy = _connect(gateway)
+    busy.sendall(
+        b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n"
+        + _query_request("count(up)", prometheus.data_end, b"Connection: close\r\n")
+    )
+    time.sleep(0.5)
+    others = [_connect(gateway), _connect(gateway)]
+    assert _responses(_read_all(busy)) == [b"HTTP/1.1 200 OK", b"HTTP/1.1 200 OK"]
+    for sock in others:
+        sock.close()
+
+
+def test_a_probe_over_the_cap_does_not_lift_it(
+    fresh_amp: AmpStandin, prometheus: PrometheusServer, start: Callable[..., GatewayProcess]
+) -> None:
+    gateway = start(_raw(fresh_amp, max_connections=1), workers=1)
+    fresh_amp.inject_delay(3.0, count=1, path_contains="/api/v1/query")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(
+            httpx.get,
+            f"{gateway.url}/api/v1/query",
+            params={"query": "count(up)", "time": str(prometheus.data_end)},
+            timeout=30,
+        )
+        time.sleep(0.5)
+        over = _connect(gateway)
+        over.sendall(
+            b"HEAD /-/healthy HTTP/1.1\r\nHost: x\r\n\r\nGET /api/v1/labels HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        raw = _read_all(over)
+        assert _responses(raw) == [b"HTTP/1.1 200 OK"] and b"connection: close" in raw
+        assert slow.result().status_code == 200
+
+
+def test_an_upstream_answer_that_is_not_the_gzip_it_says_is_a_502(
+    fresh_amp: AmpStandin, prometheus: PrometheusServer, start: Callable[..., GatewayProcess]
+) -> None:
+    gateway = start(_raw(fresh_amp), workers=1)
+    fresh_amp.inject(200, count=1, body=b"garbage, not gzip", headers={"content-encoding": "gzip"})
+    answer = httpx.get(
+        f"{gateway.url}/api/v1/query",
+        params={"query": "count(up)", "time": str(prometheus.data_end)},
+        headers={"accept-encoding": "gzip"},
+    )
+    assert answer.status_code == 502 and answer.json()["errorType"] == "unavailable"
+    assert "cannot read" in answer.json()["error"]

@@ -346,7 +346,8 @@ class ResultsCache:
         self._metrics.cache_samples.labels("cache").inc(max(0, merged.samples - fetched_samples))
         ttl = self._settings.results_ttl if hist_last == last else self._settings.recent_ttl
         merged_answer = Answer(merged.body, cache="partial" if fetch_runs else "hit", size=len(merged.body))
-        self._put_answer(whole_key, ttl, merged.samples, merged_answer, merged.gz)
+        if len(merged.body) <= self._settings.max_answer_bytes:  # (its extents are kept either way)
+            self._put_answer(whole_key, ttl, merged.samples, merged_answer, merged.gz)
         return merged_answer
 
     async def _range_whole(
