@@ -24,8 +24,6 @@ import os
 import resource
 import socket
 import statistics
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -35,41 +33,21 @@ from pathlib import Path
 
 import httpx
 import psutil
-from common import ROOT, free_port, prometheus, wait_until_up
+from common import ROOT, gateway_process, prometheus
 
 
 @contextmanager
-def serve(tree: Path, upstream: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "GATEWAY_LISTEN": f"127.0.0.1:{port}",
-        "GATEWAY_LOG_LEVEL": "warning",
-        "GATEWAY_UPSTREAM_URL": upstream,
-        "GATEWAY_SIGV4": "false",
-        "GATEWAY_CACHE": "memory",
-        "GATEWAY_WORKERS": "2",
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }
-    env.pop("PYTHONPATH", None)
-    process = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], cwd=tree, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_up(f"{url}/-/healthy", process, f"the gateway of {tree}")
+def serve(tree: Path, upstream: str) -> Iterator[tuple[str, int]]:
+    """The gateway of `tree` with 2 workers: its URL and its supervisor's pid."""
+    env = {"GATEWAY_UPSTREAM_URL": upstream, "GATEWAY_SIGV4": "false", "GATEWAY_CACHE": "memory"}
+    with gateway_process({**env, "GATEWAY_WORKERS": "2"}, tree) as gateway:
         time.sleep(2)  # both workers up
-        yield url, process
-    finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        yield gateway.url, gateway.pid
 
 
-def workers(process: subprocess.Popen[bytes]) -> set[int]:
+def workers(supervisor: int) -> set[int]:
     found = set()
-    for child in psutil.Process(process.pid).children():
+    for child in psutil.Process(supervisor).children():
         try:
             if "resource_tracker" not in " ".join(child.cmdline()):
                 found.add(child.pid)
@@ -82,13 +60,13 @@ class Probes:
     """/-/healthy and a cached instant query, each from its own thread every 20 ms, and the
     workers' RSS every 10 ms, until stopped."""
 
-    def __init__(self, url: str, small: dict[str, str], process: subprocess.Popen[bytes]) -> None:
-        self.url, self.small, self.process = url, small, process
+    def __init__(self, url: str, small: dict[str, str], supervisor: int) -> None:
+        self.url, self.small, self.supervisor = url, small, supervisor
         self.healthy: list[float] = []
         self.cached: list[float] = []
         self.failures = 0
         self.peak_rss = 0
-        self.rest_rss = sum(psutil.Process(p).memory_info().rss for p in workers(process))
+        self.rest_rss = sum(psutil.Process(p).memory_info().rss for p in workers(supervisor))
         self._stop = threading.Event()
         self._threads = [
             threading.Thread(target=self._loop, args=("/-/healthy", None, self.healthy)),
@@ -121,7 +99,7 @@ class Probes:
     def _rss(self) -> None:
         while not self._stop.is_set():
             total = 0
-            for pid in workers(self.process):
+            for pid in workers(self.supervisor):
                 with suppress(psutil.Error):
                     total += psutil.Process(pid).memory_info().rss
             self.peak_rss = max(self.peak_rss, total)
@@ -245,18 +223,18 @@ def main() -> None:
         }
         for attack in args.only:
             for name, tree in trees:
-                with serve(tree, prom.url) as (url, process):
+                with serve(tree, prom.url) as (url, supervisor):
                     httpx.get(f"{url}/api/v1/query", params=small)  # cached in one worker at least
                     httpx.get(f"{url}/api/v1/query", params=small)
-                    before = workers(process)
+                    before = workers(supervisor)
                     stop = threading.Event()
                     attacker = threading.Thread(target=attacks[attack], args=(url, stop))
-                    with Probes(url, small, process) as probes:
+                    with Probes(url, small, supervisor) as probes:
                         attacker.start()
                         time.sleep(args.seconds)
                         stop.set()
                         attacker.join(120)
-                    died = len(before - workers(process))
+                    died = len(before - workers(supervisor))
                     row = (
                         f"| {attack} | {name} | {summary(probes.healthy)} | {summary(probes.cached)} | "
                         f"{probes.failures} | {died} | {probes.rest_rss / 2**20:.0f} → "
