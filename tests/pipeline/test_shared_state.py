@@ -286,7 +286,13 @@ async def test_a_holder_that_fails_unexpectedly_lets_go_at_once(
     second = coalescing(lambda: None, two_processes[1], wait=30)(fine)
     loop = asyncio.get_running_loop()
     started = loop.time()
-    outcomes = await asyncio.gather(first(request()), second(request()), return_exceptions=True)
+    holder = asyncio.ensure_future(first(request()))
+    # The broken one holds the lock before the other asks (else the other may lead instead).
+    keys = coalesce.redis_keys(request(), two_processes[0].namespace)
+    with _direct(two_processes[0]) as client:
+        while not client.exists(keys.lock) and loop.time() - started < 5:
+            await asyncio.sleep(0.005)
+    outcomes = await asyncio.gather(holder, second(request()), return_exceptions=True)
     assert isinstance(outcomes[0], RuntimeError) and outcomes[1] == fine.answer
     assert loop.time() - started < 3  # not the lease (10 s), nor the wait (30 s)
 
