@@ -113,7 +113,7 @@ class ApiEndpoint:
         extra = {"x-request-id": incoming.request_id}
         try:
             answer = await api.ask(incoming)
-            response = respond(answer, incoming.headers.get("accept-encoding", ""), extra)
+            response = await respond(answer, incoming.headers.get("accept-encoding", ""), extra)
         except GatewayError as err:
             api.metrics.stage_errors.labels(err.stage or "-", err.error_type).inc()
             admitted = admitted and err.stage not in _ADMISSION

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 from typing import Any
 
@@ -14,16 +15,23 @@ from gateway.api.routes import PrometheusApi
 from gateway.errors import GatewayError
 from gateway.panels.figure import build_figure
 from gateway.panels.spec import PanelQuery, View
+from gateway.pipeline.model import Answer
 
 JSON_HEADERS = {"x-content-type-options": "nosniff", "cache-control": "no-cache"}
 
 
-async def panel_figure(
-    api: PrometheusApi, request: Request, panel: PanelQuery, view: View, workspace: str | None = None
-) -> tuple[dict[str, Any], str]:
-    """The figure and the cache outcome (x-cache) of one panel query; raises GatewayError."""
-    answer = await api.run(request, "query_range", panel.api_params(), workspace)
+# Answers larger than this (JSON bytes) are not drawn: a browser cannot show that many points,
+# and a figure is several times its answer's size in memory.
+MAX_ANSWER_BYTES = 16 << 20
+# Answers larger than this are parsed, drawn and encoded in a thread, not on the event loop.
+OFF_LOOP_BYTES = 256 * 1024
+
+
+def _figure(answer: Answer, panel: PanelQuery, view: View) -> dict[str, Any]:
+    """The figure of a panel's answer; raises GatewayError when it is not a success."""
     raw = answer.json_bytes()
+    if len(raw) > MAX_ANSWER_BYTES:
+        raise _too_large(len(raw))
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -44,23 +52,45 @@ async def panel_figure(
     )
     if body.get("warnings"):
         figure["layout"]["meta"]["warnings"] = body["warnings"]
-    return figure, answer.cache
+    return figure
+
+
+def _too_large(size: int) -> GatewayError:
+    return GatewayError(
+        "execution",
+        f"the answer is too large to draw ({size} bytes of JSON, at most {MAX_ANSWER_BYTES}): "
+        "narrow the selector, raise the step, or use a recording rule",
+        422,
+    )
+
+
+def _encoded(answer: Answer, panel: PanelQuery, view: View, gzip_ok: bool) -> tuple[bytes, bool]:
+    """The figure's JSON, gzip-compressed when the client takes it and it is worth it."""
+    body = orjson.dumps(_figure(answer, panel, view))
+    if len(body) > 1024 and gzip_ok:
+        # Timestamps repeat in every trace: figures shrink to a tenth or less.
+        return gzip.compress(body, 5), True
+    return body, False
 
 
 async def figure_response(
     api: PrometheusApi, request: Request, panel: PanelQuery, view: View, workspace: str | None = None
 ) -> Response:
+    gzip_ok = "gzip" in request.headers.get("accept-encoding", "")
     try:
-        figure, cache = await panel_figure(api, request, panel, view, workspace)
+        answer = await api.run(request, "query_range", panel.api_params(), workspace)
+        if answer.size > MAX_ANSWER_BYTES:
+            raise _too_large(answer.size)
+        if max(answer.size, len(answer.body)) > OFF_LOOP_BYTES:
+            body, gzipped = await asyncio.to_thread(_encoded, answer, panel, view, gzip_ok)
+        else:
+            body, gzipped = _encoded(answer, panel, view, gzip_ok)
     except GatewayError as err:
         return error_response(err, JSON_HEADERS)
     headers = dict(JSON_HEADERS)
-    if cache:
-        headers["x-cache"] = cache
-    body = orjson.dumps(figure)
-    if len(body) > 1024 and "gzip" in request.headers.get("accept-encoding", ""):
-        # Timestamps repeat in every trace: figures shrink to a tenth or less.
-        body = gzip.compress(body, 5)
+    if answer.cache:
+        headers["x-cache"] = answer.cache
+    if gzipped:
         headers["content-encoding"] = "gzip"
         headers["vary"] = "Accept-Encoding"
     return Response(body, media_type="application/json", headers=headers)

@@ -259,3 +259,20 @@ async def test_pages_have_a_strict_policy_and_escape_everything(gateway: httpx.A
     assert bad.status_code == 400
     assert 'role="alert"' in bad.text and "&lt;/script&gt;&lt;script&gt;alert(1)" in bad.text
     assert "<script>alert" not in bad.text
+
+
+async def test_a_panel_too_large_to_draw_says_what_to_do(
+    gateway: httpx.AsyncClient, prometheus: PrometheusServer
+) -> None:
+    # Every series over 3 h at 8 s: ~21 MB of JSON, over what a panel draws (16 MiB).
+    params = {
+        "query": '{__name__=~".+"}',
+        "start": str(int(prometheus.data_start)),
+        "end": str(int(prometheus.data_end)),
+        "step": "8s",
+    }
+    response = await gateway.get("/panels/query.json", params=params)
+    assert response.status_code == 422, response.text[:300]
+    error = response.json()
+    assert error["errorType"] == "execution"
+    assert "too large to draw" in error["error"] and "raise the step" in error["error"]
