@@ -29,7 +29,9 @@ def error_body(error: GatewayError) -> bytes:
     return orjson.dumps({"status": "error", "errorType": error.error_type, "error": error.message})
 
 
-def edit_data(body: bytes, edit: Callable[[Any], tuple[Any, list[str]] | None]) -> bytes | None:
+def edit_data(
+    body: bytes | memoryview, edit: Callable[[Any], tuple[Any, list[str]] | None]
+) -> bytes | memoryview | None:
     """An answer with `data` replaced by edit(data)[0] and edit(data)[1] added to its warnings;
     `body` itself when there is no `data` or `edit` returns None (nothing to change); None when
     the answer is not a JSON object."""

@@ -6,17 +6,12 @@ A gzip answer goes to a client that takes gzip as it is; a client that does not 
 
 from __future__ import annotations
 
-import asyncio
-
 from starlette.responses import Response
 
 from gateway.envelope import error_body
 from gateway.errors import GatewayError
+from gateway.pipeline.answers import json_size, work
 from gateway.pipeline.model import Answer
-
-# A gzip answer larger than this, for a client without gzip, is decompressed in a thread, not on
-# the event loop (a miss coalesced with a gzip client's fetch: 128 MiB take about half a second).
-OFF_LOOP_GZIP_BYTES = 32 * 1024
 
 
 async def respond(answer: Answer, accept_encoding: str, extra: dict[str, str] | None = None) -> Response:
@@ -27,10 +22,10 @@ async def respond(answer: Answer, accept_encoding: str, extra: dict[str, str] | 
         headers["content-encoding"] = "gzip"
         headers["vary"] = "Accept-Encoding"
         body = answer.body
-    elif answer.gzipped and len(answer.body) > OFF_LOOP_GZIP_BYTES:
-        body = await asyncio.to_thread(answer.json_bytes)
     else:
-        body = answer.json_bytes()
+        # Off the event loop when large (a miss coalesced with a gzip client's fetch: 128 MiB
+        # take about half a second to decompress).
+        body = await work(json_size(answer), answer.json_bytes)
     return Response(body, status_code=answer.status, media_type="application/json", headers=headers)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 from typing import Any
 
@@ -15,7 +14,8 @@ from gateway.api.routes import PrometheusApi
 from gateway.errors import GatewayError
 from gateway.panels.figure import build_figure
 from gateway.panels.spec import PanelQuery, View
-from gateway.pipeline.model import Answer
+from gateway.pipeline.answers import json_size, work
+from gateway.pipeline.model import Answer, as_bytes
 
 JSON_HEADERS = {"x-content-type-options": "nosniff", "cache-control": "no-cache"}
 
@@ -23,8 +23,6 @@ JSON_HEADERS = {"x-content-type-options": "nosniff", "cache-control": "no-cache"
 # Answers larger than this (JSON bytes) are not drawn: a browser cannot show that many points,
 # and a figure is several times its answer's size in memory.
 MAX_ANSWER_BYTES = 16 << 20
-# Answers larger than this are parsed, drawn and encoded in a thread, not on the event loop.
-OFF_LOOP_BYTES = 256 * 1024
 
 
 def _figure(answer: Answer, panel: PanelQuery, view: View) -> dict[str, Any]:
@@ -37,7 +35,9 @@ def _figure(answer: Answer, panel: PanelQuery, view: View) -> dict[str, Any]:
     except orjson.JSONDecodeError:
         raise GatewayError("unavailable", "the upstream answered without a JSON body") from None
     if not isinstance(body, dict) or body.get("status") != "success":
-        raise GatewayError("unavailable", "the upstream's answer is not a success", 502, upstream_body=raw)
+        raise GatewayError(
+            "unavailable", "the upstream's answer is not a success", 502, upstream_body=as_bytes(raw)
+        )
     figure = build_figure(
         body["data"],
         start_ms=panel.time.start_ms,
@@ -81,10 +81,7 @@ async def figure_response(
         answer = await api.run(request, "query_range", panel.api_params(), workspace)
         if answer.size > MAX_ANSWER_BYTES:
             raise _too_large(answer.size)
-        if max(answer.size, len(answer.body)) > OFF_LOOP_BYTES:
-            body, gzipped = await asyncio.to_thread(_encoded, answer, panel, view, gzip_ok)
-        else:
-            body, gzipped = _encoded(answer, panel, view, gzip_ok)
+        body, gzipped = await work(json_size(answer), _encoded, answer, panel, view, gzip_ok)
     except GatewayError as err:
         return error_response(err, JSON_HEADERS)
     headers = dict(JSON_HEADERS)

@@ -16,6 +16,7 @@ from typing import Any
 
 from gateway.envelope import edit_data, success_body
 from gateway.errors import GatewayError
+from gateway.pipeline.answers import json_size, work
 from gateway.pipeline.model import Answer, Handler, Request, Stage, promql_chars, with_single
 from gateway.pipeline.rules_filter import filter_alerts, filter_rules
 from gateway.promql import Expr, PromQLError, offloop, parse_match, parse_query, print_expr
@@ -109,7 +110,7 @@ def enforcement(settings: EnforceSettings) -> Stage:
             )
             answer = await next_handler(enforced)
             if request.endpoint in ("rules", "alerts"):
-                return _filtered(answer, request.endpoint, pairs)
+                return await work(json_size(answer), _filtered, answer, request.endpoint, pairs)
             return answer
 
         return handle

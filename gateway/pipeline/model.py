@@ -102,11 +102,22 @@ class Request:
         )
 
 
+# An answer's bytes: in memory, or, for a large answer read from the upstream, a read-only map
+# of a temporary file (`send.read_bounded`): its pages are the kernel's page cache, which the
+# kernel can drop under pressure, not the worker's heap.
+Body = bytes | memoryview
+
+
+def as_bytes(body: Body) -> bytes:
+    """The body as bytes (a copy of a mapped one: for what keeps it, such as the cache)."""
+    return body if isinstance(body, bytes) else bytes(body)
+
+
 @dataclass(frozen=True, slots=True)
 class Answer:
     """A successful answer in Prometheus's JSON shape, gzip-encoded or not (`gzipped`)."""
 
-    body: bytes
+    body: Body
     gzipped: bool = False
     status: int = 200
     headers: tuple[tuple[str, str], ...] = ()  # extra headers for the client
@@ -116,7 +127,7 @@ class Answer:
     def json_size(self) -> int:
         return self.size if self.size >= 0 else len(self.json_bytes())
 
-    def json_bytes(self) -> bytes:
+    def json_bytes(self) -> Body:
         return gzip.decompress(self.body) if self.gzipped else self.body
 
     def replace(self, **changes: Any) -> Answer:

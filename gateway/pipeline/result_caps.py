@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.envelope import edit_data
+from gateway.pipeline.answers import json_size, work
 from gateway.pipeline.limits import RESULT_CAPS
 from gateway.pipeline.model import Answer, Handler, Request, Stage
 
@@ -33,7 +34,7 @@ def result_caps() -> Stage:
             limit = request.param("limit")
             if limit.isdigit() and int(limit) > 0:
                 what = "series" if request.endpoint == "series" else "names"
-                return truncate(answer, int(limit), what)
+                return await work(json_size(answer), truncate, answer, int(limit), what)
             return answer
 
         return handle

@@ -19,13 +19,15 @@ import contextlib
 import contextvars
 import ipaddress
 import logging
+import mmap
 import os
 import ssl
+import tempfile
 import time
 import zlib
 from collections.abc import AsyncIterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -36,7 +38,7 @@ from gateway.config import UpstreamSettings, Workspace
 from gateway.errors import GatewayError
 from gateway.metrics import Metrics
 from gateway.pipeline.amp_errors import translate_error
-from gateway.pipeline.model import Answer, Request
+from gateway.pipeline.model import Answer, Body, Request, as_bytes
 from gateway.tls import ReloadingCertificate, upstream_ssl_context
 
 log = logging.getLogger("gateway.upstream")
@@ -179,12 +181,12 @@ class Sender:
             metrics.upstream_throttled.labels(workspace.id).inc()
         elif status == 403 and workspace.sigv4:
             metrics.signing_errors.labels(workspace.id).inc()
-        body = Answer(raw, gzipped=gzipped).json_bytes()
+        body = as_bytes(Answer(raw, gzipped=gzipped).json_bytes())
         raise translate_error(status, headers, body, workspace, request.path)
 
     async def _round_trip(
         self, workspace: Workspace, outgoing: Outgoing
-    ) -> tuple[int, dict[str, str], bytes, int]:
+    ) -> tuple[int, dict[str, str], Body, int]:
         """Status, the headers passed on, the body as it came and its decompressed size."""
         session = self._session_for(workspace)
         async with session.request(
@@ -224,38 +226,62 @@ def _gunzip() -> Any:
     return zlib.decompressobj(16 + zlib.MAX_WBITS)
 
 
-async def read_bounded(chunks: AsyncIterable[bytes], limit: int, gzipped: bool) -> tuple[bytes, int]:
+# An answer's bytes beyond this are written to a temporary file as they come, and the answer is
+# served from a read-only map of it: the worker's heap holds at most this much of any answer.
+SPILL_BYTES = 16 << 20
+
+
+async def read_bounded(
+    chunks: AsyncIterable[bytes], limit: int, gzipped: bool, spill: int = SPILL_BYTES
+) -> tuple[Body, int]:
     """The body as it comes (gzip kept: it is passed through) and its decompressed size, read
     chunk by chunk; AnswerTooLarge as soon as the decompressed size passes `limit`, without
     reading the rest. The decompressed bytes are counted, not kept. gzip is read as
     `gzip.decompress` reads it, every member of it (one member can be followed by another);
-    AnswerUnreadable for a gzip body that is not one."""
+    AnswerUnreadable for a gzip body that is not one. A body over `spill` bytes goes to an
+    unlinked temporary file and comes back as a read-only map of it (the file is gone with the
+    map)."""
     body = bytearray()
+    file: IO[bytes] | None = None
     size = 0
     inflate = _gunzip() if gzipped else None
     fed = False  # whether the current gzip member has begun
-    async for chunk in chunks:
-        body += chunk
-        if inflate is None:
-            size += len(chunk)
-        else:
-            data = chunk
-            while data and size <= limit:
-                fed = True
-                try:
-                    size += len(inflate.decompress(data, _INFLATE_STEP))
-                except zlib.error:
-                    raise AnswerUnreadable("not gzip") from None
-                if inflate.eof:
-                    data = inflate.unused_data  # the next member's
-                    inflate, fed = _gunzip(), False
-                else:
-                    data = inflate.unconsumed_tail
-        if size > limit:
-            raise AnswerTooLarge(limit)
-    if fed:
-        raise AnswerUnreadable("cut short")
-    return bytes(body), size
+    try:
+        async for chunk in chunks:
+            if file is not None:
+                file.write(chunk)
+            else:
+                body += chunk
+                if len(body) > spill:
+                    file = tempfile.TemporaryFile(prefix="amp-gateway-answer-")  # noqa: SIM115  # closed below
+                    file.write(body)
+                    body = bytearray()
+            if inflate is None:
+                size += len(chunk)
+            else:
+                data = chunk
+                while data and size <= limit:
+                    fed = True
+                    try:
+                        size += len(inflate.decompress(data, _INFLATE_STEP))
+                    except zlib.error:
+                        raise AnswerUnreadable("not gzip") from None
+                    if inflate.eof:
+                        data = inflate.unused_data  # the next member's
+                        inflate, fed = _gunzip(), False
+                    else:
+                        data = inflate.unconsumed_tail
+            if size > limit:
+                raise AnswerTooLarge(limit)
+        if fed:
+            raise AnswerUnreadable("cut short")
+        if file is None:
+            return bytes(body), size
+        file.flush()
+        return memoryview(mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)), size
+    finally:
+        if file is not None:
+            file.close()  # the map keeps what it needs
 
 
 def _tls_refusal(err: Exception) -> str | None:

@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import gzip
+import os
+import tempfile
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -50,3 +53,28 @@ async def test_a_plain_answer_is_counted_and_refused_past_the_limit() -> None:
 async def test_a_body_that_is_not_the_gzip_it_says_is_unreadable(body: bytes) -> None:
     with pytest.raises(AnswerUnreadable):
         await read_bounded(_chunks(body, 5), 1 << 20, gzipped=True)
+
+
+@pytest.mark.parametrize("gzipped", [False, True])
+async def test_a_body_over_the_spill_size_is_a_map_of_a_file_that_is_gone(
+    gzipped: bool, tmp_path: Path
+) -> None:
+    data = b'{"status":"success","data":' + b"[1]," * 200_000 + b"[1]}"
+    body = gzip.compress(data) if gzipped else data
+    tempfile.tempdir = str(tmp_path)
+    try:
+        raw, size = await read_bounded(_chunks(body, 4096), 1 << 30, gzipped=gzipped, spill=len(body) // 3)
+    finally:
+        tempfile.tempdir = None
+    assert isinstance(raw, memoryview) and raw == body and size == len(data)
+    assert os.listdir(tmp_path) == []  # unlinked: nothing left on disk once the map is dropped
+
+
+async def test_a_body_refused_while_spilling_leaves_nothing_behind(tmp_path: Path) -> None:
+    tempfile.tempdir = str(tmp_path)
+    try:
+        with pytest.raises(AnswerTooLarge):
+            await read_bounded(_chunks(b"x" * 100_000, 1000), 50_000, gzipped=False, spill=10_000)
+    finally:
+        tempfile.tempdir = None
+    assert os.listdir(tmp_path) == []

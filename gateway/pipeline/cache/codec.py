@@ -38,7 +38,7 @@ class Entry:
         return self.payload if self.kind == KIND_PLAIN else gzip.decompress(self.payload)
 
 
-def gzip_bytes(data: bytes) -> bytes:
+def gzip_bytes(data: bytes | memoryview) -> bytes:
     return gzip.compress(data, compresslevel=1, mtime=0)
 
 

@@ -46,7 +46,7 @@ def _ms(ts: float | int) -> int:
     return ts * 1000 if isinstance(ts, int) else round(ts * 1000)
 
 
-def parse_matrix(body: bytes) -> Matrix:
+def parse_matrix(body: bytes | memoryview) -> Matrix:
     """A query_range answer; NotCacheable unless it is a successful matrix."""
     try:
         doc = orjson.loads(body)

@@ -34,6 +34,7 @@ from prometheus_client import Counter
 from gateway.config import CacheSettings
 from gateway.errors import GatewayError
 from gateway.metrics import Metrics
+from gateway.pipeline.answers import GZIP_RATIO, json_size, work
 from gateway.pipeline.cache import codec
 from gateway.pipeline.cache.extents import Run, add_run, bucket_runs, floor_grid, grid_last, missing_runs
 from gateway.pipeline.cache.matrix import (
@@ -48,11 +49,10 @@ from gateway.pipeline.cache.matrix import (
 )
 from gateway.pipeline.cache.safety import Analysis, analyse, final_until, format_seconds, pin_start_end
 from gateway.pipeline.cache.tiers import MemoryTier, RedisTier, Store
-from gateway.pipeline.model import Answer, Handler, Request
+from gateway.pipeline.model import Answer, Handler, Request, as_bytes
 from gateway.pipeline.shared import SharedRedis
 from gateway.promql import offloop
 from gateway.promql.memo import tree_bytes
-from gateway.promql.offloop import FairPool
 
 log = logging.getLogger("gateway.cache")
 T = TypeVar("T")
@@ -70,14 +70,6 @@ _METADATA_ENDPOINTS = frozenset({"series", "labels", "label_values", "metadata"}
 ANALYSES_BYTES = 8 << 20
 # Plain copies for clients without gzip may use 1/PLAIN_SHARE of cache.memory_bytes.
 PLAIN_SHARE = 8
-# Answers and extents larger than this (JSON bytes) are parsed, merged, rendered and compressed
-# in the answers pool, not on the event loop: a 190 MB answer parsed on the loop stalled every
-# other request of its worker for seconds (issue 16). Two threads shared fairly by principal,
-# as PromQL's are (a principal's big answers queue behind each other, not before others').
-OFF_LOOP_BYTES = 256 * 1024
-ANSWERS = FairPool(threads=2, per_principal=1, name="answers")
-# A gzip answer's JSON is about this many times its size (Prometheus's JSON, level 1 to 6).
-_GZIP_RATIO = 10
 
 
 def _analysis_bytes(analysis: Analysis) -> int:
@@ -214,10 +206,8 @@ class ResultsCache:
         self._metrics.cache_memory_bytes.set(self.store.memory_bytes)
 
     async def _work(self, request: Request, size: int, fn: Callable[..., T], *args: Any) -> T:
-        """`fn(*args)`, here when it reads at most OFF_LOOP_BYTES, else in the answers pool."""
-        if size <= OFF_LOOP_BYTES:
-            return fn(*args)
-        return await asyncio.wrap_future(ANSWERS.submit(request.principal.name, fn, *args))
+        """`fn(*args)`, off the event loop when it reads more than a little (pipeline/answers)."""
+        return await work(size, fn, *args, who=request.principal.name)
 
     def _put(self, key: str, kind: int, ttl: float, samples: int, gz: bytes) -> None:
         """An entry of `gz`, a payload already gzip-compressed (off the loop when large)."""
@@ -233,7 +223,7 @@ class ResultsCache:
         client is plain."""
         self._put(key, codec.KIND_RESPONSE, ttl, samples, gz)
         if not answer.gzipped and ttl > 0:
-            self._keep_plain(key, self._clock() + ttl, samples, answer.body)
+            self._keep_plain(key, self._clock() + ttl, samples, as_bytes(answer.body))
 
     def _horizon_ms(self) -> int:
         return int((self._clock() - self._settings.max_freshness) * 1000)
@@ -248,7 +238,7 @@ class ResultsCache:
         limit = self._settings.max_answer_bytes
         if answer.size > limit:
             return self._not_cached(answer, "too-large")
-        kept = await self._work(request, _json_size(answer), _whole_entry, answer, limit)
+        kept = await self._work(request, json_size(answer), _whole_entry, answer, limit)
         if isinstance(kept, str):
             return self._not_cached(answer, kept)
         samples, gz = kept
@@ -368,7 +358,7 @@ class ResultsCache:
         if answer.size > limit:
             return self._not_cached(answer, "too-large")
         kept = await self._work(
-            request, _json_size(answer), _whole_extents, answer, limit, buckets, extents, step
+            request, json_size(answer), _whole_extents, answer, limit, buckets, extents, step
         )
         if isinstance(kept, str):
             return self._not_cached(answer, kept)
@@ -384,7 +374,7 @@ class ResultsCache:
 
     async def _load_extents(self, request: Request, keys: list[str]) -> list[tuple[list[Run], Matrix]]:
         entries = await self.store.get_many(keys)
-        size = sum(len(e.payload) for e in entries if e is not None) * _GZIP_RATIO
+        size = sum(len(e.payload) for e in entries if e is not None) * GZIP_RATIO
         return await self._work(request, size, _decode_extents, entries)
 
     async def _fetch_runs(
@@ -402,7 +392,7 @@ class ResultsCache:
                 return err
             if answer.size > limit:
                 return NotCacheable("too-large")
-            return await self._work(request, _json_size(answer), _parsed, answer, limit)
+            return await self._work(request, json_size(answer), _parsed, answer, limit)
 
         return list(await asyncio.gather(*(one(run) for run in runs)))
 
@@ -423,14 +413,8 @@ def _sub_request(request: Request, run: Run, query: str | None) -> Request:
 # ---------------------------------------------------------------- the work (in the pool when large)
 
 
-def _json_size(answer: Answer) -> int:
-    if answer.size >= 0:
-        return answer.size
-    return len(answer.body) * (_GZIP_RATIO if answer.gzipped else 1)
-
-
 def _gz(answer: Answer) -> bytes:
-    return answer.body if answer.gzipped else codec.gzip_bytes(answer.body)
+    return as_bytes(answer.body) if answer.gzipped else codec.gzip_bytes(answer.body)
 
 
 def _whole_entry(answer: Answer, limit: int) -> tuple[int, bytes] | str:
