@@ -22,10 +22,12 @@ async def respond(answer: Answer, accept_encoding: str, extra: dict[str, str] | 
         headers["content-encoding"] = "gzip"
         headers["vary"] = "Accept-Encoding"
         body = answer.body
-    else:
+    elif answer.gzipped:
         # Off the event loop when large (a miss coalesced with a gzip client's fetch: 128 MiB
         # take about half a second to decompress).
         body = await work(json_size(answer), answer.json_bytes)
+    else:
+        body = answer.body
     return Response(body, status_code=answer.status, media_type="application/json", headers=headers)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from functools import partial
+from typing import Any
 from urllib.parse import quote, urlencode
 
 import orjson
@@ -19,6 +20,8 @@ from gateway.panels import grafana, pages
 from gateway.panels.dashboards import ALL_VALUE, Dashboard, DashboardStore, Variable
 from gateway.panels.service import JSON_HEADERS, figure_response
 from gateway.panels.spec import parse_panel, parse_view, substitute
+from gateway.pipeline.answers import json_size, work
+from gateway.pipeline.model import Answer
 from gateway.pipeline.validate import parse_cost
 from gateway.pipeline.validate.params import Params
 from gateway.promql import offloop
@@ -27,6 +30,14 @@ from gateway.promql import offloop
 VIEW_PARAMS = ("range", "start", "end", "step", "width", "min_interval", "tz", "theme")
 ROW_PX = 30  # Grafana's grid: rows of 30 px with 8 px between them
 GAP_PX = 8
+
+
+# A variable lists at most this many values (a page of a million options draws nothing useful).
+MAX_OPTIONS = 1000
+
+
+def _loads(answer: Answer) -> Any:
+    return orjson.loads(answer.json_bytes())
 
 
 class DashboardPages:
@@ -140,14 +151,19 @@ class DashboardPages:
             answer = await self.api.run(
                 request, "label_values", Params(items), dashboard.workspace, variable.label
             )
-            body = orjson.loads(answer.json_bytes())
+            body = await work(json_size(answer), _loads, answer)
         except GatewayError as err:
             return [], f"cannot list values: {err.message}"
         except orjson.JSONDecodeError:
             return [], f"cannot list values: HTTP {answer.status}"
-        if body.get("status") != "success":
-            return [], f"cannot list values: {body.get('error', answer.status)}"
-        return [str(v) for v in body.get("data") or []], ""
+        if not isinstance(body, dict) or body.get("status") != "success":
+            error = body.get("error", answer.status) if isinstance(body, dict) else answer.status
+            return [], f"cannot list values: {error}"
+        values = body.get("data") or []
+        if len(values) > MAX_OPTIONS:
+            note = f"the first {MAX_OPTIONS} of {len(values)} values; narrow the variable's match"
+            return [str(v) for v in values[:MAX_OPTIONS]], note
+        return [str(v) for v in values], ""
 
     async def figure(self, request: Request) -> Response:
         try:

@@ -188,8 +188,10 @@ async def _let_go(
     alone = scripts["alone"]
     if await shared.call("coalesce", lambda: alone(keys=pair, args=[token]), always=True) == 1:
         return  # nobody waits, and the lock is let go
-    blob = encode(outcome, token, keys.digest)
-    if len(blob) <= shared.max_entry_bytes:
+    # Too large to share: not even encoded (a copy of the whole answer, on the event loop).
+    small = not isinstance(outcome, Answer) or len(outcome.body) <= shared.max_entry_bytes
+    blob = encode(outcome, token, keys.digest) if small else b""
+    if small and len(blob) <= shared.max_entry_bytes:
         cache, where = shared.cache, keys.answer(token)
         sealed = cache.seal(where, blob)
         # The answer first, then the lock: a waiter that finds the lock gone finds the answer.

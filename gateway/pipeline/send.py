@@ -159,6 +159,14 @@ class Sender:
                 503,
                 retry="connection",
             ) from None
+        except AnswerNoRoom as err:
+            log.error("upstream %s: no room for a large answer in %s: %s", workspace.host, err.where, err)
+            raise GatewayError(
+                "unavailable",
+                f"the gateway has no room for this answer of {workspace.id} in its temporary "
+                "directory; try again, or ask for less",
+                503,
+            ) from None
         except (aiohttp.ClientError, AnswerUnreadable) as err:  # a bad status line, header or gzip
             log.warning("upstream %s: unreadable answer: %s", workspace.host, type(err).__name__)
             raise GatewayError(
@@ -214,6 +222,14 @@ class AnswerTooLarge(Exception):
         self.limit = limit
 
 
+class AnswerNoRoom(Exception):
+    """The temporary file of a large answer could not be written (the disk is full)."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        super().__init__(reason)
+        self.where = where
+
+
 class AnswerUnreadable(Exception):
     """A body that says it is gzip and is not, or is cut short."""
 
@@ -249,12 +265,15 @@ async def read_bounded(
     try:
         async for chunk in chunks:
             if file is not None:
-                file.write(chunk)
+                _write(file, chunk)
             else:
                 body += chunk
                 if len(body) > spill:
-                    file = tempfile.TemporaryFile(prefix="amp-gateway-answer-")  # noqa: SIM115  # closed below
-                    file.write(body)
+                    try:
+                        file = tempfile.TemporaryFile(prefix="amp-gateway-answer-")  # noqa: SIM115  # closed below
+                    except OSError as err:
+                        raise AnswerNoRoom(tempfile.gettempdir(), err.strerror or str(err)) from None
+                    _write(file, body)
                     body = bytearray()
             if inflate is None:
                 size += len(chunk)
@@ -277,11 +296,21 @@ async def read_bounded(
             raise AnswerUnreadable("cut short")
         if file is None:
             return bytes(body), size
-        file.flush()
-        return memoryview(mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)), size
+        try:
+            file.flush()
+            return memoryview(mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)), size
+        except OSError as err:
+            raise AnswerNoRoom(tempfile.gettempdir(), err.strerror or str(err)) from None
     finally:
         if file is not None:
             file.close()  # the map keeps what it needs
+
+
+def _write(file: IO[bytes], data: bytes | bytearray) -> None:
+    try:
+        file.write(data)
+    except OSError as err:
+        raise AnswerNoRoom(tempfile.gettempdir(), err.strerror or str(err)) from None
 
 
 def _tls_refusal(err: Exception) -> str | None:

@@ -151,6 +151,9 @@ class FairPool:
                         job.future.set_exception(err)
                     else:
                         job.future.set_result(result)
+                        # Not kept until this thread's next job: a large answer (or the map of
+                        # its temporary file) would stay with it.
+                        del result
             finally:
                 self._done(job.who)
             del job

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.pipeline.send import AnswerTooLarge, AnswerUnreadable, read_bounded
+from gateway.pipeline.send import AnswerNoRoom, AnswerTooLarge, AnswerUnreadable, read_bounded
 
 
 async def _chunks(data: bytes, size: int) -> AsyncIterator[bytes]:
@@ -78,3 +78,12 @@ async def test_a_body_refused_while_spilling_leaves_nothing_behind(tmp_path: Pat
     finally:
         tempfile.tempdir = None
     assert os.listdir(tmp_path) == []
+
+
+async def test_no_room_for_a_large_answer_is_its_own_error(tmp_path: Path) -> None:
+    tempfile.tempdir = str(tmp_path / "gone")  # no such directory: as a full disk, no file
+    try:
+        with pytest.raises(AnswerNoRoom):
+            await read_bounded(_chunks(b"x" * 100_000, 1000), 1 << 20, gzipped=False, spill=10_000)
+    finally:
+        tempfile.tempdir = None

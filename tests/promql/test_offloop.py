@@ -5,7 +5,10 @@ waits below only keep a broken pool from hanging the suite, nothing is timed."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
+import time
+import weakref
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -131,3 +134,18 @@ async def test_run_queues_as_the_principal_asking() -> None:
     assert await held == "held"
     assert seen[0].startswith("promql-")
     assert offloop.POOL.waiting() == {}
+
+
+class _Result:
+    """A result with a weak reference (a large answer, or the map of its file, in real use)."""
+
+
+def test_the_pool_keeps_no_result_once_it_is_handed_over(pool: FairPool) -> None:
+    result = pool.submit("a", _Result).result(timeout=5)
+    gone = weakref.ref(result)
+    del result
+    deadline = time.monotonic() + 5
+    while gone() is not None and time.monotonic() < deadline:
+        gc.collect()
+        time.sleep(0.01)
+    assert gone() is None
