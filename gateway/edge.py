@@ -97,6 +97,7 @@ class BoundedHttpTools(HttpToolsProtocol):
         # one's headers: what arrives then is head, counted against the caps.
         self._reading_head = True
         self._head_bytes = 0
+        self._in_body = False  # between the end of a request's headers and the end of its body
         self._header_bytes = 0
         self._header_count = 0
         self._over_cap = False
@@ -149,8 +150,6 @@ class BoundedHttpTools(HttpToolsProtocol):
             return  # thrown away while the refused client reads its answer
         if self._reading_head:
             self._head_bytes += len(data)
-            if self._read_timer is None:  # the first byte of a request on a kept-alive connection
-                self._arm(self.limits.header_timeout)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as err:
@@ -164,13 +163,22 @@ class BoundedHttpTools(HttpToolsProtocol):
         except httptools.HttpParserError:
             self._bad_request()
             return
-        if self._reading_head and self._head_bytes > self._max_head and not self._refused:
-            # A header is still arriving (a target is counted as it arrives, in on_url): refused
-            # before it grows on.
-            if len(self.url) > self.limits.max_url_bytes:
-                self._refuse(self._url_too_long())
-            else:
-                self._refuse(self._headers_too_large())
+        if self._refused:
+            return
+        # Timers only for what a read left unfinished: a whole request in one read, the usual
+        # case, makes none (TIMER_COST).
+        if self._reading_head and self._head_bytes:
+            if self._head_bytes > self._max_head:
+                # A header is still arriving (a target is counted as it arrives, in on_url):
+                # refused before it grows on.
+                if len(self.url) > self.limits.max_url_bytes:
+                    self._refuse(self._url_too_long())
+                else:
+                    self._refuse(self._headers_too_large())
+            elif self._read_timer is None:
+                self._arm(self.limits.header_timeout)  # a head begun on a kept-alive connection
+        elif self._in_body and self._read_timer is None:
+            self._arm(self.limits.body_timeout)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -196,15 +204,17 @@ class BoundedHttpTools(HttpToolsProtocol):
             if not probe:
                 raise _Refused(503, "Service Unavailable", "too many connections to this worker; try again")
         self._reading_head = False
+        self._in_body = True
         self._head_bytes = 0
         self._waiting.pop(self, None)
-        self._arm(self.limits.body_timeout)
+        self._disarm()  # the body's timer starts if a read ends before the body does
         super().on_headers_complete()
         if probe and self.cycle is not None:
             self.cycle.keep_alive = False  # a probe does not lift the cap for what follows
 
     def on_message_complete(self) -> None:
         self._disarm()  # the next head's timer starts with its first byte
+        self._in_body = False
         self._reading_head = True
         self._head_bytes = 0
         super().on_message_complete()

@@ -366,3 +366,21 @@ def test_an_upstream_answer_that_is_not_the_gzip_it_says_is_a_502(
     )
     assert answer.status_code == 502 and answer.json()["errorType"] == "unavailable"
     assert "cannot read" in answer.json()["error"]
+
+
+def test_a_body_or_a_next_head_that_stops_halfway_is_closed(
+    fresh_amp: AmpStandin, start: Callable[..., GatewayProcess]
+) -> None:
+    gateway = start(
+        _raw(fresh_amp, header_timeout="1s", body_timeout="1s", keep_alive_timeout="30s"), workers=1
+    )
+    body_stalled = _connect(gateway)
+    body_stalled.sendall(b"POST /api/v1/query HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nquery=up")
+    head_stalled = _connect(gateway)  # one answer, then half of the next request's head
+    head_stalled.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+    time.sleep(0.5)
+    head_stalled.sendall(b"GET /-/healthy HTTP/1.1\r\nHo")
+    for sock in (body_stalled, head_stalled):
+        sock.settimeout(8)  # closed after its 1 s timeout (30 s idle would pass this)
+    assert _responses(_read_all(body_stalled, 8)) == []
+    assert _responses(_read_all(head_stalled, 8)) == [b"HTTP/1.1 200 OK"]
