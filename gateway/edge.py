@@ -163,10 +163,10 @@ class BoundedHttpTools(HttpToolsProtocol):
         except httptools.HttpParserError:
             self._bad_request()
             return
-        if self._refused:
+        if self._refused_now():  # (a callback may have refused it while the parser ran)
             return
         # Timers only for what a read left unfinished: a whole request in one read, the usual
-        # case, makes none (TIMER_COST).
+        # case, makes none (bench/README.md, "Cache hits through the bounded edge").
         if self._reading_head and self._head_bytes:
             if self._head_bytes > self._max_head:
                 # A header is still arriving (a target is counted as it arrives, in on_url):
@@ -179,6 +179,9 @@ class BoundedHttpTools(HttpToolsProtocol):
                 self._arm(self.limits.header_timeout)  # a head begun on a kept-alive connection
         elif self._in_body and self._read_timer is None:
             self._arm(self.limits.body_timeout)
+
+    def _refused_now(self) -> bool:
+        return self._refused
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
