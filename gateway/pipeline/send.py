@@ -272,7 +272,7 @@ async def read_bounded(
                     try:
                         file = tempfile.TemporaryFile(prefix="amp-gateway-answer-")  # noqa: SIM115  # closed below
                     except OSError as err:
-                        raise AnswerNoRoom(tempfile.gettempdir(), err.strerror or str(err)) from None
+                        raise _no_room(err) from None
                     _write(file, body)
                     body = bytearray()
             if inflate is None:
@@ -300,7 +300,7 @@ async def read_bounded(
             file.flush()
             return memoryview(mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)), size
         except OSError as err:
-            raise AnswerNoRoom(tempfile.gettempdir(), err.strerror or str(err)) from None
+            raise _no_room(err) from None
     finally:
         if file is not None:
             file.close()  # the map keeps what it needs
@@ -310,7 +310,11 @@ def _write(file: IO[bytes], data: bytes | bytearray) -> None:
     try:
         file.write(data)
     except OSError as err:
-        raise AnswerNoRoom(tempfile.gettempdir(), err.strerror or str(err)) from None
+        raise _no_room(err) from None
+
+
+def _no_room(err: OSError) -> AnswerNoRoom:
+    return AnswerNoRoom(tempfile.gettempdir(), err.strerror or str(err))
 
 
 def _tls_refusal(err: Exception) -> str | None:

@@ -25,7 +25,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 from cachetools import LRUCache
@@ -55,7 +55,6 @@ from gateway.promql import offloop
 from gateway.promql.memo import tree_bytes
 
 log = logging.getLogger("gateway.cache")
-T = TypeVar("T")
 
 # Parameters keyed separately (normalised) or that do not change the answer.
 _UNKEYED = frozenset({"query", "start", "end", "step", "time", "timeout"})
@@ -205,10 +204,6 @@ class ResultsCache:
         self.store.put_plain(key, codec.Entry(codec.KIND_PLAIN, expires_at, samples, data))
         self._metrics.cache_memory_bytes.set(self.store.memory_bytes)
 
-    async def _work(self, request: Request, size: int, fn: Callable[..., T], *args: Any) -> T:
-        """`fn(*args)`, off the event loop when it reads more than a little (pipeline/answers)."""
-        return await work(size, fn, *args, who=request.principal.name)
-
     def _put(self, key: str, kind: int, ttl: float, samples: int, gz: bytes) -> None:
         """An entry of `gz`, a payload already gzip-compressed (off the loop when large)."""
         if ttl <= 0:
@@ -238,7 +233,7 @@ class ResultsCache:
         limit = self._settings.max_answer_bytes
         if answer.size > limit:
             return self._not_cached(answer, "too-large")
-        kept = await self._work(request, json_size(answer), _whole_entry, answer, limit)
+        kept = await work(json_size(answer), _whole_entry, answer, limit)
         if isinstance(kept, str):
             return self._not_cached(answer, kept)
         samples, gz = kept
@@ -329,7 +324,7 @@ class ResultsCache:
         self._metrics.cache_samples.labels("upstream").inc(fetched_samples)
 
         size = sum(m.samples() for _, m in extents) * 24 + fetched_samples * 24  # ~JSON bytes a point
-        merged = await self._work(request, size, _merge, buckets, extents, fetch_runs, matrices, recent, step)
+        merged = await work(size, _merge, buckets, extents, fetch_runs, matrices, recent, step)
         for key, (samples, gz) in zip(bucket_keys, merged.extents, strict=True):
             if gz is not None:
                 self._put(key, codec.KIND_EXTENT, self._settings.results_ttl, samples, gz)
@@ -357,9 +352,7 @@ class ResultsCache:
         limit = self._settings.max_answer_bytes
         if answer.size > limit:
             return self._not_cached(answer, "too-large")
-        kept = await self._work(
-            request, json_size(answer), _whole_extents, answer, limit, buckets, extents, step
-        )
+        kept = await work(json_size(answer), _whole_extents, answer, limit, buckets, extents, step)
         if isinstance(kept, str):
             return self._not_cached(answer, kept)
         samples, gz, extent_entries = kept
@@ -375,7 +368,7 @@ class ResultsCache:
     async def _load_extents(self, request: Request, keys: list[str]) -> list[tuple[list[Run], Matrix]]:
         entries = await self.store.get_many(keys)
         size = sum(len(e.payload) for e in entries if e is not None) * GZIP_RATIO
-        return await self._work(request, size, _decode_extents, entries)
+        return await work(size, _decode_extents, entries)
 
     async def _fetch_runs(
         self, request: Request, runs: list[Run], query: str | None
@@ -392,7 +385,7 @@ class ResultsCache:
                 return err
             if answer.size > limit:
                 return NotCacheable("too-large")
-            return await self._work(request, json_size(answer), _parsed, answer, limit)
+            return await work(json_size(answer), _parsed, answer, limit)
 
         return list(await asyncio.gather(*(one(run) for run in runs)))
 
