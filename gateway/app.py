@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -47,12 +49,13 @@ from gateway.metrics import Metrics
 from gateway.panels.routes import panel_routes
 from gateway.pipeline.authenticate import Authenticator
 from gateway.pipeline.authorize import authorizer
-from gateway.pipeline.cache import ResultsCache
+from gateway.pipeline.cache import PLAIN_SHARE, ResultsCache
 from gateway.pipeline.coalesce import coalescing
 from gateway.pipeline.compose import compose, instrumented
 from gateway.pipeline.credentials import CredentialSource, chain_method
 from gateway.pipeline.edge_guard import edge_guard
 from gateway.pipeline.enforce import EnforceSettings, enforcement
+from gateway.pipeline.host import HostStore
 from gateway.pipeline.limits import size_limits
 from gateway.pipeline.local import local_answers
 from gateway.pipeline.model import Answer, Handler, Incoming, Stage
@@ -71,10 +74,20 @@ log = logging.getLogger("gateway")
 class Gateway:
     """The query path and the parts that must be closed when the app stops."""
 
-    def __init__(self, settings: Settings, metrics: Metrics, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.time,
+        host_path: str | None = None,
+    ) -> None:
+        """`host_path`: the store this process shares with the other workers of its `serve`;
+        None: a store of its own (removed when it stops)."""
         self.settings = settings
         self.clock = clock  # the cache's idea of now (tests and benchmarks simulate time)
         self.metrics = metrics
+        self._own_host_path = None if host_path else tempfile.mkdtemp(prefix="amp-gateway-host-")
+        self.host = HostStore(host_path or self._own_host_path or "", host_bytes(settings))
         # Redis, when configured, is shared by the cache, rate limits, upstream slots, coalescing
         # and the count of failed sign-ins.
         self.shared = SharedRedis(settings.cache, metrics) if settings.cache.redis_url else None
@@ -123,7 +136,15 @@ class Gateway:
         self.validate = instrumented("validate", self.validator)
 
     def _cache_stage(self, next_handler: Handler) -> Handler:
-        self.cache = ResultsCache(self.settings.cache, self.metrics, next_handler, self.clock, self.shared)
+        self.cache = ResultsCache(
+            self.settings.cache,
+            self.metrics,
+            next_handler,
+            self.clock,
+            self.shared,
+            host=self.host,
+            workers=self.settings.workers or 1,
+        )
         return self.cache
 
     async def ask(self, incoming: Incoming) -> Answer:
@@ -144,6 +165,15 @@ class Gateway:
         if self.shared is not None:
             await self.shared.aclose()
         await self.sender.aclose()
+        self.host.close()
+        if self._own_host_path is not None:
+            shutil.rmtree(self._own_host_path, ignore_errors=True)
+
+
+def host_bytes(settings: Settings) -> int:
+    """The host's store: the cache's bound less the plain copies' share."""
+    memory = settings.cache.memory_bytes
+    return memory - memory // PLAIN_SHARE
 
 
 def startup_line(settings: Settings, workers: int) -> str:
@@ -180,13 +210,15 @@ def warn_without_credentials(settings: Settings) -> None:
         )
 
 
-def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> Starlette:
+def create_app(
+    settings: Settings, clock: Callable[[], float] = time.time, host_path: str | None = None
+) -> Starlette:
     cap_library_loggers()
     metrics = Metrics()
     # Every error and limit counter whose labels the settings name, at 0 from the start.
     principals = [c.principal.name for c in settings.auth.credentials] or ["anonymous"]
     metrics.expect([w.id for w in settings.workspaces], principals, settings.cache.redis_url is not None)
-    gateway = Gateway(settings, metrics, clock)
+    gateway = Gateway(settings, metrics, clock, host_path)
     if not settings.auth.enabled and not is_loopback(settings.listen_host):
         log.warning("auth: none; anyone who reaches %s can query every workspace", settings.listen_host)
     api = PrometheusApi(settings, gateway.ask, metrics)

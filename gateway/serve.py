@@ -9,8 +9,10 @@ The supervisor runs even for one worker: a worker killed by a segfault is replac
 second instead of taking the service down (a container's OOM kill, on Kubernetes 1.28+ with
 cgroup v2, takes the whole container anyway).
 
-Every worker serves the settings the supervisor checked at start (handed over, not read again),
-with an equal share of `cache.memory_bytes`, so the configured figure bounds the whole group.
+Every worker serves the settings the supervisor checked at start (handed over, not read again).
+The supervisor makes the directory of the store the workers share (`pipeline.host`: the cache,
+coalescing, rate buckets, slots and failed sign-ins), bounded by `cache.memory_bytes` for the
+whole group, and removes it at exit.
 """
 
 from __future__ import annotations
@@ -111,9 +113,7 @@ def _cgroup_cpu_quota() -> float | None:
 
 
 def worker_settings(settings: Settings, workers: int) -> Settings:
-    """One worker's share: the memory cache is per process."""
-    cache = dataclasses.replace(settings.cache, memory_bytes=max(1, settings.cache.memory_bytes // workers))
-    return dataclasses.replace(settings, cache=cache, workers=workers)
+    return dataclasses.replace(settings, workers=workers)
 
 
 @dataclass(frozen=True)
@@ -124,11 +124,12 @@ class WorkerApp:
 
     settings: Settings
     workers: int
+    host_path: str  # the store the workers share
 
     def __call__(self) -> Starlette:
         setup_logging(self.settings.log_level)
         try:
-            return create_app(worker_settings(self.settings, self.workers))
+            return create_app(worker_settings(self.settings, self.workers), host_path=self.host_path)
         except Exception:
             # One JSON line, then uvicorn's code for "would fail the same way every time":
             # the supervisor stops instead of restarting it forever.
@@ -155,8 +156,22 @@ def serve(settings: Settings, workers: int | None) -> int:
     except OSError as err:
         log.error("%s: %s: %s", METRICS_DIR_ENV, os.environ.get(METRICS_DIR_ENV), err.strerror or err)
         return STARTUP_FAILURE
+    try:
+        host_path = tempfile.mkdtemp(prefix="amp-gateway-host-", dir=settings.cache.host_dir)
+    except OSError as err:
+        log.error("cache.host_dir: %s: %s", settings.cache.host_dir, err.strerror or err)
+        return STARTUP_FAILURE
+    try:
+        return _supervise(settings, count, host_path)
+    finally:
+        shutil.rmtree(host_path, ignore_errors=True)
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _supervise(settings: Settings, count: int, host_path: str) -> int:
     config = uvicorn.Config(
-        WorkerApp(settings, count),
+        WorkerApp(settings, count, host_path),
         factory=True,
         host=settings.listen_host,
         port=settings.listen_port,
@@ -185,11 +200,7 @@ def serve(settings: Settings, workers: int | None) -> int:
     log.info(startup_line(settings, count))
     warn_without_credentials(settings)
     supervisor = Supervisor(config, sockets=[sock])
-    try:
-        supervisor.run()
-    finally:
-        if metrics_dir is not None:
-            shutil.rmtree(metrics_dir, ignore_errors=True)
+    supervisor.run()
     if supervisor.failed_to_start:
         log.error("stopped: a worker could not start (see above)")
         return STARTUP_FAILURE

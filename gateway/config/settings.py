@@ -115,6 +115,10 @@ class CacheSettings:
     redis_hmac_key: str | None = field(default=None, repr=False)
     # Answers larger than this (decompressed) are passed on but not cached, nor parsed.
     max_answer_bytes: int = 16 * 1024 * 1024
+    # Where `serve` makes the store its workers share (pipeline/host.py); None: $TMPDIR.
+    host_dir: str | None = None
+    # How long past its expiry an answer may still be served while the upstream fails.
+    max_stale: float = 3600.0
 
 
 def shipped_dashboards() -> str:
@@ -195,6 +199,7 @@ _CACHE_NOT_IDENTITY = {
     "redis_namespace",
     "redis_hmac_key",
     "memory_bytes",
+    "host_dir",
 }
 
 
@@ -565,6 +570,8 @@ def _cache(raw: Reader, env: Mapping[str, str]) -> CacheSettings:
         parallel_fetches=raw.whole("parallel_fetches", d.parallel_fetches, minimum=1),
         results_ttl=raw.seconds("results_ttl", d.results_ttl),
         max_answer_bytes=raw.size("max_answer_bytes", d.max_answer_bytes),
+        host_dir=raw.text("host_dir", d.host_dir),
+        max_stale=raw.seconds("max_stale", d.max_stale),
         redis_state_url=state_url,
         redis_max_entry_bytes=raw.size("redis_max_entry_bytes", d.redis_max_entry_bytes),
         redis_namespace=namespace,

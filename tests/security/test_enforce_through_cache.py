@@ -41,7 +41,7 @@ async def test_sub_range_fetches_are_enforced(
         for round_ in range(3):
             if round_:
                 # Evict as memory pressure would: the whole answer, and one of the extents.
-                keys = list(cache.store.memory._cache)
+                keys = cache.store.memory.stored_keys()
                 whole = [k for k in keys if not k.rsplit(":", 1)[1].startswith("b")]
                 extents = sorted(k for k in keys if k.rsplit(":", 1)[1].startswith("b"))
                 for key in whole + extents[round_ : round_ + 1]:

@@ -1,7 +1,7 @@
-"""Results cache: delta extents for range queries, TTL entries for the rest, memory + Redis."""
+"""Results cache: delta extents for range queries, TTL entries for the rest; the host's store + Redis."""
 
 from __future__ import annotations
 
-from gateway.pipeline.cache.stage import ResultsCache
+from gateway.pipeline.cache.stage import PLAIN_SHARE, ResultsCache
 
-__all__ = ["ResultsCache"]
+__all__ = ["PLAIN_SHARE", "ResultsCache"]

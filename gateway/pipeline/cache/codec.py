@@ -65,6 +65,26 @@ def _checksum(head: bytes, payload: bytes | memoryview) -> int:
     return xxh3_64_intdigest(payload, seed=xxh3_64_intdigest(head))
 
 
+def checksum(entry: Entry) -> int:
+    """The checksum `encode` writes for this entry."""
+    head = _HEADER.pack(_MAGIC, SCHEMA_VERSION, entry.kind, entry.expires_at, entry.samples, 0)[:_CHECKED]
+    return _checksum(head, entry.payload)
+
+
+HEADER_BYTES = _HEADER.size
+
+
+def peek(head: bytes, now: float) -> int | None:
+    """From an encoded entry's first HEADER_BYTES: its checksum, or None when it is expired or
+    of another schema version."""
+    if len(head) < _HEADER.size:
+        return None
+    magic, version, _, expires_at, _, check = _HEADER.unpack_from(head)
+    if magic != _MAGIC or version != SCHEMA_VERSION or expires_at <= now:
+        return None
+    return int(check)
+
+
 def decode(blob: bytes | memoryview | None, now: float) -> Entry | None:
     """The entry, or None when absent, expired or of another schema version; DamagedEntry when
     its checksum does not match. The payload is copied out of `blob` once."""

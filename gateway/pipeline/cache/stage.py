@@ -48,7 +48,8 @@ from gateway.pipeline.cache.matrix import (
     replace_range,
 )
 from gateway.pipeline.cache.safety import Analysis, analyse, final_until, format_seconds, pin_start_end
-from gateway.pipeline.cache.tiers import MemoryTier, RedisTier, Store
+from gateway.pipeline.cache.tiers import HostTier, MemoryTier, RedisTier, Store
+from gateway.pipeline.host import HostStore
 from gateway.pipeline.model import Answer, Handler, Request, as_bytes
 from gateway.pipeline.shared import SharedRedis
 from gateway.promql import offloop
@@ -85,7 +86,12 @@ class ResultsCache:
         upstream: Handler,
         clock: Callable[[], float] = time.time,
         shared: SharedRedis | None = None,
+        *,
+        host: HostStore,
+        workers: int = 1,
     ) -> None:
+        """`host`: the store shared by the workers of this `serve` (`workers` of them, who share
+        out the plain copies' part of `cache.memory_bytes`)."""
         self._settings = settings
         self._metrics = metrics
         self._clock = clock
@@ -93,11 +99,11 @@ class ResultsCache:
         redis = RedisTier(shared) if settings.mode == "redis" and shared is not None else None
         damaged = metrics.cache_damaged_entries
         self.store = Store(
-            MemoryTier(settings.memory_bytes - settings.memory_bytes // PLAIN_SHARE, self._clock),
+            HostTier(host, self._clock, settings.max_stale, on_damaged=lambda: damaged.labels("host").inc()),
             redis,
             self._clock,
             on_damaged=lambda tier: damaged.labels(tier).inc(),
-            plain=MemoryTier(settings.memory_bytes // PLAIN_SHARE, self._clock),
+            plain=MemoryTier(settings.memory_bytes // PLAIN_SHARE // max(1, workers), self._clock),
         )
         self._split_ms = max(1000, round(settings.split_interval * 1000))
         # Analyses of the queries seen, by canonical text, bounded by their measured bytes.
@@ -172,23 +178,16 @@ class ResultsCache:
     async def _bypass(self, request: Request, reason: str) -> Answer:
         return self._not_cached(await self._fetch(request), reason)
 
-    def _cached(self, request: Request, key: str) -> Answer | None:
-        """A whole response from memory, in the client's encoding, as stored."""
+    async def _lookup(self, request: Request, key: str) -> Answer | None:
+        """A whole response from the cache, in the client's encoding, as stored."""
+        if request.no_cache:
+            return None
         if not request.accept_gzip:
             plain = self.store.get_plain(key)
             if plain is not None:
                 return self._serve(plain, request, key)
-        entry = self.store.get_memory(key)
+        entry = await self.store.get(key)
         return None if entry is None else self._serve(entry, request, key)
-
-    async def _lookup(self, request: Request, key: str) -> Answer | None:
-        if request.no_cache:
-            return None
-        found = self._cached(request, key)
-        if found is None:
-            entry = await self.store.get(key)
-            found = None if entry is None else self._serve(entry, request, key)
-        return found
 
     def _serve(self, entry: codec.Entry, request: Request, key: str) -> Answer:
         self._samples_from_cache.inc(entry.samples)
@@ -197,28 +196,30 @@ class ResultsCache:
             return Answer(entry.payload, gzipped=entry.kind != codec.KIND_PLAIN, cache="hit")
         # The first client without gzip to ask for this entry: a plain copy, kept in memory.
         data = entry.data()
-        self._keep_plain(key, entry.expires_at, entry.samples, data)
+        self._keep_plain(key, entry, data)
         return Answer(data, cache="hit")
 
-    def _keep_plain(self, key: str, expires_at: float, samples: int, data: bytes) -> None:
-        self.store.put_plain(key, codec.Entry(codec.KIND_PLAIN, expires_at, samples, data))
+    def _keep_plain(self, key: str, made_from: codec.Entry, data: bytes) -> None:
+        plain = codec.Entry(codec.KIND_PLAIN, made_from.expires_at, made_from.samples, data)
+        self.store.put_plain(key, made_from, plain)
         self._metrics.cache_memory_bytes.set(self.store.memory_bytes)
 
-    def _put(self, key: str, kind: int, ttl: float, samples: int, gz: bytes) -> None:
+    def _put(self, key: str, kind: int, ttl: float, samples: int, gz: bytes) -> codec.Entry | None:
         """An entry of `gz`, a payload already gzip-compressed (off the loop when large)."""
         if ttl <= 0:
-            return
+            return None
         entry = codec.entry(kind, self._clock() + ttl, samples, gz, compressed=True)
         self._metrics.cache_stored_bytes.inc(codec.encoded_size(entry))
         self.store.put(key, entry)
         self._metrics.cache_memory_bytes.set(self.store.memory_bytes)
+        return entry
 
     def _put_answer(self, key: str, ttl: float, samples: int, answer: Answer, gz: bytes) -> None:
         """A whole response: `gz` (its gzip form) for every tier, and plain in memory when this
         client is plain."""
-        self._put(key, codec.KIND_RESPONSE, ttl, samples, gz)
-        if not answer.gzipped and ttl > 0:
-            self._keep_plain(key, self._clock() + ttl, samples, as_bytes(answer.body))
+        entry = self._put(key, codec.KIND_RESPONSE, ttl, samples, gz)
+        if not answer.gzipped and entry is not None:
+            self._keep_plain(key, entry, as_bytes(answer.body))
 
     def _horizon_ms(self) -> int:
         return int((self._clock() - self._settings.max_freshness) * 1000)

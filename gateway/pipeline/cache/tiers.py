@@ -1,4 +1,6 @@
-"""Where entries live: an in-process tier bounded by bytes, and optionally Redis behind it.
+"""Where entries live: the host's tier (shared by the workers of one `serve`, bounded by bytes,
+see `pipeline.host`), and optionally Redis behind it; plain copies for clients without gzip in
+each process's memory.
 
 Entries are opaque bytes (see codec) carrying their own expiry. Redis is a helper, never a
 dependency (see `pipeline.shared`): while it is away the gateway works from memory and the
@@ -21,6 +23,7 @@ from collections.abc import Callable
 from cachetools import TLRUCache
 
 from gateway.pipeline.cache import codec
+from gateway.pipeline.host import HostStore
 from gateway.pipeline.shared import SharedRedis
 
 log = logging.getLogger("gateway.cache")
@@ -55,6 +58,10 @@ class MemoryTier:
     def get(self, key: str) -> codec.Entry | None:
         return self._cache.get(key)
 
+    def get_many(self, keys: list[str], grace: float = 0.0) -> list[codec.Entry | None]:
+        """The entries under `keys` (expired ones are gone from here, whatever the `grace`)."""
+        return [self._cache.get(key) for key in keys]
+
     def put(self, key: str, entry: codec.Entry) -> None:
         if _entry_bytes(entry) > self._max_bytes:
             return
@@ -72,6 +79,66 @@ class MemoryTier:
 
     def __len__(self) -> int:
         return len(self._cache)
+
+
+class HostTier:
+    """Entries in the host's store, shared by every worker of this `serve`: written by one, read
+    by all. Entries are kept `keep_stale` seconds past their expiry (served only when the
+    upstream fails, see the cache stage), then dropped; and, past the store's bound, the least
+    recently stored first. The codec's checksum is checked on every read: the bytes come from
+    outside the process."""
+
+    def __init__(
+        self,
+        store: HostStore,
+        clock: Callable[[], float],
+        keep_stale: float = 0.0,
+        on_damaged: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.store = store
+        self._clock = clock
+        self._keep_stale = keep_stale
+        self._on_damaged = on_damaged
+
+    def get_many(self, keys: list[str], grace: float = 0.0) -> list[codec.Entry | None]:
+        """The entries under `keys`; with `grace`, also those expired at most `grace` seconds
+        ago. A damaged one is dropped (and counted in `damaged`)."""
+        now = self._clock()
+        blobs = self.store.get_many([key.encode() for key in keys], now)
+        out: list[codec.Entry | None] = []
+        for key, blob in zip(keys, blobs, strict=True):
+            try:
+                out.append(codec.decode(blob, now - grace))
+            except codec.DamagedEntry:
+                log.warning("cache: dropped a damaged entry of the host's store")
+                self._on_damaged()
+                self.store.delete(key.encode())
+                out.append(None)
+        return out
+
+    def get(self, key: str) -> codec.Entry | None:
+        return self.get_many([key])[0]
+
+    def checksum(self, key: str) -> int | None:
+        """The checksum of the live entry under `key` (read from its header alone), or None."""
+        head = self.store.peek(key.encode(), self._clock(), codec.HEADER_BYTES)
+        return None if head is None else codec.peek(head, self._clock())
+
+    def put(self, key: str, entry: codec.Entry) -> None:
+        self.store.put(key.encode(), codec.encode(entry), entry.expires_at + self._keep_stale)
+
+    def delete(self, key: str) -> None:
+        self.store.delete(key.encode())
+
+    def stored_keys(self) -> list[str]:
+        return [key.decode() for key in self.store.cache_keys()]
+
+    @property
+    def bytes(self) -> int:
+        return self.store.stored_bytes
+
+    def __len__(self) -> int:
+        return len(self.store.cache_keys())
 
 
 class UnverifiedEntry(codec.DamagedEntry):
@@ -137,16 +204,18 @@ class RedisTier:
 
 
 class Store:
-    """Memory first, then Redis (promoting what it finds into memory).
+    """The host's tier first, then Redis (promoting what it finds into the host's tier).
 
-    `plain` holds decoded copies of whole responses for clients that do not take gzip, in memory
-    only, in its own byte bound: they are ten to twenty times the size of the gzip entries and
-    must not crowd those out.
+    `plain` holds decoded copies of whole responses for clients that do not take gzip, in this
+    process's memory only, in its own byte bound: they are ten to twenty times the size of the
+    gzip entries and must not crowd those out. A copy is kept under its entry's key and checksum
+    and served only while the host's tier holds that very entry: another worker that replaced
+    it has made this copy unreachable.
     """
 
     def __init__(
         self,
-        memory: MemoryTier,
+        memory: HostTier,
         redis: RedisTier | None,
         clock: Callable[[], float],
         on_damaged: Callable[[str], None] = lambda tier: None,
@@ -173,7 +242,7 @@ class Store:
             return None
 
     async def get_many(self, keys: list[str]) -> list[codec.Entry | None]:
-        found = [self.memory.get(k) for k in keys]
+        found = self.memory.get_many(keys)
         if self.redis is not None:
             absent = [i for i, entry in enumerate(found) if entry is None]
             if absent:
@@ -183,32 +252,29 @@ class Store:
                     entry = self._decode(blob, now)
                     if entry is not None:
                         self.memory.put(keys[i], entry)
-                        self.plain.delete(keys[i])  # a copy of what this process had before
                         found[i] = entry
         return found
 
     async def get(self, key: str) -> codec.Entry | None:
         return (await self.get_many([key]))[0]
 
-    def get_memory(self, key: str) -> codec.Entry | None:
-        return self.memory.get(key)
-
     def get_plain(self, key: str) -> codec.Entry | None:
         """The plain copy of the whole response under `key`, when one is in memory."""
-        return self.plain.get(key)
+        checksum = self.memory.checksum(key)
+        return None if checksum is None else self.plain.get(f"{key}#{checksum}")
 
     def put(self, key: str, entry: codec.Entry) -> None:
         ttl = entry.expires_at - self._clock()
         if ttl <= 0:
             return
         self.memory.put(key, entry)
-        self.plain.delete(key)  # a copy of what was there before
         if self.redis is not None:
             self.redis.put(key, codec.encode(entry), ttl)
 
-    def put_plain(self, key: str, entry: codec.Entry) -> None:
+    def put_plain(self, key: str, made_from: codec.Entry, entry: codec.Entry) -> None:
+        """`entry`, the plain copy of `made_from` (the gzip entry under `key`)."""
         if entry.expires_at > self._clock():
-            self.plain.put(key, entry)
+            self.plain.put(f"{key}#{codec.checksum(made_from)}", entry)
 
     @property
     def memory_bytes(self) -> int:

@@ -76,7 +76,7 @@ async def test_repeated_small_queries_do_not_grow_the_entry(fresh_amp, aws_env, 
             assert response.status_code == 200
         store = cache.store
         extents = [k for k in store.memory.stored_keys() if ":b" in k]
-        blobs = [store.get_memory(k) for k in extents]
+        blobs = store.memory.get_many(extents)
         from gateway.pipeline.cache.matrix import load_extent
 
         for entry in blobs:

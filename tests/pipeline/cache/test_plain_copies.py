@@ -10,7 +10,8 @@ from support.stages import request
 from gateway.config import CacheSettings
 from gateway.metrics import Metrics
 from gateway.pipeline.cache import ResultsCache, codec
-from gateway.pipeline.cache.tiers import MemoryTier, Store
+from gateway.pipeline.cache.tiers import HostTier, MemoryTier, Store
+from gateway.pipeline.host import HostStore
 from gateway.pipeline.model import Answer, Request
 from gateway.promql import parse_query
 
@@ -36,9 +37,15 @@ def _instant() -> Request:
     return request("query", (("query", "1"), ("time", "100")), expr=parse_query("1"), time_ms=100_000)
 
 
-async def test_both_encodings_are_served_as_stored_and_never_stale() -> None:
+def _cache(upstream: Versioned, path: str) -> ResultsCache:
+    return ResultsCache(
+        CacheSettings(), Metrics(), upstream, clock=lambda: 1_000_000.0, host=HostStore(path, 1 << 24)
+    )
+
+
+async def test_both_encodings_are_served_as_stored_and_never_stale(tmp_path) -> None:
     upstream = Versioned()
-    cache = ResultsCache(CacheSettings(), Metrics(), upstream, clock=lambda: 1_000_000.0)
+    cache = _cache(upstream, str(tmp_path))
     plain, gzip_client = _instant(), _instant().replace(accept_gzip=True)
 
     miss = await cache(plain)
@@ -57,9 +64,24 @@ async def test_both_encodings_are_served_as_stored_and_never_stale() -> None:
     assert upstream.calls == 2
 
 
-async def test_a_gzip_entry_gets_one_plain_copy_for_plain_clients() -> None:
+async def test_a_plain_copy_is_not_served_once_another_worker_replaced_its_entry(tmp_path) -> None:
+    """Two workers of one `serve` (two caches on one host store): the copy one worker made for
+    plain clients is not served after the other refreshed the entry."""
     upstream = Versioned()
-    cache = ResultsCache(CacheSettings(), Metrics(), upstream, clock=lambda: 1_000_000.0)
+    first, second = _cache(upstream, str(tmp_path)), _cache(upstream, str(tmp_path))
+    assert (await first(_instant())).body == upstream.body()
+    assert (await second(_instant())).cache == "hit"  # one host: one fetch for both
+    assert upstream.calls == 1
+    upstream.version = 2
+    await second(_instant().replace(no_cache=True))
+    after = await first(_instant())
+    assert (after.cache, after.body) == ("hit", upstream.body())
+    assert upstream.calls == 2
+
+
+async def test_a_gzip_entry_gets_one_plain_copy_for_plain_clients(tmp_path) -> None:
+    upstream = Versioned()
+    cache = _cache(upstream, str(tmp_path))
     await cache(_instant().replace(accept_gzip=True))
     before = cache.store.plain.bytes
     first = await cache(_instant())
@@ -82,10 +104,15 @@ class _OtherReplicasRedis:
         pass
 
 
-async def test_an_entry_promoted_from_redis_drops_the_old_plain_copy() -> None:
+async def test_an_entry_promoted_from_redis_drops_the_old_plain_copy(tmp_path) -> None:
     now = 1_000_000.0
-    store = Store(MemoryTier(1 << 20, lambda: now), None, lambda: now, plain=MemoryTier(1 << 20, lambda: now))
-    store.put_plain("k", codec.Entry(codec.KIND_PLAIN, now + 60, 1, b"v1"))
+    host = HostTier(HostStore(str(tmp_path), 1 << 20), lambda: now)
+    store = Store(host, None, lambda: now, plain=MemoryTier(1 << 20, lambda: now))
+    old = codec.entry(codec.KIND_RESPONSE, now + 60, 1, b"v1")
+    store.put("k", old)
+    store.put_plain("k", old, codec.Entry(codec.KIND_PLAIN, now + 60, 1, b"v1"))
+    assert store.get_plain("k") is not None
+    host.delete("k")  # gone from this host (evicted); another replica wrote v2 to Redis
     store.redis = _OtherReplicasRedis(codec.encode(codec.entry(codec.KIND_RESPONSE, now + 60, 1, b"v2")))  # type: ignore[assignment]
     promoted = await store.get("k")
     assert promoted is not None and promoted.data() == b"v2"
