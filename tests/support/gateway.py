@@ -46,11 +46,13 @@ def gateway_settings(
 
 @contextlib.asynccontextmanager
 async def in_process(
-    settings: Settings, clock: Callable[[], float] | None = None
+    settings: Settings, clock: Callable[[], float] | None = None, host_path: str | None = None
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Gateway]]:
     """The one in-process gateway builder: an httpx client wired to the app (lifespan run
-    around it) and the app's Gateway (its cache, metrics); `clock` is the cache's now."""
-    app = create_app(settings, clock or time.time)
+    around it) and the app's Gateway (its cache, metrics); `clock` is the cache's now;
+    `host_path`: the host's store, shared with other gateways given the same (as the workers
+    of one `serve` share it), else one of its own."""
+    app = create_app(settings, clock or time.time, host_path)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway", timeout=60) as client:
@@ -72,10 +74,10 @@ def cache_raw(**overrides: Any) -> dict[str, Any]:
 
 @contextlib.asynccontextmanager
 async def cached_gateway(
-    settings: Settings, clock: Callable[[], float] | None = None
+    settings: Settings, clock: Callable[[], float] | None = None, host_path: str | None = None
 ) -> AsyncIterator[tuple[httpx.AsyncClient, ResultsCache]]:
     """in_process, handing out the cache stage (its store and its Redis writes)."""
-    async with in_process(settings, clock) as (client, gateway):
+    async with in_process(settings, clock, host_path) as (client, gateway):
         assert isinstance(gateway.cache, ResultsCache), "these settings have the cache off"
         yield client, gateway.cache
 

@@ -60,7 +60,9 @@ async def _run_phase(
     return failures
 
 
-async def test_compliance_queries_cold_warm_shifted(fresh_amp, aws_env, prometheus, queries) -> None:
+async def test_compliance_queries_cold_warm_shifted(fresh_amp, aws_env, prometheus, queries, tmp_path) -> None:
+    """Two gateways on one host's store, as two workers of one `serve`: the phases alternate
+    between them, so every warm or shifted answer is built from what the other one stored."""
     end = prometheus.data_end - 12 * 60
     start = end - 10 * 60
     # Freeze the cache's clock so that the freshness horizon falls inside the window: the older
@@ -70,7 +72,8 @@ async def test_compliance_queries_cold_warm_shifted(fresh_amp, aws_env, promethe
     outcomes: dict[str, Counter[str]] = {}
     failures: list[str] = []
     async with (
-        cached_gateway(settings, clock=lambda: clock) as (gateway, _cache),
+        cached_gateway(settings, lambda: clock, str(tmp_path)) as (gateway, _cache),
+        cached_gateway(settings, lambda: clock, str(tmp_path)) as (other_worker, _other_cache),
         httpx.AsyncClient(base_url=prometheus.url, timeout=60) as direct,
     ):
         phases = [
@@ -83,9 +86,10 @@ async def test_compliance_queries_cold_warm_shifted(fresh_amp, aws_env, promethe
             ("fractional", start + 0.5, end + 0.5),
             ("fractional later", start + 2 * STEP + 0.5, end + 2 * STEP + 0.5),
         ]
-        for name, lo, hi in phases:
+        for index, (name, lo, hi) in enumerate(phases):
             outcomes[name] = Counter()
-            failures += await _run_phase(gateway, direct, queries, lo, hi, outcomes[name])
+            worker = (gateway, other_worker)[index % 2]
+            failures += await _run_phase(worker, direct, queries, lo, hi, outcomes[name])
     assert not failures, f"{len(failures)} answers differ, e.g. {failures[:5]}"
     ok = sum(1 for q in queries if not q["should_fail"])
     # Queries with a negative offset of 5m or more read past the horizon: nothing is final.
