@@ -9,7 +9,7 @@
 These parts build the gateway in-process (`create_app`) because they need what no public
 interface offers: a simulated clock for the cache, and the samples held in its extents. The
 cache-hit throughput part of `bench_cache.py` does not import this module. Memory figures come
-from the gateway's own `gateway_cache_memory_bytes` gauge. `_build` takes the clock as
+from the gateway's own `gateway_cache_memory_bytes` and `gateway_cache_host_bytes` gauges. `_build` takes the clock as
 `create_app(settings, clock=...)` where the gateway accepts one, else it sets the cache stage's
 `clock` attribute (as the gateway of 61d1761 has it).
 """
@@ -61,7 +61,11 @@ def _build(settings: Any, clock: Callable[[], float]) -> tuple[Any, Any]:
 
 
 def _memory_bytes(app: Any) -> float:
-    return app.state.metrics.registry.get_sample_value("gateway_cache_memory_bytes") or 0.0
+    registry = app.state.metrics.registry
+    return sum(
+        registry.get_sample_value(name) or 0.0
+        for name in ("gateway_cache_memory_bytes", "gateway_cache_host_bytes")
+    )
 
 
 def _upstream_requests(app: Any) -> float:

@@ -423,8 +423,15 @@ class Metrics:
         )
         self.cache_memory_bytes = Gauge(
             "gateway_cache_memory_bytes",
-            "Bytes held by the in-process cache tier.",
+            "Bytes of plain copies (for clients without gzip) in the workers' own memory.",
             multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.cache_host_bytes = Gauge(
+            "gateway_cache_host_bytes",
+            "Bytes of the cache in the store the workers of this host share, as counted against "
+            "cache.memory_bytes.",
+            multiprocess_mode="livemax",  # every worker reads the same store
             registry=r,
         )
         self.cache_coalesced = Counter(

@@ -36,7 +36,7 @@ from gateway.errors import GatewayError
 from gateway.metrics import Metrics
 from gateway.pipeline.answers import GZIP_RATIO, json_size, work
 from gateway.pipeline.cache import codec
-from gateway.pipeline.cache.extents import Run, add_run, bucket_runs, floor_grid, grid_last, missing_runs
+from gateway.pipeline.cache.extents import Run, add_run, grid_last
 from gateway.pipeline.cache.matrix import (
     Matrix,
     NotCacheable,
@@ -47,6 +47,7 @@ from gateway.pipeline.cache.matrix import (
     render,
     replace_range,
 )
+from gateway.pipeline.cache.plan import Grid, Plan, cut, plan
 from gateway.pipeline.cache.safety import Analysis, analyse, final_until, format_seconds, pin_start_end
 from gateway.pipeline.cache.tiers import HostTier, MemoryTier, RedisTier, Store
 from gateway.pipeline.host import HostStore
@@ -202,7 +203,7 @@ class ResultsCache:
     def _keep_plain(self, key: str, made_from: codec.Entry, data: bytes) -> None:
         plain = codec.Entry(codec.KIND_PLAIN, made_from.expires_at, made_from.samples, data)
         self.store.put_plain(key, made_from, plain)
-        self._metrics.cache_memory_bytes.set(self.store.memory_bytes)
+        self._metrics.cache_memory_bytes.set(self.store.plain.bytes)
 
     def _put(self, key: str, kind: int, ttl: float, samples: int, gz: bytes) -> codec.Entry | None:
         """An entry of `gz`, a payload already gzip-compressed (off the loop when large)."""
@@ -211,7 +212,7 @@ class ResultsCache:
         entry = codec.entry(kind, self._clock() + ttl, samples, gz, compressed=True)
         self._metrics.cache_stored_bytes.inc(codec.encoded_size(entry))
         self.store.put(key, entry)
-        self._metrics.cache_memory_bytes.set(self.store.memory_bytes)
+        self._metrics.cache_host_bytes.set(self.store.memory.bytes)
         return entry
 
     def _put_answer(self, key: str, ttl: float, samples: int, answer: Answer, gz: bytes) -> None:
@@ -294,27 +295,14 @@ class ResultsCache:
             return found
 
         final = final_until(analysis, self._horizon_ms(), (window.start_ms, window.end_ms))
-        hist_last = start - step if final is None else min(last, floor_grid(final, start % step, step))
-        buckets = list(bucket_runs(start, hist_last, step, self._split_ms)) if hist_last >= start else []
-        bucket_keys = [f"{base}:b{index}" for index, _ in buckets]
+        grid = cut(start, window.end_ms, step, self._split_ms, final)
+        bucket_keys = [f"{base}:b{index}" for index, _ in grid.buckets]
         extents = await self._load_extents(request, bucket_keys)
+        todo = plan(grid, [coverage for coverage, _ in extents], request.no_cache)
+        if todo.whole:
+            return await self._range_whole(request, grid, todo, bucket_keys, extents, whole_key)
 
-        if request.no_cache or not any(coverage for coverage, _ in extents):
-            return await self._range_whole(
-                request, buckets, bucket_keys, extents, step, hist_last, last, whole_key
-            )
-
-        fetch_runs: list[Run] = []
-        for (_, run), (coverage, _) in zip(buckets, extents, strict=True):
-            fetch_runs.extend(missing_runs(coverage, run[0], run[1], step))
-        recent: Run | None = (max(start, hist_last + step), last) if hist_last < last else None
-        if recent is not None:
-            if fetch_runs and fetch_runs[-1][1] + step == recent[0]:
-                fetch_runs[-1] = (fetch_runs[-1][0], last)
-            else:
-                fetch_runs.append(recent)
-
-        fetched = await self._fetch_runs(request, fetch_runs, pinned_query)
+        fetched = await self._fetch_runs(request, list(todo.fetch), pinned_query)
         for answer in fetched:
             if isinstance(answer, GatewayError):
                 raise answer
@@ -325,13 +313,13 @@ class ResultsCache:
         self._metrics.cache_samples.labels("upstream").inc(fetched_samples)
 
         size = sum(m.samples() for _, m in extents) * 24 + fetched_samples * 24  # ~JSON bytes a point
-        merged = await work(size, _merge, buckets, extents, fetch_runs, matrices, recent, step)
+        merged = await work(size, _merge, grid, todo, extents, matrices)
         for key, (samples, gz) in zip(bucket_keys, merged.extents, strict=True):
             if gz is not None:
                 self._put(key, codec.KIND_EXTENT, self._settings.results_ttl, samples, gz)
         self._metrics.cache_samples.labels("cache").inc(max(0, merged.samples - fetched_samples))
-        ttl = self._settings.results_ttl if hist_last == last else self._settings.recent_ttl
-        merged_answer = Answer(merged.body, cache="partial" if fetch_runs else "hit", size=len(merged.body))
+        ttl = self._settings.results_ttl if grid.all_final else self._settings.recent_ttl
+        merged_answer = Answer(merged.body, cache="partial" if todo.fetch else "hit", size=len(merged.body))
         if len(merged.body) <= self._settings.max_answer_bytes:  # (its extents are kept either way)
             self._put_answer(whole_key, ttl, merged.samples, merged_answer, merged.gz)
         return merged_answer
@@ -339,12 +327,10 @@ class ResultsCache:
     async def _range_whole(
         self,
         request: Request,
-        buckets: list[tuple[int, Run]],
+        grid: Grid,
+        todo: Plan,
         bucket_keys: list[str],
         extents: list[tuple[list[Run], Matrix]],
-        step: int,
-        hist_last: int,
-        last: int,
         whole_key: str,
     ) -> Answer:
         """Nothing cached (or the client asked for a fresh answer): send the client's own
@@ -353,14 +339,14 @@ class ResultsCache:
         limit = self._settings.max_answer_bytes
         if answer.size > limit:
             return self._not_cached(answer, "too-large")
-        kept = await work(json_size(answer), _whole_extents, answer, limit, buckets, extents, step)
+        kept = await work(json_size(answer), _whole_extents, answer, limit, grid, todo, extents)
         if isinstance(kept, str):
             return self._not_cached(answer, kept)
         samples, gz, extent_entries = kept
         self._metrics.cache_samples.labels("upstream").inc(samples)
         for key, (extent_samples, extent_gz) in zip(bucket_keys, extent_entries, strict=True):
             self._put(key, codec.KIND_EXTENT, self._settings.results_ttl, extent_samples, extent_gz)
-        ttl = self._settings.results_ttl if hist_last == last else self._settings.recent_ttl
+        ttl = self._settings.results_ttl if grid.all_final else self._settings.recent_ttl
         self._put_answer(whole_key, ttl, samples, answer, gz)
         if request.no_cache:
             return self._not_cached(answer, "no-cache-header")
@@ -455,18 +441,20 @@ def _decode_extents(entries: list[codec.Entry | None]) -> list[tuple[list[Run], 
 def _whole_extents(
     answer: Answer,
     limit: int,
-    buckets: list[tuple[int, Run]],
+    grid: Grid,
+    todo: Plan,
     extents: list[tuple[list[Run], Matrix]],
-    step: int,
 ) -> tuple[int, bytes, list[tuple[int, bytes]]] | str:
     """A whole answer to keep: (samples, its gzip body, each bucket's extent entry), or why not."""
     matrix = _parsed(answer, limit)
     if isinstance(matrix, NotCacheable):
         return str(matrix)
     kept = []
-    for (_, run), (coverage, stored) in zip(buckets, extents, strict=True):
-        replace_range(stored, matrix, run[0], run[1])
-        kept.append(_extent_entry(add_run(coverage, run, step), stored))
+    for writes, (coverage, stored) in zip(todo.writes, extents, strict=True):
+        for _, (lo, hi) in writes:
+            replace_range(stored, matrix, lo, hi)
+            coverage = add_run(coverage, (lo, hi), grid.step)
+        kept.append(_extent_entry(coverage, stored))
     return matrix.samples(), _gz(answer), kept
 
 
@@ -479,28 +467,19 @@ class _Merged:
 
 
 def _merge(
-    buckets: list[tuple[int, Run]],
-    extents: list[tuple[list[Run], Matrix]],
-    fetch_runs: list[Run],
-    matrices: list[Matrix],
-    recent: Run | None,
-    step: int,
+    grid: Grid, todo: Plan, extents: list[tuple[list[Run], Matrix]], matrices: list[Matrix]
 ) -> _Merged:
     """The fetched runs written into the buckets' extents, and the answer assembled from them."""
     parts: list[tuple[Matrix, int, int]] = []
     changed: list[tuple[int, bytes | None]] = []
-    for (_, run), (coverage, stored) in zip(buckets, extents, strict=True):
-        touched = False
-        for fetch_run, matrix in zip(fetch_runs, matrices, strict=True):
-            lo, hi = max(run[0], fetch_run[0]), min(run[1], fetch_run[1])
-            if lo <= hi:
-                replace_range(stored, matrix, lo, hi)
-                coverage = add_run(coverage, (lo, hi), step)
-                touched = True
-        changed.append(_extent_entry(coverage, stored) if touched else (0, None))
+    for (_, run), writes, (coverage, stored) in zip(grid.buckets, todo.writes, extents, strict=True):
+        for index, (lo, hi) in writes:
+            replace_range(stored, matrices[index], lo, hi)
+            coverage = add_run(coverage, (lo, hi), grid.step)
+        changed.append(_extent_entry(coverage, stored) if writes else (0, None))
         parts.append((stored, run[0], run[1]))
-    if recent is not None:
-        parts.append((matrices[-1], recent[0], recent[1]))
+    if todo.recent is not None:
+        parts.append((matrices[-1], todo.recent[0], todo.recent[1]))
     merged = assemble(parts)
     body = render(merged)
     return _Merged(body, codec.gzip_bytes(body), merged.samples(), changed)

@@ -276,10 +276,6 @@ class Store:
         if entry.expires_at > self._clock():
             self.plain.put(f"{key}#{codec.checksum(made_from)}", entry)
 
-    @property
-    def memory_bytes(self) -> int:
-        return self.memory.bytes + self.plain.bytes
-
     async def aclose(self) -> None:
         if self.redis is not None:
             await self.redis.aclose()
