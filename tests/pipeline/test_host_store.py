@@ -28,25 +28,22 @@ writes = st.lists(
 def test_the_bound_holds_and_the_count_is_exact(tmp_path_factory, writes) -> None:
     store = HostStore(str(tmp_path_factory.mktemp("host")), BOUND)
     try:
-        kept: dict[bytes, int] = {}
+        kept: dict[bytes, tuple[int, float]] = {}  # the last value stored: its size, keep_until
         for name, size, keep in writes:
             key = b"k%d" % name
             stored = store.put(key, bytes([name % 251]) * size, keep_until=100.0 + keep)
             assert stored == (record_bytes(key, size) <= BOUND // 4)
             if stored:
-                kept[key] = size
+                kept[key] = (size, 100.0 + keep)
             assert store.stored_bytes <= BOUND
         live = store.cache_keys()
         assert set(live) <= set(kept)
-        assert store.stored_bytes == sum(record_bytes(key, kept[key]) for key in live)
-        # What is there is what was last written under its key, until its keep_until.
+        assert store.stored_bytes == sum(record_bytes(key, kept[key][0]) for key in live)
+        # What is there is what was last stored under its key, until its keep_until.
         found = store.get_many(live, now=100.0)
-        last_keep = {b"k%d" % name: keep for name, _, keep in writes}
         for key, value in zip(live, found, strict=True):
-            if 100.0 + last_keep[key] > 100.0:
-                assert value is not None and len(value) == kept[key]
-            else:
-                assert value is None
+            size, keep_until = kept[key]
+            assert value == (bytes([int(key[1:]) % 251]) * size if keep_until > 100.0 else None)
     finally:
         store.close()
 
