@@ -58,15 +58,14 @@ from gateway.promql.memo import tree_bytes
 
 log = logging.getLogger("gateway.cache")
 
+# AMP's query-cost guards: limits on what a fetch may cost, not part of an answer's identity.
+# Every fetch carries the client's (sub-ranges too); an answer AMP warned about under one is
+# passed on but never stored (see _guarded).
+THRESHOLDS = ("max_samples_processed_warning_threshold", "max_samples_processed_error_threshold")
 # Parameters keyed separately (normalised) or that do not change the answer.
-_UNKEYED = frozenset({"query", "start", "end", "step", "time", "timeout"})
+_UNKEYED = frozenset({"query", "start", "end", "step", "time", "timeout", *THRESHOLDS})
 # Range-query parameters whose effect depends on the whole window: splitting would change the answer.
-_WINDOW_PARAMS = {
-    "stats": "stats",
-    "limit": "limit",
-    "max_samples_processed_warning_threshold": "sample-threshold",
-    "max_samples_processed_error_threshold": "sample-threshold",
-}
+_WINDOW_PARAMS = {"stats": "stats", "limit": "limit"}
 _METADATA_ENDPOINTS = frozenset({"series", "labels", "label_values", "metadata"})
 ANALYSES_BYTES = 8 << 20
 # Plain copies for clients without gzip may use 1/PLAIN_SHARE of cache.memory_bytes.
@@ -222,6 +221,13 @@ class ResultsCache:
         if not answer.gzipped and entry is not None:
             self._keep_plain(key, entry, as_bytes(answer.body))
 
+    @staticmethod
+    def _guarded(request: Request) -> bool:
+        """Whether the request carries a cost threshold: then an answer with warnings is not
+        stored. AMP's threshold warning cannot be told from a query's own warnings by its text,
+        and stored, it would be replayed to clients that set no threshold (or another one)."""
+        return any(request.param(name) for name in THRESHOLDS)
+
     def _horizon_ms(self) -> int:
         return int((self._clock() - self._settings.max_freshness) * 1000)
 
@@ -235,7 +241,7 @@ class ResultsCache:
         limit = self._settings.max_answer_bytes
         if answer.size > limit:
             return self._not_cached(answer, "too-large")
-        kept = await work(json_size(answer), _whole_entry, answer, limit)
+        kept = await work(json_size(answer), _whole_entry, answer, limit, self._guarded(request))
         if isinstance(kept, str):
             return self._not_cached(answer, kept)
         samples, gz = kept
@@ -314,12 +320,15 @@ class ResultsCache:
 
         size = sum(m.samples() for _, m in extents) * 24 + fetched_samples * 24  # ~JSON bytes a point
         merged = await work(size, _merge, grid, todo, extents, matrices)
+        self._metrics.cache_samples.labels("cache").inc(max(0, merged.samples - fetched_samples))
+        merged_answer = Answer(merged.body, cache="partial" if todo.fetch else "hit", size=len(merged.body))
+        if self._guarded(request) and any(m.warnings for m in matrices):
+            self._metrics.cache_not_cached.labels("threshold-warning").inc()
+            return merged_answer
         for key, (samples, gz) in zip(bucket_keys, merged.extents, strict=True):
             if gz is not None:
                 self._put(key, codec.KIND_EXTENT, self._settings.results_ttl, samples, gz)
-        self._metrics.cache_samples.labels("cache").inc(max(0, merged.samples - fetched_samples))
         ttl = self._settings.results_ttl if grid.all_final else self._settings.recent_ttl
-        merged_answer = Answer(merged.body, cache="partial" if todo.fetch else "hit", size=len(merged.body))
         if len(merged.body) <= self._settings.max_answer_bytes:  # (its extents are kept either way)
             self._put_answer(whole_key, ttl, merged.samples, merged_answer, merged.gz)
         return merged_answer
@@ -339,7 +348,8 @@ class ResultsCache:
         limit = self._settings.max_answer_bytes
         if answer.size > limit:
             return self._not_cached(answer, "too-large")
-        kept = await work(json_size(answer), _whole_extents, answer, limit, grid, todo, extents)
+        guarded = self._guarded(request)
+        kept = await work(json_size(answer), _whole_extents, answer, limit, grid, todo, extents, guarded)
         if isinstance(kept, str):
             return self._not_cached(answer, kept)
         samples, gz, extent_entries = kept
@@ -397,8 +407,9 @@ def _gz(answer: Answer) -> bytes:
     return as_bytes(answer.body) if answer.gzipped else codec.gzip_bytes(answer.body)
 
 
-def _whole_entry(answer: Answer, limit: int) -> tuple[int, bytes] | str:
-    """(samples, the gzip body) of a whole answer to keep, or why it is not kept."""
+def _whole_entry(answer: Answer, limit: int, guarded: bool) -> tuple[int, bytes] | str:
+    """(samples, the gzip body) of a whole answer to keep, or why it is not kept (`guarded`:
+    fetched under a cost threshold, see ResultsCache._guarded)."""
     data = answer.json_bytes()
     if len(data) > limit:
         return "too-large"
@@ -408,6 +419,8 @@ def _whole_entry(answer: Answer, limit: int) -> tuple[int, bytes] | str:
         return "invalid-json"
     if not isinstance(doc, dict) or doc.get("status") != "success":
         return "error-not-cached"
+    if guarded and doc.get("warnings"):
+        return "threshold-warning"
     return _samples(doc.get("data")), _gz(answer)
 
 
@@ -444,11 +457,14 @@ def _whole_extents(
     grid: Grid,
     todo: Plan,
     extents: list[tuple[list[Run], Matrix]],
+    guarded: bool,
 ) -> tuple[int, bytes, list[tuple[int, bytes]]] | str:
     """A whole answer to keep: (samples, its gzip body, each bucket's extent entry), or why not."""
     matrix = _parsed(answer, limit)
     if isinstance(matrix, NotCacheable):
         return str(matrix)
+    if guarded and matrix.warnings:
+        return "threshold-warning"
     kept = []
     for writes, (coverage, stored) in zip(todo.writes, extents, strict=True):
         for _, (lo, hi) in writes:
