@@ -25,6 +25,7 @@ logged once, the cache goes without it and the state falls back to each process'
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import struct
@@ -49,10 +50,20 @@ _INLINE = 2000
 _MAP_SLACK = 64 << 20
 _SWEEP_EVERY = 4096  # state writes between two sweeps of expired state records
 _FAILURES = (lmdb.Error, OSError)
+_MAX_KEY = 400  # bytes of a state record's key stored as it is (LMDB's bound: 511)
 
 
 def monotonic_ms() -> int:
     return int(time.monotonic() * 1000)
+
+
+def state_key(key: str) -> bytes:
+    """A state record's key as stored: LMDB takes keys of at most 511 bytes, so a longer one (a
+    principal's long name) is stored under a digest of it."""
+    encoded = key.encode()
+    if len(encoded) <= _MAX_KEY:
+        return encoded
+    return b"#" + hashlib.sha256(encoded).hexdigest().encode()
 
 
 def record_bytes(key: bytes, value_len: int) -> int:
@@ -123,7 +134,7 @@ class StateTxn:
 
     def get(self, key: str) -> bytes | None:
         """The record's value; None when absent or expired."""
-        found = self._txn.get(key.encode(), db=self._db)
+        found = self._txn.get(state_key(key), db=self._db)
         if found is None:
             return None
         (expires,) = _STATE_HEAD.unpack_from(found)
@@ -132,18 +143,18 @@ class StateTxn:
         return bytes(found[_STATE_HEAD.size :])
 
     def ttl_ms(self, key: str) -> int | None:
-        found = self._txn.get(key.encode(), db=self._db)
+        found = self._txn.get(state_key(key), db=self._db)
         if found is None:
             return None
         (expires,) = _STATE_HEAD.unpack_from(found)
         return expires - self.now_ms if expires > self.now_ms else None
 
     def put(self, key: str, value: bytes, ttl_ms: int) -> None:
-        self._txn.put(key.encode(), _STATE_HEAD.pack(self.now_ms + max(1, ttl_ms)) + value, db=self._db)
+        self._txn.put(state_key(key), _STATE_HEAD.pack(self.now_ms + max(1, ttl_ms)) + value, db=self._db)
         self.writes += 1
 
     def delete(self, key: str) -> None:
-        self._txn.delete(key.encode(), db=self._db)
+        self._txn.delete(state_key(key), db=self._db)
 
 
 class HostStore:
@@ -320,6 +331,26 @@ class HostStore:
             self._failure("state", err)
             return None
         return result
+
+    def peek_state(self, keys: list[str]) -> list[tuple[bytes, int] | None] | None:
+        """(value, milliseconds left) of each live state record under `keys`, None for those
+        absent or expired, read without a write transaction (a waiter's poll); None when the
+        store failed."""
+        try:
+            with self._open().begin(db=self._state, buffers=True) as txn:
+                now = monotonic_ms()
+                out: list[tuple[bytes, int] | None] = []
+                for key in keys:
+                    found = txn.get(state_key(key))
+                    if found is None:
+                        out.append(None)
+                        continue
+                    (expires,) = _STATE_HEAD.unpack_from(found)
+                    out.append((bytes(found[_STATE_HEAD.size :]), expires - now) if expires > now else None)
+        except _FAILURES as err:
+            self._failure("read", err)
+            return None
+        return out
 
     def _sweep(self, txn: lmdb.Transaction, now_ms: int) -> None:
         """Deletes expired state records (a failed sign-in count per client address, a lock per

@@ -44,6 +44,17 @@ T = TypeVar("T")
 # holder renews them.
 LEASE, LEASE_RENEW = 10.0, 3.0
 
+
+def lease_ms() -> int:
+    """LEASE in milliseconds, read when asked (tests shorten it)."""
+    return int(LEASE * 1000)
+
+
+def renew_every() -> float:
+    """LEASE_RENEW, read when asked (tests shorten it)."""
+    return LEASE_RENEW
+
+
 # Whatever a Redis call can raise when Redis is away, slow or a cluster is resharding.
 REDIS_FAILURES = (RedisError, OSError, TimeoutError)
 
