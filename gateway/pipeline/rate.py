@@ -2,9 +2,12 @@
 the request is read or parsed: a principal over its rate costs the gateway nothing more than
 this check. Refused with 429 and Retry-After.
 
-A token bucket: `burst` requests at once, `per_second` on average. With Redis, one bucket for
-every worker and replica (GCRA, the bucket as one "theoretical arrival time" per principal, in
-one Lua script on Redis's clock); while Redis is away, one per process.
+A token bucket: `burst` requests at once, `per_second` on average, as GCRA (the bucket as one
+"theoretical arrival time" per principal), written once per place the bucket can live:
+- Redis, when configured: one bucket for every worker and replica (a Lua script on Redis's clock);
+- the host's store (pipeline/host.py): one bucket for the workers of this host, without Redis
+  or while it is away (a function over one write transaction, on the host's monotonic clock);
+- this process, when the host's store fails too (a plain token bucket).
 
 Not the `limits` library: it has fixed and moving windows but no token bucket, and a window
 keeps either the configured rate or the configured burst, not both (per_second 100 with burst
@@ -14,11 +17,14 @@ keeps either the configured rate or the configured burst, not both (per_second 1
 from __future__ import annotations
 
 import math
+import struct
 import time
+from typing import Protocol
 
 from gateway.config import Principal, Rate
 from gateway.errors import GatewayError
 from gateway.metrics import Metrics
+from gateway.pipeline.host import HostStore, StateTxn
 from gateway.pipeline.shared import SharedRedis
 
 # KEYS[1]: the principal's theoretical arrival time (µs); ARGV: µs per request, µs of tolerance
@@ -35,6 +41,64 @@ local next_tat = tat + interval
 redis.call('SET', KEYS[1], string.format('%.0f', next_tat), 'PX', math.ceil((next_tat - now) / 1000) + 1000)
 return 0
 """
+
+_TAT = struct.Struct("!d")  # the theoretical arrival time, µs of the host's monotonic clock
+
+
+def gcra(txn: StateTxn, key: str, interval: float, tolerance: float) -> float:
+    """_GCRA over the host's state: 0 when the request may go, else the µs to wait."""
+    now = time.monotonic_ns() / 1000
+    found = txn.get(key)
+    tat = max(now, _TAT.unpack(found)[0] if found is not None else now)
+    wait = tat - tolerance - now
+    if wait > 0:
+        return math.ceil(wait)
+    next_tat = tat + interval
+    txn.put(key, _TAT.pack(next_tat), math.ceil((next_tat - now) / 1000) + 1000)
+    return 0
+
+
+def _gcra_args(rate: Rate) -> tuple[float, float]:
+    """µs per request, µs of tolerance ((burst - 1) requests)."""
+    interval = 1_000_000 / rate.per_second
+    return interval, (rate.burst - 1) * interval
+
+
+class SharedBuckets(Protocol):
+    """Buckets shared by several processes."""
+
+    async def wait(self, who: str, rate: Rate) -> float | None:
+        """0 when `who` may send a request now (and it is counted), else the seconds until it
+        may; None when the buckets' store failed (the next one answers)."""
+        ...
+
+
+class RedisBuckets:
+    """On Redis, every worker and replica's; a bucket there is never evicted (the state's Redis)."""
+
+    def __init__(self, shared: SharedRedis, prefix: str) -> None:
+        self._shared = shared
+        self._prefix = prefix
+        self._gcra = shared.client.register_script(_GCRA)
+
+    async def wait(self, who: str, rate: Rate) -> float | None:
+        args = list(_gcra_args(rate))
+        script = self._gcra
+        waited = await self._shared.call("rate", lambda: script(keys=[self._prefix + who], args=args))
+        return None if waited is None else int(waited) / 1_000_000
+
+
+class HostBuckets:
+    """In the host's store, the workers of this host's."""
+
+    def __init__(self, store: HostStore) -> None:
+        self._store = store
+
+    async def wait(self, who: str, rate: Rate) -> float | None:
+        interval, tolerance = _gcra_args(rate)
+        key = f"rate:{who}"
+        waited = self._store.transact(lambda txn: gcra(txn, key, interval, tolerance))
+        return None if waited is None else waited / 1_000_000
 
 
 class TokenBucket:
@@ -62,23 +126,36 @@ def too_many(metrics: Metrics, who: str, reason: str, message: str, retry_after:
 
 
 class RateLimiter:
-    def __init__(self, metrics: Metrics, shared: SharedRedis | None = None, scope: str = "") -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        shared: SharedRedis | None = None,
+        scope: str = "",
+        host: HostStore | None = None,
+    ) -> None:
         """`scope`: what tells this deployment's principals from another's on the same Redis,
         its identity (`Settings.fingerprint`); without it, `shared.namespace`, which is the same
-        for loaded settings. On the state's Redis: a bucket there is never evicted."""
+        for loaded settings. `host`: the store this process shares with the other workers of
+        its host (without Redis, and while it is away)."""
         self._metrics = metrics
-        self._prefix = f"amp-gateway:{scope or (shared.namespace if shared else '')}:rate:"
+        self._shared: list[SharedBuckets] = []
+        if shared is not None:
+            self._shared.append(RedisBuckets(shared, f"amp-gateway:{scope or shared.namespace}:rate:"))
+        if host is not None:
+            self._shared.append(HostBuckets(host))
         self._buckets: dict[str, TokenBucket] = {}  # this process's, one per configured principal
-        self._shared = shared
-        self._gcra = shared.client.register_script(_GCRA) if shared is not None else None
 
     async def admit(self, principal: Principal) -> None:
         rate = principal.limits.rate
         if rate is None:
             return
         who = principal.name
-        wait = await self._shared_wait(who, rate) if self._shared is not None else None
-        if wait is None:  # no Redis, or Redis is away
+        wait = None
+        for buckets in self._shared:
+            wait = await buckets.wait(who, rate)
+            if wait is not None:
+                break
+        if wait is None:  # neither Redis nor the host's store answered
             bucket = self._buckets.get(who)
             if bucket is None or bucket.rate != rate:
                 bucket = self._buckets[who] = TokenBucket(rate)
@@ -92,11 +169,3 @@ class RateLimiter:
                 f"(bursts of {rate.burst:g}); retry later",
                 wait,
             )
-
-    async def _shared_wait(self, who: str, rate: Rate) -> float | None:
-        assert self._shared is not None and self._gcra is not None
-        interval = 1_000_000 / rate.per_second
-        args = [interval, (rate.burst - 1) * interval]
-        gcra = self._gcra
-        waited = await self._shared.call("rate", lambda: gcra(keys=[self._prefix + who], args=args))
-        return None if waited is None else int(waited) / 1_000_000
