@@ -201,8 +201,7 @@ async def test_cache_entries_in_many_slots_are_read_in_one_call(
 @pytest.fixture
 def short_leases(monkeypatch: pytest.MonkeyPatch) -> float:
     """Leases of 0.5 s renewed every 0.1 s, so that holders outlive them and the dead lose them."""
-    monkeypatch.setattr(coalesce, "LEASE", 0.5)
-    monkeypatch.setattr(slots, "LEASE", 0.5)
+    monkeypatch.setattr(shared_module, "LEASE", 0.5)
     monkeypatch.setattr(shared_module, "LEASE_RENEW", 0.1)
     return 0.5
 
