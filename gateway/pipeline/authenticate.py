@@ -2,8 +2,8 @@
 authenticating proxy's header (settings: `gateway.config.auth`). Failed sign-ins are throttled
 per client address and per user name sent, known or not: a wrong password for a known user and
 any password for an unknown one get the same answers (statuses, bodies, throttling) from the
-same code path. With Redis the counts are the whole fleet's, else (and while it is away) this
-process's."""
+same code path. With Redis the counts are the whole fleet's, else (and while it is away) those of
+the workers of this host (pipeline/sign_in_failures.py)."""
 
 from __future__ import annotations
 
@@ -16,109 +16,16 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from cachetools import TTLCache
 from starlette.datastructures import Headers
 
 from gateway.config import AuthSettings, Credential, Principal
 from gateway.errors import GatewayError
 from gateway.metrics import Metrics
+from gateway.pipeline.host import HostStore
 from gateway.pipeline.shared import SharedRedis
+from gateway.pipeline.sign_in_failures import FAILURE_WINDOW, FailedSignIns, SharedFailedSignIns, failure_key
 
 REALM = 'realm="amp-gateway"'
-# Failed sign-ins are counted per minute, from one client address and for one user name (from
-# any address; a higher default, so that others cannot lock a team out as easily as they can
-# slow a guesser): auth.failed_sign_ins.
-FAILURE_WINDOW = 60.0
-# Keys of the failure counts: a digest of what is counted (an address, a user name), so that a
-# long name costs no more memory and neither this process nor Redis holds the names themselves.
-_KEY_BYTES = 16
-
-# One failure more for a key, in its window (which starts at its first failure): the count.
-_RECORD = """
-local count = redis.call('INCR', KEYS[1])
-if count == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-return count
-"""
-
-
-def failure_key(kind: str, value: str) -> str:
-    """What failures are counted under: `kind` (address, user) and a digest of the value."""
-    digest = hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()
-    return f"{kind}:{digest[: 2 * _KEY_BYTES]}"
-
-
-class FailedSignIns:
-    """Fixed windows of failed sign-ins per key (an address's, a user name's): past `limit`
-    failures in `window` seconds, the key's further attempts are refused until the window ends,
-    right credentials included (that is what stops guessing). Bounded in keys."""
-
-    def __init__(
-        self, limit: int, window: float, clock: Callable[[], float] = time.monotonic, max_keys: int = 100_000
-    ) -> None:
-        self.limit = limit
-        self.window = window
-        self._clock = clock
-        self._windows: TTLCache[str, list[float]] = TTLCache(maxsize=max_keys, ttl=window, timer=clock)
-
-    def retry_after(self, key: str) -> float | None:
-        """Seconds until `key` may try again, or None when it may now."""
-        found = self._windows.get(key)
-        if found is None or found[1] < self.limit:
-            return None
-        return max(0.0, found[0] + self.window - self._clock())
-
-    def record(self, key: str) -> None:
-        found = self._windows.get(key)
-        if found is None:
-            self._windows[key] = [self._clock(), 1]
-        else:
-            found[1] += 1
-
-
-class SharedFailedSignIns:
-    """The same windows, on Redis when it is there (every worker and replica counts into one),
-    and in this process (`local`, which answers while Redis is away). Keys on the state's Redis,
-    in the deployment's namespace (`sign_in`)."""
-
-    def __init__(self, shared: SharedRedis | None) -> None:
-        self.shared = shared
-        self._record = shared.client.register_script(_RECORD) if shared is not None else None
-
-    async def retry_after(self, keys: list[tuple[str, FailedSignIns]]) -> tuple[float, str] | None:
-        """(seconds until it may try again, which key) for the first of `keys` that is
-        throttled, or None."""
-        shared = self.shared
-        counts = None
-        if shared is not None:
-            names = [shared.key("sign_in", key) for key, _ in keys]
-            counts = await shared.call("sign_in", lambda: shared.mget(names))
-        if counts is None:  # no Redis, or it is away
-            for key, table in keys:
-                wait = table.retry_after(key)
-                if wait is not None:
-                    return wait, key
-            return None
-        assert shared is not None
-        for (key, table), count in zip(keys, counts, strict=True):
-            if count is not None and int(count) >= table.limit:
-                name = shared.key("sign_in", key)
-                left = await shared.call("sign_in", lambda name=name: shared.client.pttl(name))  # type: ignore[misc]  # a default binds the loop's name
-                return (table.window if left is None or int(left) < 0 else int(left) / 1000), key
-        return None
-
-    async def record(self, keys: list[tuple[str, FailedSignIns]]) -> None:
-        for key, table in keys:
-            table.record(key)
-        shared, script = self.shared, self._record
-        if shared is None or script is None:
-            return
-        window_ms = [max(1, round(table.window * 1000)) for _, table in keys]
-
-        async def record_all() -> None:
-            for (key, _), ms in zip(keys, window_ms, strict=True):
-                await script(keys=[shared.key("sign_in", key)], args=[ms])
-
-        await shared.call("sign_in", record_all)
 
 
 class Authenticator:
@@ -131,7 +38,9 @@ class Authenticator:
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.monotonic,
         shared: SharedRedis | None = None,
+        host: HostStore | None = None,
     ) -> None:
+        """`shared`, `host`: where failed sign-ins are counted with the other processes'."""
         self.settings = settings or AuthSettings(enabled=False)
         self.metrics = metrics
         self.anonymous = Principal(name="anonymous", limits=self.settings.defaults)
@@ -140,7 +49,7 @@ class Authenticator:
             self._challenge += f", Basic {REALM}"
         self.by_address = FailedSignIns(self.settings.failures_per_address, FAILURE_WINDOW, clock)
         self.by_user = FailedSignIns(self.settings.failures_per_principal, FAILURE_WINDOW, clock)
-        self.failures = SharedFailedSignIns(shared)
+        self.failures = SharedFailedSignIns(shared, host)
 
     def _keys(self, address: str | None, username: str | None) -> list[tuple[str, FailedSignIns]]:
         keys = []
