@@ -8,15 +8,15 @@ An API call (`gateway.api.routes`) arrives as an `Incoming` and goes:
     validate       parameters checked as Prometheus does        pipeline/validate/
   then, as an immutable `Request`, through the stages:
     size limits    range, points, query length, result caps     pipeline/limits.py
-    principal slots  requests in flight per principal           pipeline/slots.py
+    principal slots  requests in flight per principal           pipeline/slots/
     enforce        the principal's label matchers everywhere    pipeline/enforce.py
     local answers  buildinfo, format_query, parse_query, exemplars  pipeline/local.py
     result caps    at most `limit` series or names              pipeline/result_caps.py
     cache          results cache (memory, Redis)                pipeline/cache/
-    coalesce       identical requests in flight share one       pipeline/coalesce.py
+    coalesce       identical requests in flight share one       pipeline/coalesce/
     edge guard     nothing unenforced leaves                    pipeline/edge_guard.py
     retry          backoff within the request's deadline        pipeline/retry.py
-    workspace slots  requests in flight per workspace           pipeline/slots.py
+    workspace slots  requests in flight per workspace           pipeline/slots/
     sign           the HTTP request, SigV4-signed               pipeline/sign.py
     send           one round trip                               pipeline/send.py
 
@@ -89,15 +89,16 @@ class Gateway:
         self._own_host_path = None if host_path else tempfile.mkdtemp(prefix="amp-gateway-host-")
         self.host = HostStore(host_path or self._own_host_path or "", host_bytes(settings))
         # Redis, when configured, is shared by the cache, rate limits, upstream slots, coalescing
-        # and the count of failed sign-ins.
+        # and the count of failed sign-ins; the host's store by this host's workers, without
+        # Redis and while it is away.
         self.shared = SharedRedis(settings.cache, metrics) if settings.cache.redis_url else None
-        self.authenticator = Authenticator(settings.auth, metrics, shared=self.shared)
+        self.authenticator = Authenticator(settings.auth, metrics, shared=self.shared, host=self.host)
         self.sender = Sender(settings.upstream, metrics)
         signed = signing(CredentialSource(settings.aws), metrics, instrumented("send", self.sender))
         self.upstream: Handler = compose(
             [
                 ("retry", retrying(settings.upstream, metrics)),
-                ("workspace_slots", workspace_slots(settings.upstream, metrics, self.shared)),
+                ("workspace_slots", workspace_slots(settings.upstream, metrics, self.shared, self.host)),
             ],
             ("sign", signed),
         )
@@ -107,7 +108,7 @@ class Gateway:
         self.cache: ResultsCache | None = None
         stages: list[tuple[str, Stage]] = [
             ("size_limits", size_limits(metrics)),
-            ("principal_slots", principal_slots(metrics, self.shared)),
+            ("principal_slots", principal_slots(metrics, self.shared, self.host)),
             ("enforce", enforcement(EnforceSettings(override=settings.auth.override))),
             ("local_answers", local_answers()),
             ("result_caps", result_caps()),
@@ -122,6 +123,8 @@ class Gateway:
                     self.shared,
                     wait=settings.upstream.timeout + settings.upstream.retry_budget,
                     on_shared_remotely=metrics.coalesced_across_processes.inc,
+                    host=self.host,
+                    host_max_answer_bytes=min(settings.cache.max_answer_bytes, self.host.max_bytes // 4),
                 ),
             ),
             ("edge_guard", edge_guard(metrics)),
@@ -129,7 +132,7 @@ class Gateway:
         self.query: Handler = compose(stages, ("upstream", self.upstream))
         self.authenticate = instrumented("authenticate", self.authenticator.authenticate)
         self.rate_limit = instrumented(
-            "rate_limit", RateLimiter(metrics, self.shared, settings.fingerprint).admit
+            "rate_limit", RateLimiter(metrics, self.shared, settings.fingerprint, self.host).admit
         )
         self.authorize = instrumented("authorize", authorizer(settings))
         self.validator = Validator(settings.upstream.timeout)
@@ -183,10 +186,9 @@ def startup_line(settings: Settings, workers: int) -> str:
         for w in settings.workspaces
     )
     cache = settings.cache.mode
+    state = "limits, slots, coalescing and sign-in throttling shared by this host's workers"
     if settings.cache.redis_url:
-        cache += ", limits, slots and coalescing shared on Redis" + (
-            " Cluster" if settings.cache.redis_cluster else ""
-        )
+        state += " and on Redis" + (" Cluster" if settings.cache.redis_cluster else "")
     if not settings.auth.enabled:
         auth = "none"
     else:
@@ -197,7 +199,7 @@ def startup_line(settings: Settings, workers: int) -> str:
     return (
         f"amp-gateway {__version__} serving {scheme}://{settings.listen_host}:{settings.listen_port} "
         f"with {workers} worker{'s' if workers != 1 else ''}; workspaces: {workspaces}; "
-        f"cache: {cache}; auth: {auth}"
+        f"cache: {cache}; {state}; auth: {auth}"
     )
 
 

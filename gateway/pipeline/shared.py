@@ -100,7 +100,7 @@ class SharedRedis:
         self._both = [self]  # gateway_redis_up is 0 while either is away
         self.cache = self
         self._name = "Redis"
-        self._loses = "cache in memory only; rate limits, upstream slots and coalescing per process"
+        self._loses = "cache, rate limits, upstream slots and coalescing on this host only"
         if cache_url is not None:
             self._name, self._loses = "Redis (cache)", "cache in memory only, answers not shared"
         elif settings.redis_url != state_url:
@@ -108,7 +108,7 @@ class SharedRedis:
             self.cache._both = self._both = [self, self.cache]
             self._name, self._loses = (
                 "Redis (state)",
-                "rate limits, upstream slots and coalescing per process",
+                "rate limits, upstream slots and coalescing on this host only",
             )
         metrics.redis_up().set(1)
 
