@@ -146,6 +146,10 @@ class AmpStandin:
         self.credentials.add(self.access_key, self.secret_key)
         self.requests: list[RecordedRequest] = []
         self.recording = True
+        # The most API requests answered at once (delays included) since reset(); one still
+        # answered then (delayed past a test's end) no longer counts.
+        self.most_in_flight = 0
+        self._in_flight: set[int] = set()
         self._faults = _Faults()
         self._pools: dict[str, UpstreamPool] = {}
         self._server = ThreadedServer(self, name="amp-standin")
@@ -217,6 +221,8 @@ class AmpStandin:
         """Drop injected faults and delays and clear recorded requests."""
         self._faults.clear()
         self.requests.clear()
+        self._in_flight.clear()
+        self.most_in_flight = 0
 
     @property
     def forwarded(self) -> list[RecordedRequest]:
@@ -263,14 +269,19 @@ class AmpStandin:
             record.status = 404
             await respond(send, 404, b"404 page not found\n", _text_headers(request_id))
             return
-        delay = self._faults.take(wire.raw_path, delay=True)
-        if delay is not None:
-            await asyncio.sleep(delay.delay)
-        fault = self._faults.take(wire.raw_path, delay=False)
-        if fault is not None:
-            await self._fault(send, record, request_id, fault)
-            return
-        await self._forward(send, wire, record, request_id, self.workspaces[workspace])
+        self._in_flight.add(id(record))
+        self.most_in_flight = max(self.most_in_flight, len(self._in_flight))
+        try:
+            delay = self._faults.take(wire.raw_path, delay=True)
+            if delay is not None:
+                await asyncio.sleep(delay.delay)
+            fault = self._faults.take(wire.raw_path, delay=False)
+            if fault is not None:
+                await self._fault(send, record, request_id, fault)
+                return
+            await self._forward(send, wire, record, request_id, self.workspaces[workspace])
+        finally:
+            self._in_flight.discard(id(record))
 
     async def _forward(
         self,
