@@ -505,7 +505,7 @@ class Metrics:
         if self._redis_up is None:
             self._redis_up = Gauge(
                 "gateway_redis_up",
-                "1 while Redis answers; 0 while cache, rate limits, slots and coalescing are per process.",
+                "1 while Redis answers; 0 while cache, rate limits, slots and coalescing are per host.",
                 multiprocess_mode="livemin",
                 registry=self.registry,
             )
