@@ -40,6 +40,8 @@ DEFAULT_STATUS: Mapping[str, int] = MappingProxyType(
 )
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
+# GatewayError.failure: how the upstream failed to answer.
+UPSTREAM_FAILURES = ("throttled", "server-error", "timeout", "unreachable")
 
 
 class GatewayError(Exception):
@@ -49,7 +51,12 @@ class GatewayError(Exception):
     the client gets those bytes unchanged (Prometheus's exact words), with `status`.
     `retry` says why the upstream may answer if asked again ("throttled", "502", "connection"),
     "" when asking again would not help; `wait` is the upstream's own Retry-After, if it sent
-    one. `stage` names the stage that raised it (set by the pipeline's instrumentation).
+    one. `failure` says how the upstream failed to answer, when that is what happened:
+    "throttled" (429s past the retries), "server-error" (a 5xx of its own), "timeout" (no
+    answer within the request's time), "unreachable" (no connection): the failures the results
+    cache may answer for from an expired entry (stale-if-error). It is "" for everything else:
+    the gateway's own refusals, 4xx, and AMP refusing the gateway's identity. `stage` names the
+    stage that raised it (set by the pipeline's instrumentation).
     """
 
     def __init__(
@@ -61,6 +68,7 @@ class GatewayError(Exception):
         upstream_body: bytes | None = None,
         retry: str = "",
         wait: str = "",
+        failure: str = "",
     ) -> None:
         super().__init__(message)
         self.error_type: ErrorType = error_type
@@ -70,6 +78,7 @@ class GatewayError(Exception):
         self.upstream_body = upstream_body
         self.retry = retry
         self.wait = wait
+        self.failure = failure
         self.stage: str | None = None
 
     def with_headers(self, headers: Mapping[str, str]) -> GatewayError:
@@ -82,6 +91,7 @@ class GatewayError(Exception):
             self.upstream_body,
             self.retry,
             self.wait,
+            self.failure,
         )
         error.stage = self.stage
         return error

@@ -47,6 +47,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
 from gateway import __version__
+from gateway.errors import UPSTREAM_FAILURES
 
 log = logging.getLogger("gateway")
 
@@ -87,6 +88,8 @@ LIMIT_REASONS = ("rate", "concurrency", "size")
 REDIS_FEATURES = ("connect", "cache", "rate", "slots", "coalesce", "sign_in")
 RETRY_REASONS = ("throttled", "502", "connection")
 SELECTOR_ENDPOINTS = ("query", "query_range", "series", "labels", "label_values", "query_exemplars")
+# The endpoints the results cache may answer from an expired entry when the upstream fails.
+STALE_ENDPOINTS = ("query", "query_range", "series", "labels", "label_values", "metadata")
 
 
 def exposition(registry: CollectorRegistry) -> bytes:
@@ -450,6 +453,14 @@ class Metrics:
             ["tier"],
             registry=r,
         )
+        # stale-if-error: the causes are GatewayError.failure's
+        self.cache_stale = Counter(
+            "gateway_cache_stale_total",
+            "Answers served from an expired cache entry because the upstream failed, by endpoint "
+            "and cause (throttled, server-error, timeout, unreachable).",
+            ["endpoint", "cause"],
+            registry=r,
+        )
         self.workspace_ready = Gauge(
             "gateway_workspace_ready",
             "1 when the workspace answered the last readiness probe, else 0 (the reason is logged).",
@@ -495,6 +506,9 @@ class Metrics:
                 self.upstream_retries.labels(workspace, reason)
         for endpoint in SELECTOR_ENDPOINTS:
             self.enforcement_violations.labels(endpoint)
+        for endpoint in STALE_ENDPOINTS:
+            for cause in UPSTREAM_FAILURES:
+                self.cache_stale.labels(endpoint, cause)
         if redis:
             for feature in REDIS_FEATURES:
                 self.redis_fallbacks.labels(feature)

@@ -43,7 +43,10 @@ def retrying(settings: UpstreamSettings, metrics: Metrics) -> Stage:
                     ):
                         if err.retry == "connection":
                             raise GatewayError(
-                                err.error_type, f"{err.message} after {attempt + 1} attempt(s)", err.status
+                                err.error_type,
+                                f"{err.message} after {attempt + 1} attempt(s)",
+                                err.status,
+                                failure=err.failure,
                             ) from None
                         raise
                     metrics.upstream_retries.labels(request.workspace.id, err.retry).inc()
@@ -60,6 +63,7 @@ def retrying(settings: UpstreamSettings, metrics: Metrics) -> Stage:
                     "timeout",
                     f"the upstream of {request.workspace.id} did not answer within "
                     f"{request.timeout:g}s; narrow the query or raise its timeout",
+                    failure="timeout",
                 ) from None
 
         return handle

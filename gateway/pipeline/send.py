@@ -158,6 +158,7 @@ class Sender:
                 f"the upstream of {workspace.id} ({workspace.host}) is unreachable: {type(err).__name__}",
                 503,
                 retry="connection",
+                failure="unreachable",
             ) from None
         except AnswerNoRoom as err:
             log.error("upstream %s: no room for a large answer in %s: %s", workspace.host, err.where, err)
@@ -190,7 +191,9 @@ class Sender:
         elif status == 403 and workspace.sigv4:
             metrics.signing_errors.labels(workspace.id).inc()
         body = as_bytes(Answer(raw, gzipped=gzipped).json_bytes())
-        raise translate_error(status, headers, body, workspace, request.path)
+        error = translate_error(status, headers, body, workspace, request.path)
+        error.failure = "throttled" if status == 429 else "server-error" if status >= 500 else ""
+        raise error
 
     async def _round_trip(
         self, workspace: Workspace, outgoing: Outgoing

@@ -4,9 +4,10 @@
 gzip (level 1) rather than zlib so that a whole-response entry can be served as-is to clients
 that accept gzip. The header carries the schema version (a changed layout never reads an old
 entry), the absolute expiry (so entries promoted from Redis keep their deadline, and expiry
-follows the cache's clock), the number of samples the entry holds (for the metrics) and an
-XXH3-64 checksum of the header and payload, checked where the bytes come into the process
-(written, or read from Redis): a damaged entry is never served. (XXH3 rather than CRC-32: 1.9 µs
+follows the cache's clock), when it was stored (the age a stale answer states), the number of
+samples the entry holds (for the metrics) and an XXH3-64 checksum of the header and payload,
+checked where the bytes come into the process (written, or read from Redis): a damaged entry is
+never served. (XXH3 rather than CRC-32: 1.9 µs
 for a 32 KB entry where zlib.crc32 costs 11 µs.)
 """
 
@@ -18,9 +19,10 @@ from dataclasses import dataclass
 
 from xxhash import xxh3_64_intdigest
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _MAGIC = b"GWC"
-_HEADER = struct.Struct("!3sBBdIQ")  # magic, version, kind, expires_at (unix s), samples, checksum
+# magic, version, kind, expires_at and stored_at (unix s), samples, checksum
+_HEADER = struct.Struct("!3sBBddIQ")
 _CHECKED = _HEADER.size - 8  # the header bytes before the checksum
 KIND_RESPONSE = 1  # a whole response body, gzip, servable as-is to clients that take gzip
 KIND_EXTENT = 2  # one split bucket of a range query (coverage and series)
@@ -33,6 +35,7 @@ class Entry:
     expires_at: float
     samples: int
     payload: bytes  # gzip-compressed, except for KIND_PLAIN
+    stored_at: float = 0.0
 
     def data(self) -> bytes:
         return self.payload if self.kind == KIND_PLAIN else gzip.decompress(self.payload)
@@ -46,15 +49,29 @@ class DamagedEntry(ValueError):
     """An entry of this schema whose checksum does not match its bytes."""
 
 
-def entry(kind: int, expires_at: float, samples: int, payload: bytes, compressed: bool = False) -> Entry:
+def entry(
+    kind: int,
+    expires_at: float,
+    samples: int,
+    payload: bytes,
+    compressed: bool = False,
+    stored_at: float = 0.0,
+) -> Entry:
     """An entry of `payload`, gzip-compressed here unless it already is."""
-    return Entry(kind, expires_at, min(samples, 2**32 - 1), payload if compressed else gzip_bytes(payload))
+    gz = payload if compressed else gzip_bytes(payload)
+    return Entry(kind, expires_at, min(samples, 2**32 - 1), gz, stored_at)
 
 
 def encode(entry: Entry) -> bytes:
     """The entry's bytes, as Redis holds them."""
-    head = _HEADER.pack(_MAGIC, SCHEMA_VERSION, entry.kind, entry.expires_at, entry.samples, 0)[:_CHECKED]
+    head = _head(entry)
     return head + struct.pack("!Q", _checksum(head, entry.payload)) + entry.payload
+
+
+def _head(entry: Entry) -> bytes:
+    """The header bytes the checksum covers."""
+    fields = (entry.kind, entry.expires_at, entry.stored_at, entry.samples, 0)
+    return _HEADER.pack(_MAGIC, SCHEMA_VERSION, *fields)[:_CHECKED]
 
 
 def encoded_size(entry: Entry) -> int:
@@ -67,7 +84,7 @@ def _checksum(head: bytes, payload: bytes | memoryview) -> int:
 
 def checksum(entry: Entry) -> int:
     """The checksum `encode` writes for this entry."""
-    head = _HEADER.pack(_MAGIC, SCHEMA_VERSION, entry.kind, entry.expires_at, entry.samples, 0)[:_CHECKED]
+    head = _head(entry)
     return _checksum(head, entry.payload)
 
 
@@ -79,7 +96,7 @@ def peek(head: bytes, now: float) -> int | None:
     of another schema version."""
     if len(head) < _HEADER.size:
         return None
-    magic, version, _, expires_at, _, check = _HEADER.unpack_from(head)
+    magic, version, _, expires_at, _, _, check = _HEADER.unpack_from(head)
     if magic != _MAGIC or version != SCHEMA_VERSION or expires_at <= now:
         return None
     return int(check)
@@ -90,7 +107,7 @@ def decode(blob: bytes | memoryview | None, now: float) -> Entry | None:
     its checksum does not match. The payload is copied out of `blob` once."""
     if blob is None or len(blob) < _HEADER.size:
         return None
-    magic, version, kind, expires_at, samples, checksum = _HEADER.unpack_from(blob)
+    magic, version, kind, expires_at, stored_at, samples, checksum = _HEADER.unpack_from(blob)
     if magic != _MAGIC or version != SCHEMA_VERSION:
         return None
     payload = memoryview(blob)[_HEADER.size :]
@@ -98,4 +115,4 @@ def decode(blob: bytes | memoryview | None, now: float) -> Entry | None:
         raise DamagedEntry("cache entry checksum mismatch")
     if expires_at <= now:
         return None
-    return Entry(kind, expires_at, samples, bytes(payload))
+    return Entry(kind, expires_at, samples, bytes(payload), stored_at)

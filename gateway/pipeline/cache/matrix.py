@@ -160,7 +160,12 @@ def render(matrix: Matrix) -> bytes:
         doc["warnings"] = matrix.warnings
     if matrix.infos:
         doc["infos"] = matrix.infos
-    body = orjson.dumps(doc)
+    return go_json(doc)
+
+
+def go_json(value: Any) -> bytes:
+    """`value` as JSON with Go's string escapes, as Prometheus writes it."""
+    body = orjson.dumps(value)
     for raw, escaped in _GO_ESCAPES:
         if raw in body:
             body = body.replace(raw, escaped)

@@ -1,7 +1,8 @@
 """Stage: the results cache. Answers from the cache what it can, asks the next stage for the rest.
 
 Every answer says how it was made in `Answer.cache` (the client's `x-cache`):
-`hit`, `miss`, `partial` (some sub-ranges fetched) or `bypass; reason=<why>`.
+`hit`, `miss`, `partial` (some sub-ranges fetched), `stale` (the upstream failed and the cache
+held the answer, see stale.py) or `bypass; reason=<why>`.
 
 Range queries are kept as extents per split bucket (see extents.py): a request reads the
 buckets it spans, fetches only the grid runs they lack (in parallel, bounded), merges, and
@@ -35,7 +36,7 @@ from gateway.config import CacheSettings
 from gateway.errors import GatewayError
 from gateway.metrics import Metrics
 from gateway.pipeline.answers import GZIP_RATIO, json_size, work
-from gateway.pipeline.cache import codec
+from gateway.pipeline.cache import codec, stale
 from gateway.pipeline.cache.extents import Run, add_run, grid_last
 from gateway.pipeline.cache.matrix import (
     Matrix,
@@ -200,7 +201,9 @@ class ResultsCache:
         return Answer(data, cache="hit")
 
     def _keep_plain(self, key: str, made_from: codec.Entry, data: bytes) -> None:
-        plain = codec.Entry(codec.KIND_PLAIN, made_from.expires_at, made_from.samples, data)
+        plain = codec.Entry(
+            codec.KIND_PLAIN, made_from.expires_at, made_from.samples, data, made_from.stored_at
+        )
         self.store.put_plain(key, made_from, plain)
         self._metrics.cache_memory_bytes.set(self.store.plain.bytes)
 
@@ -208,7 +211,8 @@ class ResultsCache:
         """An entry of `gz`, a payload already gzip-compressed (off the loop when large)."""
         if ttl <= 0:
             return None
-        entry = codec.entry(kind, self._clock() + ttl, samples, gz, compressed=True)
+        now = self._clock()
+        entry = codec.entry(kind, now + ttl, samples, gz, compressed=True, stored_at=now)
         self._metrics.cache_stored_bytes.inc(codec.encoded_size(entry))
         self.store.put(key, entry)
         self._metrics.cache_host_bytes.set(self.store.memory.bytes)
@@ -237,7 +241,10 @@ class ResultsCache:
         found = await self._lookup(request, key)
         if found is not None:
             return found
-        answer = await self._fetch(request)
+        try:
+            answer = await self._fetch(request)
+        except GatewayError as err:
+            return await self._stale_or_raise(request, key, err)
         limit = self._settings.max_answer_bytes
         if answer.size > limit:
             return self._not_cached(answer, "too-large")
@@ -311,7 +318,8 @@ class ResultsCache:
         fetched = await self._fetch_runs(request, list(todo.fetch), pinned_query)
         for answer in fetched:
             if isinstance(answer, GatewayError):
-                raise answer
+                errors = [e for e in fetched if isinstance(e, GatewayError)]
+                return await self._range_failed(request, errors, whole_key, grid, todo, extents, analysis)
             if isinstance(answer, NotCacheable):
                 return await self._bypass(request, str(answer))
         matrices: list[Matrix] = [m for m in fetched if isinstance(m, Matrix)]
@@ -344,7 +352,10 @@ class ResultsCache:
     ) -> Answer:
         """Nothing cached (or the client asked for a fresh answer): send the client's own
         request, answer with exactly what came back, and keep it as extents."""
-        answer = await self._fetch(request)
+        try:
+            answer = await self._fetch(request)
+        except GatewayError as err:
+            return await self._stale_or_raise(request, whole_key, err)
         limit = self._settings.max_answer_bytes
         if answer.size > limit:
             return self._not_cached(answer, "too-large")
@@ -361,6 +372,68 @@ class ResultsCache:
         if request.no_cache:
             return self._not_cached(answer, "no-cache-header")
         return answer.replace(cache="miss")
+
+    # ------------------------------------------------------------ stale-if-error
+
+    async def _stale_or_raise(self, request: Request, key: str, error: GatewayError) -> Answer:
+        """The whole response under `key`, expired at most cache.max_stale ago, with a warning,
+        when the upstream failed in a way the cache may answer for; else `error`."""
+        if not stale.rescues(error) or request.no_cache:
+            raise error
+        entry = (await self.store.get_many([key], stale=self._settings.max_stale))[0]
+        if entry is None or entry.kind != codec.KIND_RESPONSE:
+            raise error
+        warning = stale.whole_warning(error, self._clock() - entry.stored_at)
+        made = await work(len(entry.payload) * GZIP_RATIO, stale.whole, entry, warning, request.accept_gzip)
+        if made is None:
+            raise error
+        return self._served_stale(request, error, entry.samples, *made)
+
+    async def _range_failed(
+        self,
+        request: Request,
+        errors: list[GatewayError],
+        whole_key: str,
+        grid: Grid,
+        todo: Plan,
+        extents: list[tuple[list[Run], Matrix]],
+        analysis: Analysis,
+    ) -> Answer:
+        """Some sub-range fetches failed: the whole response, as for any request, else the
+        request's points the extents hold, when they are all of it but a tail that was fresh
+        at most cache.max_stale ago; else the error. Nothing fetched now is mixed in."""
+        refused = next((e for e in errors if not stale.rescues(e)), None)
+        if refused is not None:
+            raise refused
+        error = errors[0]
+        try:
+            return await self._stale_or_raise(request, whole_key, error)
+        except GatewayError:
+            pass
+        until = todo.held_until(grid.step)
+        if until is None:
+            raise error
+        pinned = (request.window.start_ms, request.window.end_ms) if request.window else ()
+        horizon = self._horizon_ms() - round(self._settings.max_stale * 1000)
+        then = final_until(analysis, horizon, pinned)
+        if then is not None and until + grid.step <= then:
+            raise error  # missing points that were already final then: not a fresh tail
+        missing = (grid.last - until) // grid.step
+        warning = stale.prefix_warning(error, self._clock() - until / 1000, missing)
+        size = sum(m.samples() for _, m in extents) * 24
+        matrices = [m for _, m in extents]
+        body, gzipped, samples = await work(
+            size, stale.held_prefix, grid, matrices, until, warning, request.accept_gzip
+        )
+        return self._served_stale(request, error, samples, body, gzipped)
+
+    def _served_stale(
+        self, request: Request, error: GatewayError, samples: int, body: bytes, gzipped: bool
+    ) -> Answer:
+        self._metrics.cache_stale.labels(request.endpoint, error.failure).inc()
+        self._samples_from_cache.inc(samples)
+        self._metrics.cache_served_bytes.inc(len(body))
+        return Answer(body, gzipped=gzipped, cache="stale")
 
     async def _load_extents(self, request: Request, keys: list[str]) -> list[tuple[list[Run], Matrix]]:
         entries = await self.store.get_many(keys)

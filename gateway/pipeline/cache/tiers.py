@@ -241,12 +241,15 @@ class Store:
             self._on_damaged("redis")
             return None
 
-    async def get_many(self, keys: list[str]) -> list[codec.Entry | None]:
-        found = self.memory.get_many(keys)
+    async def get_many(self, keys: list[str], stale: float = 0.0) -> list[codec.Entry | None]:
+        """The entries under `keys`; with `stale`, also those expired at most `stale` seconds ago
+        (the host's tier keeps entries `cache.max_stale` past their expiry; Redis drops them at
+        their expiry, see the README's "Stale if error")."""
+        found = self.memory.get_many(keys, grace=stale)
         if self.redis is not None:
             absent = [i for i, entry in enumerate(found) if entry is None]
             if absent:
-                now = self._clock()
+                now = self._clock() - stale
                 blobs = await self.redis.get_many([keys[i] for i in absent])
                 for i, blob in zip(absent, blobs, strict=True):
                     entry = self._decode(blob, now)
