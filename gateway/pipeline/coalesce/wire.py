@@ -50,6 +50,7 @@ def encode(outcome: Answer | GatewayError, token: str, digest: str) -> bytes:
             "headers": dict(outcome.headers),
             "retry": outcome.retry,
             "wait": outcome.wait,
+            "failure": outcome.failure,
             "stage": outcome.stage,
             "upstream": outcome.upstream_body is not None,
         }
@@ -88,6 +89,7 @@ def decode(blob: bytes, token: str, digest: str) -> Answer | GatewayError | None
         body if header["upstream"] else None,
         header["retry"],
         header["wait"],
+        header.get("failure", ""),
     )
     error.stage = header["stage"]
     return error

@@ -16,7 +16,9 @@ from support.amp_standin import AmpStandin, start_amp
 from support.gateway import gateway_settings
 from support.testenv import AMP_REGION
 
+from gateway.errors import GatewayError
 from gateway.pipeline.cache.stale import with_warning
+from gateway.pipeline.coalesce import wire
 
 from .conftest import cache_raw, cached_gateway
 
@@ -262,3 +264,11 @@ def test_the_warning_goes_first_and_every_other_byte_stays(body: bytes) -> None:
     assert doc["warnings"][1:] == orjson.loads(body).get("warnings", [])
     assert b"\\u003c\\u0026\\u003e" in out  # Go's escapes, as Prometheus writes strings
     _warning_added(out, body)
+
+
+def test_the_upstream_failure_survives_coalescing_across_processes() -> None:
+    """A waiter in another worker gets the holder's error as the holder got it, failure included:
+    its cache may answer for it too."""
+    error = GatewayError("unavailable", "the upstream is unreachable", 503, failure="unreachable")
+    back = wire.decode(wire.encode(error, "token", "digest"), "token", "digest")
+    assert isinstance(back, GatewayError) and back.failure == "unreachable"
