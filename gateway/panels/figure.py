@@ -2,8 +2,9 @@
 
 One trace per series, named by a Grafana-style legend template; a missing step breaks the line
 (a null point, `connectgaps` off); values scaled to one unit prefix per axis; hover shows every
-series at the cursor time. Every text Plotly draws is HTML-escaped first: Plotly renders a
-subset of HTML in names and titles, and label values come from whoever exports metrics.
+series at the cursor time; the answer's warnings (a stale answer's among them) drawn on the chart,
+above the plot. Every text Plotly draws is HTML-escaped first: Plotly renders a subset of HTML in
+names and titles, and label values come from whoever exports metrics.
 """
 
 from __future__ import annotations
@@ -40,9 +41,21 @@ THEMES: dict[str, dict[str, str]] = {
         "grid": "#e9ecef",
         "line": "#c9ced4",
         "hover": "#ffffff",
+        "warn": "#8a4b00",
+        "warn_bg": "#fff4e0",
     },
-    "dark": {"paper": "#181b1f", "font": "#ccccdc", "grid": "#2a2e33", "line": "#464c54", "hover": "#22252b"},
+    "dark": {
+        "paper": "#181b1f",
+        "font": "#ccccdc",
+        "grid": "#2a2e33",
+        "line": "#464c54",
+        "hover": "#22252b",
+        "warn": "#ffb357",
+        "warn_bg": "#3a2c17",
+    },
 }
+# A warning is drawn on one line of at most this many characters; the whole of each on hover.
+WARNING_CHARS = 100
 
 
 def escape(text: str) -> str:
@@ -115,13 +128,16 @@ def build_figure(
     theme: str = "light",
     tz: str = "UTC",
     height: int | None = None,
+    warnings: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The Plotly figure for a query_range answer (its `data`, or the whole success envelope).
+    """The Plotly figure for a query_range answer (its `data`, or the whole success envelope,
+    whose `warnings` are then drawn too, as `warnings` are).
 
     `tz` is UTC or an IANA zone; x values are wall-clock times there. `legend` is a template
     such as `{{path}}`; `unit` a Grafana unit id (`reqps`, `Bps`, `bytes`, `s`, ...) or text.
     """
     if "status" in data and "data" in data:
+        warnings = [*warnings, *(data.get("warnings") or ())]
         data = data["data"]
     series = [s for s in data.get("result", []) if isinstance(s, Mapping)]
     if data.get("resultType") not in (None, "matrix"):
@@ -233,7 +249,37 @@ def build_figure(
             }
         ]
         layout["meta"]["empty"] = True
+    if warnings:
+        _draw_warnings(layout, [str(w) for w in warnings], colors)
     return {"data": traces, "layout": layout}
+
+
+def _draw_warnings(layout: dict[str, Any], warnings: list[str], colors: Mapping[str, str]) -> None:
+    """The first warning on one line above the plot (how many more, if any), each in full on
+    hover; and all of them in `meta.warnings` for whoever reads the figure."""
+    first = warnings[0]
+    if len(first) > WARNING_CHARS:
+        first = first[: WARNING_CHARS - 1] + "…"
+    more = f" (+{len(warnings) - 1} more)" if len(warnings) > 1 else ""
+    layout["meta"]["warnings"] = warnings
+    layout["margin"]["t"] += 24
+    layout.setdefault("annotations", []).append(
+        {
+            "text": escape(f"⚠ {first}{more}"),
+            "hovertext": "<br>".join(escape(w) for w in warnings),
+            "xref": "paper",
+            "yref": "paper",
+            "x": 1,
+            "y": 1,
+            "xanchor": "right",
+            "yanchor": "bottom",
+            "showarrow": False,
+            "align": "right",
+            "font": {"size": 11, "color": colors["warn"]},
+            "bgcolor": colors["warn_bg"],
+            "borderpad": 3,
+        }
+    )
 
 
 def _all_non_negative(series: Sequence[Mapping[str, Any]]) -> bool:

@@ -49,9 +49,8 @@ def _figure(answer: Answer, panel: PanelQuery, view: View) -> dict[str, Any]:
         query=panel.expr,
         theme=view.theme,
         tz="UTC" if view.tz == "browser" else view.tz,
+        warnings=body.get("warnings") or (),
     )
-    if body.get("warnings"):
-        figure["layout"]["meta"]["warnings"] = body["warnings"]
     return figure
 
 
