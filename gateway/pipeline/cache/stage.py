@@ -376,18 +376,22 @@ class ResultsCache:
     # ------------------------------------------------------------ stale-if-error
 
     async def _stale_or_raise(self, request: Request, key: str, error: GatewayError) -> Answer:
-        """The whole response under `key`, expired at most cache.max_stale ago, with a warning,
-        when the upstream failed in a way the cache may answer for; else `error`."""
-        if not stale.rescues(error) or request.no_cache:
+        found = await self._stale_whole(request, key, error)
+        if found is None:
             raise error
+        return found
+
+    async def _stale_whole(self, request: Request, key: str, error: GatewayError) -> Answer | None:
+        """The whole response under `key`, expired at most cache.max_stale ago, with a warning,
+        when the upstream failed in a way the cache may answer for."""
+        if not stale.rescues(error) or request.no_cache:
+            return None
         entry = (await self.store.get_many([key], stale=self._settings.max_stale))[0]
         if entry is None or entry.kind != codec.KIND_RESPONSE:
-            raise error
+            return None
         warning = stale.whole_warning(error, self._clock() - entry.stored_at)
         made = await work(len(entry.payload) * GZIP_RATIO, stale.whole, entry, warning, request.accept_gzip)
-        if made is None:
-            raise error
-        return self._served_stale(request, error, entry.samples, *made)
+        return None if made is None else self._served_stale(request, error, entry.samples, *made)
 
     async def _range_failed(
         self,
@@ -406,10 +410,9 @@ class ResultsCache:
         if refused is not None:
             raise refused
         error = errors[0]
-        try:
-            return await self._stale_or_raise(request, whole_key, error)
-        except GatewayError:
-            pass
+        found = await self._stale_whole(request, whole_key, error)
+        if found is not None:
+            return found
         until = todo.held_until(grid.step)
         if until is None:
             raise error
