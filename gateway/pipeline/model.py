@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -155,3 +156,9 @@ def with_single(params: tuple[tuple[str, str], ...], name: str, value: str) -> t
 def promql_chars(params: tuple[tuple[str, str], ...]) -> int:
     """Characters of PromQL a request carries (its `query` and `match[]` values)."""
     return sum(len(value) for key, value in params if key in ("query", "match[]"))
+
+
+# Whether an attempt of the request in this task was sent upstream: set by `send`, read by
+# `retry` to tell the upstream not answering in time from the request waiting out its time in
+# the gateway's own queue for a workspace slot (only the first may be answered stale).
+attempt_sent: ContextVar[bool] = ContextVar("attempt_sent", default=False)

@@ -15,7 +15,7 @@ import time
 from gateway.config import UpstreamSettings
 from gateway.errors import GatewayError
 from gateway.metrics import Metrics
-from gateway.pipeline.model import Answer, Handler, Request, Stage
+from gateway.pipeline.model import Answer, Handler, Request, Stage, attempt_sent
 
 
 def backoff(attempt: int, base: float, error: GatewayError) -> float:
@@ -55,10 +55,17 @@ def retrying(settings: UpstreamSettings, metrics: Metrics) -> Stage:
                 attempt += 1
 
         async def handle(request: Request) -> Answer:
+            attempt_sent.set(False)
             try:
                 async with asyncio.timeout(request.timeout):
                     return await attempts(request, time.monotonic() + request.timeout)
             except TimeoutError:
+                if not attempt_sent.get():  # its whole time in the queue for a workspace slot
+                    raise GatewayError(
+                        "timeout",
+                        f"no upstream slot of {request.workspace.id} freed up within the request's "
+                        f"{request.timeout:g}s; retry later",
+                    ) from None
                 raise GatewayError(
                     "timeout",
                     f"the upstream of {request.workspace.id} did not answer within "

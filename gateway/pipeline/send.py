@@ -38,7 +38,7 @@ from gateway.config import UpstreamSettings, Workspace
 from gateway.errors import GatewayError
 from gateway.metrics import Metrics
 from gateway.pipeline.amp_errors import translate_error
-from gateway.pipeline.model import Answer, Body, Request, as_bytes
+from gateway.pipeline.model import Answer, Body, Request, as_bytes, attempt_sent
 from gateway.tls import ReloadingCertificate, upstream_ssl_context
 
 log = logging.getLogger("gateway.upstream")
@@ -119,6 +119,7 @@ class Sender:
         started = time.monotonic()
         code = "error"
         try:
+            attempt_sent.set(True)
             status, headers, raw, size = await self._round_trip(workspace, outgoing)
             code = str(status)
         except AnswerTooLarge as err:

@@ -383,8 +383,8 @@ class ResultsCache:
 
     async def _stale_whole(self, request: Request, key: str, error: GatewayError) -> Answer | None:
         """The whole response under `key`, expired at most cache.max_stale ago, with a warning,
-        when the upstream failed in a way the cache may answer for."""
-        if not stale.rescues(error) or request.no_cache:
+        when the upstream failed in a way the cache may answer for (never with max_stale 0)."""
+        if not stale.rescues(error) or request.no_cache or self._settings.max_stale <= 0:
             return None
         entry = (await self.store.get_many([key], stale=self._settings.max_stale))[0]
         if entry is None or entry.kind != codec.KIND_RESPONSE:
@@ -414,7 +414,7 @@ class ResultsCache:
         if found is not None:
             return found
         until = todo.held_until(grid.step)
-        if until is None:
+        if until is None or self._settings.max_stale <= 0:
             raise error
         pinned = (request.window.start_ms, request.window.end_ms) if request.window else ()
         horizon = self._horizon_ms() - round(self._settings.max_stale * 1000)

@@ -40,11 +40,29 @@ def prefix_warning(error: GatewayError, age: float, missing: int) -> str:
 
 
 def with_warning(body: bytes, warning: str) -> bytes:
+    """`body` with `warning` first in its top-level warnings (see _spliced); written again when
+    the splice does not give exactly that (a layout Prometheus does not write)."""
+    doc = orjson.loads(body)
+    if not isinstance(doc, dict):
+        raise ValueError("not a Prometheus envelope")
+    spliced = _spliced(body, doc, warning)
+    if spliced is not None:
+        try:
+            again = orjson.loads(spliced)
+        except orjson.JSONDecodeError:
+            again = None
+        expected = {**doc, "warnings": [warning, *(doc.get("warnings") or ())]}
+        if again == expected:
+            return spliced
+    doc["warnings"] = [warning, *(doc.get("warnings") or ())]
+    return go_json(doc)
+
+
+def _spliced(body: bytes, doc: dict[str, object], warning: str) -> bytes | None:
     """A success envelope with `warning` first in its top-level `warnings`, every other byte as
     it was. Prometheus writes the envelope compactly with its keys in the order status, data,
     warnings, infos; `"warnings":[` cannot occur inside a JSON string (its quotes would be
     escaped), and the top-level key comes after everything in `data`, so the last one is it."""
-    doc = orjson.loads(body)
     item = go_json(warning)
     if "warnings" in doc:
         at = body.rfind(b'"warnings":[')
@@ -59,9 +77,7 @@ def with_warning(body: bytes, warning: str) -> bytes:
         end = len(body.rstrip())
         if body[end - 1 : end] == b"}":
             return body[: end - 1] + b',"warnings":[' + item + b"]" + body[end - 1 :]
-    # Not laid out as Prometheus lays it out: the same document, written again.
-    doc["warnings"] = [warning, *(doc.get("warnings") or ())]
-    return go_json(doc)
+    return None
 
 
 def whole(entry: codec.Entry, warning: str, to_gzip: bool) -> tuple[bytes, bool] | None:

@@ -5,6 +5,7 @@ cache.max_stale, and anything the cache does not hold all of (but a fresh tail) 
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable
 from typing import Any
@@ -272,3 +273,50 @@ def test_the_upstream_failure_survives_coalescing_across_processes() -> None:
     error = GatewayError("unavailable", "the upstream is unreachable", 503, failure="unreachable")
     back = wire.decode(wire.encode(error, "token", "digest"), "token", "digest")
     assert isinstance(back, GatewayError) and back.failure == "unreachable"
+
+
+async def test_max_stale_zero_serves_nothing_stale(fresh_amp, aws_env, prometheus) -> None:
+    end = prometheus.data_end
+    clock = Clock(end + 30)
+    params = {"query": QUERY, "start": str(end - 1800), "end": str(end), "step": "60"}
+    async with cached_gateway(_settings(fresh_amp, max_stale="0s"), clock=clock) as (client, _):
+        assert (await client.post("/api/v1/query_range", data=params)).headers["x-cache"] == "miss"
+        clock.now += 16  # past recent_ttl: a fresh tail to fetch again
+        fresh_amp.inject(503, body=ENVELOPE_503, count=None)
+        failed = await client.post("/api/v1/query_range", data=params)
+        assert failed.status_code == 503 and failed.headers["x-cache"].startswith("bypass")
+
+
+async def test_waiting_out_the_time_for_a_workspace_slot_is_not_answered_stale(
+    fresh_amp, aws_env, prometheus
+) -> None:
+    """The request never reached the upstream: its time ran out in the gateway's own queue."""
+    clock = Clock(prometheus.data_end + 60)
+    instant = {"query": "demo_num_cpus", "time": str(prometheus.data_end - 3600)}
+    upstream = {**UPSTREAM, "max_concurrency": 1, "queue_timeout": "30s", "retries": 0}
+    settings = gateway_settings(fresh_amp, raw={**cache_raw(results_ttl="30s"), "upstream": upstream})
+    async with cached_gateway(settings, clock=clock) as (client, _):
+        assert (await client.post("/api/v1/query", data=instant)).headers["x-cache"] == "miss"
+        clock.now += 60
+        fresh_amp.inject_delay(0.9, count=1)
+        holding = asyncio.create_task(client.post("/api/v1/query", data={"query": "vector(2)"}))
+        await asyncio.sleep(0.3)
+        queued = await client.post("/api/v1/query", data={**instant, "timeout": "400ms"})
+        await holding
+        assert queued.status_code == 503 and queued.headers["x-cache"].startswith("bypass")
+        assert "no upstream slot" in queued.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"status":"success","data":{"warnings":[{"type":"counter","help":"","unit":""}]},"warnings":null}',
+        b'{"status":"success","data":{"resultType":"vector","result":[]},"warnings":[ ]}',
+        b'{"status":"success","data":{"resultType":"vector","result":[]},"warnings":["a"],"infos":["b"]}',
+        b'{ "status" : "success", "data" : {"resultType":"scalar","result":[1,"2"]} }\n',
+    ],
+)
+def test_the_warning_is_first_and_everything_else_as_it_was_whatever_the_layout(body: bytes) -> None:
+    doc = orjson.loads(body)
+    out = orjson.loads(with_warning(body, "W"))
+    assert out == {**doc, "warnings": ["W", *(doc.get("warnings") or ())]}
