@@ -129,7 +129,9 @@ def redis_server() -> Iterator[str]:
             server.stop()
 
 
-def dashboard_costs(before: Path | None, prom_url: str, first_end: int) -> list[tuple[str, str, int, int, int]]:
+def dashboard_costs(
+    before: Path | None, prom_url: str, first_end: int
+) -> list[tuple[str, str, int, int, int]]:
     proxy = CountingProxy(prom_url)
     rows = []
     trees = [("this tree", ROOT)] + ([("before", before)] if before else [])
@@ -164,7 +166,11 @@ def hit_throughput(before: Path | None, prom_url: str, end: int, seconds: int, r
     for workers in (1, 2):
         for i in range(rounds):
             for name, tree in trees if i % 2 == 0 else list(reversed(trees)):
-                env = {"GATEWAY_UPSTREAM_URL": prom_url, "GATEWAY_SIGV4": "false", "GATEWAY_WORKERS": str(workers)}
+                env = {
+                    "GATEWAY_UPSTREAM_URL": prom_url,
+                    "GATEWAY_SIGV4": "false",
+                    "GATEWAY_WORKERS": str(workers),
+                }
                 with gateway_process(env, tree) as gateway:
                     time.sleep(0.5 * workers)
                     url = f"{gateway.url}/api/v1/query_range?{params}"

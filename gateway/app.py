@@ -55,7 +55,7 @@ from gateway.pipeline.compose import compose, instrumented
 from gateway.pipeline.credentials import CredentialSource, chain_method
 from gateway.pipeline.edge_guard import edge_guard
 from gateway.pipeline.enforce import EnforceSettings, enforcement
-from gateway.pipeline.host import HostStore
+from gateway.pipeline.host import MAX_RECORD_BYTES, HostStore
 from gateway.pipeline.limits import size_limits
 from gateway.pipeline.local import local_answers
 from gateway.pipeline.model import Answer, Handler, Incoming, Stage
@@ -87,7 +87,9 @@ class Gateway:
         self.clock = clock  # the cache's idea of now (tests and benchmarks simulate time)
         self.metrics = metrics
         self._own_host_path = None if host_path else tempfile.mkdtemp(prefix="amp-gateway-host-")
-        self.host = HostStore(host_path or self._own_host_path or "", host_bytes(settings))
+        self.host = HostStore(
+            host_path or self._own_host_path or "", host_bytes(settings), create=not host_path
+        )
         # Redis, when configured, is shared by the cache, rate limits, upstream slots, coalescing
         # and the count of failed sign-ins; the host's store by this host's workers, without
         # Redis and while it is away.
@@ -124,7 +126,9 @@ class Gateway:
                     wait=settings.upstream.timeout + settings.upstream.retry_budget,
                     on_shared_remotely=metrics.coalesced_across_processes.inc,
                     host=self.host,
-                    host_max_answer_bytes=min(settings.cache.max_answer_bytes, self.host.max_bytes // 4),
+                    host_max_answer_bytes=min(
+                        settings.cache.max_answer_bytes, self.host.max_bytes // 4, MAX_RECORD_BYTES
+                    ),
                 ),
             ),
             ("edge_guard", edge_guard(metrics)),

@@ -30,16 +30,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import lmdb
 import uvicorn
 from starlette.applications import Starlette
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors.multiprocess import Multiprocess
 
-from gateway.app import create_app, startup_line, warn_without_credentials
+from gateway.app import create_app, host_bytes, startup_line, warn_without_credentials
 from gateway.config import Settings
 from gateway.edge import GuardedProtocol, raise_open_files_limit
 from gateway.logs import setup_logging
 from gateway.metrics import absorb_gone_worker
+from gateway.pipeline.host import HostStore
 from gateway.tls import uvicorn_ssl_context
 
 log = logging.getLogger("gateway")
@@ -159,9 +161,14 @@ def serve(settings: Settings, workers: int | None) -> int:
     try:
         host_path = tempfile.mkdtemp(prefix="amp-gateway-host-", dir=settings.cache.host_dir)
     except OSError as err:
-        log.error("cache.host_dir: %s: %s", settings.cache.host_dir, err.strerror or err)
+        log.error("cache.host_dir: %s: %s", settings.cache.host_dir or tempfile.gettempdir(), err)
         return STARTUP_FAILURE
     try:
+        try:
+            HostStore.make(host_path, host_bytes(settings))
+        except (OSError, lmdb.Error) as err:
+            log.error("cache.host_dir: %s: %s", host_path, err)
+            return STARTUP_FAILURE
         return _supervise(settings, count, host_path)
     finally:
         shutil.rmtree(host_path, ignore_errors=True)

@@ -8,7 +8,18 @@ Two kinds of records:
 - **state**: rate buckets, slot leases, coalescing locks and failed sign-in counts, each with its
   own expiry (milliseconds of the host's monotonic clock, which every process shares), changed
   only inside a write transaction (`transact`): what Redis does in a Lua script, the host does
-  in a transaction.
+  in a transaction. An index by expiry lets each transaction drop a few expired records (never
+  a scan of them all inside a request's transaction); at most MAX_STATE_RECORDS are kept, the
+  soonest to expire going first past it (a flood of failed sign-ins from many addresses).
+
+One writer at a time for the whole host: a record is at most MAX_RECORD_BYTES, so that no write
+holds the others' rate, slot and lock transactions for long (a 4 MiB write with its evictions
+took about 15 ms; a 16 MiB one 112-119 ms).
+
+The supervisor makes the directory (mode 0700) and the environment in it; a worker opens only
+an environment that exists in a directory of its own user that nobody else may read: a
+directory deleted under a running `serve` is not made again by one worker (which would split
+the state from the others', and readable by all).
 
 Why LMDB (bench/bench_host_store.py, bench/README.md): a 4 KiB read costs 1.3-1.8 µs where SQLite
 in WAL mode costs 12-16 µs and diskcache 11-14 µs; a read-modify-write 7-8 µs (SQLite 47-54,
@@ -48,7 +59,10 @@ _INLINE = 2000
 # The map may hold this much more than the bound: pages freed while a reader still sees them,
 # and the trees' own pages.
 _MAP_SLACK = 64 << 20
-_SWEEP_EVERY = 4096  # state writes between two sweeps of expired state records
+_TIDY = 32  # expired state records each transaction may drop
+MAX_STATE_RECORDS = 100_000  # ~17 MB of map with the index, within _MAP_SLACK
+MAX_RECORD_BYTES = 4 << 20
+_EXPIRY = struct.Struct("!q")  # the expiry index's key: expires at (ms), then the record's key
 _FAILURES = (lmdb.Error, OSError)
 _MAX_KEY = 400  # bytes of a state record's key stored as it is (LMDB's bound: 511)
 
@@ -74,23 +88,43 @@ def record_bytes(key: bytes, value_len: int) -> int:
     return size + len(key) + 64
 
 
-_Opened = tuple[lmdb.Environment, "lmdb._Database", "lmdb._Database", "lmdb._Database", "lmdb._Database"]
+_Opened = tuple[
+    lmdb.Environment, lmdb._Database, lmdb._Database, lmdb._Database, lmdb._Database, lmdb._Database
+]
 # LMDB allows one Environment per file in a process: the stores on one path share it (tests
 # put two workers' gateways in one process), closed when the last one closes.
 _OPEN: dict[str, tuple[int, int, _Opened]] = {}
 
 
-def _open_environment(path: str, map_size: int) -> _Opened:
+class UnsafeDirectory(OSError):
+    """The store's directory is missing, or others than its owner may use it."""
+
+
+def _check_directory(path: str) -> None:
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        raise UnsafeDirectory(f"{path} is gone") from None
+    if found.st_uid != os.geteuid() or found.st_mode & 0o077:
+        raise UnsafeDirectory(
+            f"{path} is not this user's alone (owner {found.st_uid}, mode {found.st_mode:o})"
+        )
+
+
+def _open_environment(path: str, map_size: int, create: bool) -> _Opened:
     path = os.path.realpath(path)
     known = _OPEN.get(path)
     if known is not None and known[0] == os.getpid():
         _OPEN[path] = (known[0], known[1] + 1, known[2])
         return known[2]
+    _check_directory(path)
     env = lmdb.open(
         path,
         map_size=map_size,
         subdir=True,
-        max_dbs=4,
+        create=create,
+        mode=0o600,
+        max_dbs=5,
         max_readers=1024,
         # Nothing here must outlive the host: what the OS has not written when the machine
         # stops is lost with the processes that would read it.
@@ -106,6 +140,7 @@ def _open_environment(path: str, map_size: int) -> _Opened:
         env.open_db(b"order"),
         env.open_db(b"meta"),
         env.open_db(b"state"),
+        env.open_db(b"expiry"),
     )
     _OPEN[path] = (os.getpid(), 1, opened)
     return opened
@@ -126,11 +161,14 @@ def _close_environment(path: str) -> None:
 class StateTxn:
     """State records inside one write transaction; `now_ms` is the host's monotonic clock."""
 
-    def __init__(self, txn: lmdb.Transaction, db: lmdb._Database, now_ms: int) -> None:
+    def __init__(
+        self, txn: lmdb.Transaction, db: lmdb._Database, expiry: lmdb._Database, now_ms: int
+    ) -> None:
         self._txn = txn
         self._db = db
+        self._expiry = expiry
         self.now_ms = now_ms
-        self.writes = 0
+        self.added = 0  # records made less records deleted
 
     def get(self, key: str) -> bytes | None:
         """The record's value; None when absent or expired."""
@@ -150,32 +188,73 @@ class StateTxn:
         return expires - self.now_ms if expires > self.now_ms else None
 
     def put(self, key: str, value: bytes, ttl_ms: int) -> None:
-        self._txn.put(state_key(key), _STATE_HEAD.pack(self.now_ms + max(1, ttl_ms)) + value, db=self._db)
-        self.writes += 1
+        stored = state_key(key)
+        self._unindex(stored)
+        expires = self.now_ms + max(1, ttl_ms)
+        self._txn.put(stored, _STATE_HEAD.pack(expires) + value, db=self._db)
+        self._txn.put(_EXPIRY.pack(expires) + stored, b"", db=self._expiry)
+        self.added += 1
 
     def delete(self, key: str) -> None:
-        self._txn.delete(state_key(key), db=self._db)
+        stored = state_key(key)
+        if self._unindex(stored):
+            self._txn.delete(stored, db=self._db)
+
+    def _unindex(self, stored: bytes) -> bool:
+        """Drops the index entry of the record under `stored`; whether there was a record."""
+        found = self._txn.get(stored, db=self._db)
+        if found is None:
+            return False
+        self._txn.delete(bytes(found[: _STATE_HEAD.size]) + stored, db=self._expiry)
+        self.added -= 1
+        return True
+
+    def tidy(self, count: int) -> int:
+        """Drops up to _TIDY expired records, and the soonest to expire while more than
+        MAX_STATE_RECORDS would be kept; the count after."""
+        cursor = self._txn.cursor(db=self._expiry)
+        dropped = 0
+        while dropped < _TIDY and cursor.first():
+            index = bytes(cursor.key())
+            (expires,) = _EXPIRY.unpack_from(index)
+            if expires > self.now_ms and count + self.added - dropped <= MAX_STATE_RECORDS:
+                break
+            cursor.delete()
+            self._txn.delete(index[_EXPIRY.size :], db=self._db)
+            dropped += 1
+        return count + self.added - dropped
 
 
 class HostStore:
-    """The environment under `path`, opened in this process on first use (an LMDB environment
-    must not cross a fork: a forked child opens its own)."""
+    """The environment under `path`, opened in this process on first use. `create`: made here if
+    it is not there (the supervisor's, or a process's own store); else it must exist.
 
-    def __init__(self, path: str, max_bytes: int) -> None:
+    An LMDB environment must not cross a fork, and py-lmdb refuses a second one for the same
+    file in a process that inherited the first: `serve` spawns its workers, which open it anew.
+    """
+
+    def __init__(self, path: str, max_bytes: int, create: bool = False) -> None:
         self.path = path
         self.max_bytes = max_bytes
+        self._create = create
         self._pid = -1
         self._env: lmdb.Environment | None = None
         self._failed = False
-        self._state_writes = 0
+
+    @classmethod
+    def make(cls, path: str, max_bytes: int) -> None:
+        """Makes the environment in `path` (a directory of this user's alone), for others to open."""
+        store = cls(path, max_bytes, create=True)
+        store._open()
+        store.close()
 
     # ------------------------------------------------------------ the environment
 
     def _open(self) -> lmdb.Environment:
         if self._env is not None and self._pid == os.getpid():
             return self._env
-        opened = _open_environment(self.path, 2 * self.max_bytes + _MAP_SLACK)
-        self._env, self._cache, self._order, self._meta, self._state = opened
+        opened = _open_environment(self.path, 2 * self.max_bytes + _MAP_SLACK, self._create)
+        self._env, self._cache, self._order, self._meta, self._state, self._expiry = opened
         self._pid = os.getpid()
         return self._env
 
@@ -233,19 +312,17 @@ class HostStore:
 
     def put(self, key: bytes, value: bytes, keep_until: float) -> bool:
         """Stores `value` until `keep_until`, dropping the least recently stored records while
-        the bound would be passed; False when it was not stored (larger than a quarter of the
-        bound, or the store failed)."""
+        the bound would be passed; False when it was not stored (larger than MAX_RECORD_BYTES or
+        a quarter of the bound, or the store failed)."""
         size = record_bytes(key, len(value))
-        if size > self.max_bytes // 4:
+        if size > min(self.max_bytes // 4, MAX_RECORD_BYTES):
             return False
         try:
             try:
                 self._put(key, value, keep_until, size, 0)
             except lmdb.MapFullError:
-                # Freed pages some reader still saw: make room well beyond this record.
-                assert self._env is not None
-                self._env.reader_check()
-                self._put(key, value, keep_until, size, self.max_bytes // 4)
+                self._make_room()
+                self._put(key, value, keep_until, size, 0)
         except _FAILURES as err:
             self._failure("write", err)
             return False
@@ -267,6 +344,16 @@ class HostStore:
             txn.put(_SEQ.pack(seq), key, db=self._order)
             txn.put(b"bytes", _SEQ.pack(stored + size), db=self._meta)
             txn.put(b"seq", _SEQ.pack(seq), db=self._meta)
+
+    def _make_room(self) -> None:
+        """After MapFullError: pages freed while some reader still saw them (or a dead reader's
+        slot) kept the map full. Reader slots of dead processes are let go, and a quarter of
+        the bound's cache records dropped in a transaction of its own."""
+        env = self._open()
+        env.reader_check()
+        with env.begin(write=True) as txn:
+            stored = self._evict(txn, self._meta_int(txn, b"bytes"), self.max_bytes * 3 // 4)
+            txn.put(b"bytes", _SEQ.pack(stored), db=self._meta)
 
     def _evict(self, txn: lmdb.Transaction, stored: int, room: int) -> int:
         """Drops the least recently stored records until at most `room` bytes are stored."""
@@ -319,17 +406,22 @@ class HostStore:
         """operation() inside one write transaction on the state records, as every process
         sees them; None when the store failed (the caller goes on with its process's state)."""
         try:
-            env = self._open()
-            with env.begin(write=True) as txn:
-                state = StateTxn(txn, self._state, monotonic_ms())
-                result = operation(state)
-                self._state_writes += state.writes
-                if self._state_writes >= _SWEEP_EVERY:
-                    self._state_writes = 0
-                    self._sweep(txn, state.now_ms)
+            try:
+                return self._transact(operation)
+            except lmdb.MapFullError:
+                self._make_room()
+                return self._transact(operation)
         except _FAILURES as err:
             self._failure("state", err)
             return None
+
+    def _transact(self, operation: Callable[[StateTxn], T]) -> T:
+        env = self._open()
+        with env.begin(write=True) as txn:
+            state = StateTxn(txn, self._state, self._expiry, monotonic_ms())
+            result = operation(state)
+            count = state.tidy(self._meta_int(txn, b"state"))
+            txn.put(b"state", _SEQ.pack(max(0, count)), db=self._meta)
         return result
 
     def peek_state(self, keys: list[str]) -> list[tuple[bytes, int] | None] | None:
@@ -351,16 +443,6 @@ class HostStore:
             self._failure("read", err)
             return None
         return out
-
-    def _sweep(self, txn: lmdb.Transaction, now_ms: int) -> None:
-        """Deletes expired state records (a failed sign-in count per client address, a lock per
-        request: the records would otherwise only grow)."""
-        cursor = txn.cursor(db=self._state)
-        expired = [
-            bytes(key) for key, value in cursor.iternext() if _STATE_HEAD.unpack_from(value)[0] <= now_ms
-        ]
-        for key in expired:
-            txn.delete(key, db=self._state)
 
     def state_keys(self) -> list[str]:
         """Every live state record's key (tests)."""

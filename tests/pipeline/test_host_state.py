@@ -44,8 +44,10 @@ BODY = b'{"status":"success","data":{"resultType":"vector","result":[]}}'
 
 @pytest.fixture
 def host_path(tmp_path: Path) -> str:
+    """A store's directory as `serve`'s supervisor leaves it: made, its environment in it."""
     path = tmp_path / "host"
-    path.mkdir()
+    path.mkdir(mode=0o700)
+    HostStore.make(str(path), BOUND)
     return str(path)
 
 

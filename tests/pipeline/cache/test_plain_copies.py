@@ -39,7 +39,7 @@ def _instant() -> Request:
 
 def _cache(upstream: Versioned, path: str) -> ResultsCache:
     return ResultsCache(
-        CacheSettings(), Metrics(), upstream, clock=lambda: 1_000_000.0, host=HostStore(path, 1 << 24)
+        CacheSettings(), Metrics(), upstream, clock=lambda: 1_000_000.0, host=HostStore(path, 1 << 24, create=True)
     )
 
 
@@ -106,7 +106,7 @@ class _OtherReplicasRedis:
 
 async def test_an_entry_promoted_from_redis_drops_the_old_plain_copy(tmp_path) -> None:
     now = 1_000_000.0
-    host = HostTier(HostStore(str(tmp_path), 1 << 20), lambda: now)
+    host = HostTier(HostStore(str(tmp_path), 1 << 20, create=True), lambda: now)
     store = Store(host, None, lambda: now, plain=MemoryTier(1 << 20, lambda: now))
     old = codec.entry(codec.KIND_RESPONSE, now + 60, 1, b"v1")
     store.put("k", old)
