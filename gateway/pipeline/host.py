@@ -3,8 +3,9 @@ a directory the supervisor makes (`cache.host_dir`), opened by each worker.
 
 Two kinds of records:
 - **cache**: cache entries and coalesced answers, bounded by `max_bytes` (what their pages
-  take, counted as LMDB lays them out); past the bound the least recently stored go first. Each
-  carries the time after which it is dropped (`keep_until`, the cache's clock).
+  take, counted as LMDB lays them out); past the bound the least recently stored go first, a
+  record read being stored again (see get_many). Each carries the time after which it is
+  dropped (`keep_until`, the cache's clock).
 - **state**: rate buckets, slot leases, coalescing locks and failed sign-in counts, each with its
   own expiry (milliseconds of the host's monotonic clock, which every process shares), changed
   only inside a write transaction (`transact`): what Redis does in a Lua script, the host does
@@ -281,22 +282,50 @@ class HostStore:
     # ------------------------------------------------------------ cache records
 
     def get_many(self, keys: list[bytes], now: float) -> list[bytes | None]:
-        """The values under `keys` (copies), None for those absent or past their keep_until."""
+        """The values under `keys` (copies), None for those absent or past their keep_until.
+
+        A record found in the older half of the store's order is stored again as if new, so
+        that what is read stays (a dashboard's extents, read on every refresh) while what is
+        not goes first (the whole responses of windows that moved on): about least recently
+        used, at the cost of one write for each record read once per half turn of the store."""
         try:
             env = self._open()
             out: list[bytes | None] = []
-            with env.begin(db=self._cache, buffers=True) as txn:
+            again: list[tuple[bytes, int]] = []
+            with env.begin(buffers=True) as txn:
+                old = self._meta_int(txn, b"seq") - txn.stat(self._order)["entries"] // 2
                 for key in keys:
-                    found = txn.get(key)
+                    found = txn.get(key, db=self._cache)
                     if found is None:
                         out.append(None)
                         continue
-                    _, keep_until = _CACHE_HEAD.unpack_from(found)
-                    out.append(bytes(found[_CACHE_HEAD.size :]) if keep_until > now else None)
+                    seq, keep_until = _CACHE_HEAD.unpack_from(found)
+                    if keep_until <= now:
+                        out.append(None)
+                        continue
+                    out.append(bytes(found[_CACHE_HEAD.size :]))
+                    if seq <= old:
+                        again.append((key, seq))
+            if again:
+                self._store_again(again)
         except _FAILURES as err:
             self._failure("read", err)
             return [None] * len(keys)
         return out
+
+    def _store_again(self, records: list[tuple[bytes, int]]) -> None:
+        """Moves these records (unless written since) to the newest end of the order."""
+        with self._open().begin(write=True) as txn:
+            seq = self._meta_int(txn, b"seq")
+            for key, was in records:
+                found = txn.get(key, db=self._cache)
+                if found is None or _SEQ.unpack_from(found)[0] != was:
+                    continue
+                seq += 1
+                txn.delete(_SEQ.pack(was), db=self._order)
+                txn.put(_SEQ.pack(seq), key, db=self._order)
+                txn.put(key, _SEQ.pack(seq) + bytes(found[_SEQ.size :]), db=self._cache)
+            txn.put(b"seq", _SEQ.pack(seq), db=self._meta)
 
     def peek(self, key: bytes, now: float, size: int) -> bytes | None:
         """The first `size` bytes of the value under `key` (None as for get_many)."""

@@ -151,3 +151,15 @@ def test_no_record_larger_than_the_bound_holds_the_writer_long(tmp_path: Path) -
     assert store.put(b"fits", b"x" * (MAX_RECORD_BYTES // 2), keep_until=1e12)
     assert not store.put(b"too large", b"x" * MAX_RECORD_BYTES, keep_until=1e12)
     store.close()
+
+
+def test_what_is_read_stays_while_what_is_not_goes(tmp_path: Path) -> None:
+    """A dashboard's extent, read on every refresh, outlives the whole responses of the windows
+    that moved on, each written once and never read again."""
+    store = HostStore(str(tmp_path), BOUND, create=True)
+    assert store.put(b"extent", b"e" * 3000, keep_until=1e12)
+    for refresh in range(300):
+        assert store.put(b"whole %d" % refresh, b"w" * 9000, keep_until=1e12)
+        assert store.get_many([b"extent"], now=0) == [b"e" * 3000], refresh
+    assert store.stored_bytes <= BOUND
+    store.close()
