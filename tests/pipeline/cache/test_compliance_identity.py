@@ -60,7 +60,9 @@ async def _run_phase(
     return failures
 
 
-async def test_compliance_queries_cold_warm_shifted(fresh_amp, aws_env, prometheus, queries, tmp_path) -> None:
+async def test_compliance_queries_cold_warm_shifted(
+    fresh_amp, aws_env, prometheus, queries, tmp_path
+) -> None:
     """Two gateways on one host's store, as two workers of one `serve`: the phases alternate
     between them, so every warm or shifted answer is built from what the other one stored."""
     end = prometheus.data_end - 12 * 60

@@ -39,7 +39,11 @@ def _instant() -> Request:
 
 def _cache(upstream: Versioned, path: str) -> ResultsCache:
     return ResultsCache(
-        CacheSettings(), Metrics(), upstream, clock=lambda: 1_000_000.0, host=HostStore(path, 1 << 24, create=True)
+        CacheSettings(),
+        Metrics(),
+        upstream,
+        clock=lambda: 1_000_000.0,
+        host=HostStore(path, 1 << 24, create=True),
     )
 
 
