@@ -61,6 +61,7 @@ _INLINE = 2000
 # and the trees' own pages.
 _MAP_SLACK = 64 << 20
 _TIDY = 32  # expired state records each transaction may drop
+_AGE_EVERY = 256  # cache reads between two readings of where the older half of the store begins
 MAX_STATE_RECORDS = 100_000  # ~17 MB of map with the index, within _MAP_SLACK
 MAX_RECORD_BYTES = 4 << 20
 _EXPIRY = struct.Struct("!q")  # the expiry index's key: expires at (ms), then the record's key
@@ -241,6 +242,7 @@ class HostStore:
         self._pid = -1
         self._env: lmdb.Environment | None = None
         self._failed = False
+        self._reads, self._old = _AGE_EVERY, 0
 
     @classmethod
     def make(cls, path: str, max_bytes: int) -> None:
@@ -293,7 +295,7 @@ class HostStore:
             out: list[bytes | None] = []
             again: list[tuple[bytes, int]] = []
             with env.begin(buffers=True) as txn:
-                old = self._meta_int(txn, b"seq") - txn.stat(self._order)["entries"] // 2
+                old = self._older_than(txn)
                 for key in keys:
                     found = txn.get(key, db=self._cache)
                     if found is None:
@@ -312,6 +314,16 @@ class HostStore:
             self._failure("read", err)
             return [None] * len(keys)
         return out
+
+    def _older_than(self, txn: lmdb.Transaction) -> int:
+        """The sequence at or below which a record is older than half the records (more than
+        half were stored after it); read from the store once every _AGE_EVERY reads (reading it
+        every time cost 4 µs of a 11 µs read)."""
+        self._reads += 1
+        if self._reads >= _AGE_EVERY:
+            self._reads = 0
+            self._old = self._meta_int(txn, b"seq") - txn.stat(self._order)["entries"] // 2 - 1
+        return self._old
 
     def _store_again(self, records: list[tuple[bytes, int]]) -> None:
         """Moves these records (unless written since) to the newest end of the order."""
