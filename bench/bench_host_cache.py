@@ -13,7 +13,7 @@ and the speed of a hit from the host's store against each worker's own memory.
    before (each worker's own memory), alternating rounds.
 
     git worktree add /tmp/pre17 52d7ee5
-    .venv/bin/python bench/bench_host_cache.py --before /tmp/pre17
+    .venv/bin/python bench/bench_host_cache.py --before /tmp/pre17 [--rounds 3] [--only-hits]
 """
 
 from __future__ import annotations
@@ -197,13 +197,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--skip-hits", action="store_true")
+    parser.add_argument("--only-hits", action="store_true")
     args = parser.parse_args()
     with prometheus(6 * 3600 + 3600) as prom:
         first_end = (int(prom.data_end) - 1200) // STEP * STEP - REFRESHES * STEP
-        rows = dashboard_costs(args.before, prom.url, first_end)
-        print(f"\ndashboard replay: {len(PANELS[:4])} panels, {REFRESHES} refreshes, a fresh cache each:")
-        print("| gateway | shared tier | workers | upstream fetches | samples processed | x 1 worker |")
-        print("|---|---|---|---|---|---|")
+        rows = [] if args.only_hits else dashboard_costs(args.before, prom.url, first_end)
+        if rows:
+            print(f"\ndashboard replay: {len(PANELS[:4])} panels, {REFRESHES} refreshes, a fresh cache each:")
+            print("| gateway | shared tier | workers | upstream fetches | samples processed | x 1 worker |")
+            print("|---|---|---|---|---|---|")
         for name, redis, workers, fetches, samples in rows:
             one = next(r[4] for r in rows if r[:2] == (name, redis) and r[2] == 1)
             print(f"| {name} | {redis} | {workers} | {fetches} | {samples:,} | {samples / one:.2f} |")

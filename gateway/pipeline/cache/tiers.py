@@ -1,6 +1,6 @@
 """Where entries live: the host's tier (shared by the workers of one `serve`, bounded by bytes,
-see `pipeline.host`), and optionally Redis behind it; plain copies for clients without gzip in
-each process's memory.
+see `pipeline.host`), and optionally Redis behind it; each worker's own copies of whole responses
+in its memory.
 
 Entries are opaque bytes (see codec) carrying their own expiry. Redis is a helper, never a
 dependency (see `pipeline.shared`): while it is away the gateway works from memory and the
@@ -206,11 +206,12 @@ class RedisTier:
 class Store:
     """The host's tier first, then Redis (promoting what it finds into the host's tier).
 
-    `plain` holds decoded copies of whole responses for clients that do not take gzip, in this
-    process's memory only, in its own byte bound: they are ten to twenty times the size of the
-    gzip entries and must not crowd those out. A copy is kept under its entry's key and checksum
-    and served only while the host's tier holds that very entry: another worker that replaced
-    it has made this copy unreachable.
+    `copies` holds this worker's copies of whole responses, in its own byte bound: decoded ones
+    for clients that do not take gzip (ten to twenty times the size of the gzip entries), and
+    the gzip entries its hits were served from (a hit then reads the entry's header from the
+    host's store, not the entry). A copy is kept under its entry's key and checksum and served
+    only while the host's tier holds that very entry: another worker that replaced it has made
+    this copy unreachable.
     """
 
     def __init__(
@@ -219,10 +220,10 @@ class Store:
         redis: RedisTier | None,
         clock: Callable[[], float],
         on_damaged: Callable[[str], None] = lambda tier: None,
-        plain: MemoryTier | None = None,
+        copies: MemoryTier | None = None,
     ) -> None:
         self.memory = memory
-        self.plain = plain if plain is not None else MemoryTier(0, clock)
+        self.copies = copies if copies is not None else MemoryTier(0, clock)
         self.redis = redis
         self._clock = clock
         self._on_damaged = on_damaged
@@ -261,10 +262,13 @@ class Store:
     async def get(self, key: str) -> codec.Entry | None:
         return (await self.get_many([key]))[0]
 
-    def get_plain(self, key: str) -> codec.Entry | None:
-        """The plain copy of the whole response under `key`, when one is in memory."""
+    def get_copy(self, key: str, gzipped: bool) -> codec.Entry | None:
+        """This worker's copy of the whole response under `key`, plain or gzip, when it has one
+        of the very entry the host's tier holds."""
         checksum = self.memory.checksum(key)
-        return None if checksum is None else self.plain.get(f"{key}#{checksum}")
+        if checksum is None:
+            return None
+        return self.copies.get(f"{key}#{checksum}{':gz' if gzipped else ''}")
 
     def put(self, key: str, entry: codec.Entry) -> None:
         ttl = entry.expires_at - self._clock()
@@ -274,10 +278,12 @@ class Store:
         if self.redis is not None:
             self.redis.put(key, codec.encode(entry), ttl)
 
-    def put_plain(self, key: str, made_from: codec.Entry, entry: codec.Entry) -> None:
-        """`entry`, the plain copy of `made_from` (the gzip entry under `key`)."""
+    def put_copy(self, key: str, made_from: codec.Entry, entry: codec.Entry) -> None:
+        """`entry`, this worker's copy of `made_from` (the gzip entry under `key`): plain
+        (KIND_PLAIN), or `made_from` itself."""
         if entry.expires_at > self._clock():
-            self.plain.put(f"{key}#{codec.checksum(made_from)}", entry)
+            gz = "" if entry.kind == codec.KIND_PLAIN else ":gz"
+            self.copies.put(f"{key}#{codec.checksum(made_from)}{gz}", entry)
 
     async def aclose(self) -> None:
         if self.redis is not None:

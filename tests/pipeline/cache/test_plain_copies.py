@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 
+import pytest
 from support.stages import request
 
 from gateway.config import CacheSettings
@@ -68,18 +69,26 @@ async def test_both_encodings_are_served_as_stored_and_never_stale(tmp_path) -> 
     assert upstream.calls == 2
 
 
-async def test_a_plain_copy_is_not_served_once_another_worker_replaced_its_entry(tmp_path) -> None:
-    """Two workers of one `serve` (two caches on one host store): the copy one worker made for
-    plain clients is not served after the other refreshed the entry."""
+@pytest.mark.parametrize("gzip_client", [False, True])
+async def test_a_copy_is_not_served_once_another_worker_replaced_its_entry(tmp_path, gzip_client) -> None:
+    """Two workers of one `serve` (two caches on one host store): the copy one worker kept of a
+    whole response (decoded for plain clients, or the gzip entry its hits are served from) is
+    not served after the other refreshed the entry."""
     upstream = Versioned()
     first, second = _cache(upstream, str(tmp_path)), _cache(upstream, str(tmp_path))
-    assert (await first(_instant())).body == upstream.body()
-    assert (await second(_instant())).cache == "hit"  # one host: one fetch for both
-    assert upstream.calls == 1
+    ask = _instant().replace(accept_gzip=gzip_client)
+
+    def body(answer: Answer) -> bytes:
+        return gzip.decompress(answer.body) if answer.gzipped else bytes(answer.body)
+
+    assert body(await first(ask)) == upstream.body()
+    assert (await first(ask)).cache == "hit"  # and now first has its copy
+    assert (await second(ask)).cache == "hit"  # one host: one fetch for both
+    assert first.store.copies.bytes > 0 and upstream.calls == 1
     upstream.version = 2
-    await second(_instant().replace(no_cache=True))
-    after = await first(_instant())
-    assert (after.cache, after.body) == ("hit", upstream.body())
+    await second(ask.replace(no_cache=True))
+    after = await first(ask)
+    assert (after.cache, body(after)) == ("hit", upstream.body())
     assert upstream.calls == 2
 
 
@@ -87,12 +96,12 @@ async def test_a_gzip_entry_gets_one_plain_copy_for_plain_clients(tmp_path) -> N
     upstream = Versioned()
     cache = _cache(upstream, str(tmp_path))
     await cache(_instant().replace(accept_gzip=True))
-    before = cache.store.plain.bytes
+    before = cache.store.copies.bytes
     first = await cache(_instant())
-    grown = cache.store.plain.bytes
+    grown = cache.store.copies.bytes
     second = await cache(_instant())
     assert first.body == second.body == upstream.body() and not second.gzipped
-    assert before == 0 < grown == cache.store.plain.bytes  # made once, then served as stored
+    assert before == 0 < grown == cache.store.copies.bytes  # made once, then served as stored
 
 
 class _OtherReplicasRedis:
@@ -111,13 +120,13 @@ class _OtherReplicasRedis:
 async def test_an_entry_promoted_from_redis_drops_the_old_plain_copy(tmp_path) -> None:
     now = 1_000_000.0
     host = HostTier(HostStore(str(tmp_path), 1 << 20, create=True), lambda: now)
-    store = Store(host, None, lambda: now, plain=MemoryTier(1 << 20, lambda: now))
+    store = Store(host, None, lambda: now, copies=MemoryTier(1 << 20, lambda: now))
     old = codec.entry(codec.KIND_RESPONSE, now + 60, 1, b"v1")
     store.put("k", old)
-    store.put_plain("k", old, codec.Entry(codec.KIND_PLAIN, now + 60, 1, b"v1"))
-    assert store.get_plain("k") is not None
+    store.put_copy("k", old, codec.Entry(codec.KIND_PLAIN, now + 60, 1, b"v1"))
+    assert store.get_copy("k", gzipped=False) is not None
     host.delete("k")  # gone from this host (evicted); another replica wrote v2 to Redis
     store.redis = _OtherReplicasRedis(codec.encode(codec.entry(codec.KIND_RESPONSE, now + 60, 1, b"v2")))  # type: ignore[assignment]
     promoted = await store.get("k")
     assert promoted is not None and promoted.data() == b"v2"
-    assert store.get_plain("k") is None
+    assert store.get_copy("k", gzipped=False) is None
