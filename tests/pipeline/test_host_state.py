@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from support.netutil import free_port
 from support.redis_server import RedisServer
-from support.stages import FakeUpstream, request
+from support.stages import FakeUpstream, SlowUpstream, request
 
 from gateway.config import CacheSettings, Limits, Principal, Rate, UpstreamSettings
 from gateway.errors import GatewayError
@@ -58,35 +58,6 @@ def two_workers(host_path: str) -> Iterator[tuple[HostStore, HostStore]]:
     yield stores
     for store in stores:
         store.close()
-
-
-@pytest.fixture
-def short_leases(monkeypatch: pytest.MonkeyPatch) -> float:
-    """Leases of 0.5 s renewed every 0.1 s, so that holders outlive them and the dead lose them."""
-    monkeypatch.setattr(shared_module, "LEASE", 0.5)
-    monkeypatch.setattr(shared_module, "LEASE_RENEW", 0.1)
-    return 0.5
-
-
-class SlowUpstream(FakeUpstream):
-    def __init__(self, delay: float, error: BaseException | None = None, body: bytes = BODY) -> None:
-        super().__init__(Answer(body, headers=(("x-seen", "1"),)))
-        self.delay = delay
-        self.error = error
-        self.in_flight = 0
-        self.most_in_flight = 0
-
-    async def __call__(self, request: Request) -> Answer:
-        self.requests.append(request)
-        self.in_flight += 1
-        self.most_in_flight = max(self.most_in_flight, self.in_flight)
-        try:
-            await asyncio.sleep(self.delay)
-        finally:
-            self.in_flight -= 1
-        if self.error is not None:
-            raise self.error
-        return self.answer
 
 
 def _join(processes: list[multiprocessing.process.BaseProcess]) -> None:

@@ -15,40 +15,18 @@ import redis
 from support.netutil import free_port
 from support.redis_cluster import RedisClusterServer
 from support.redis_server import RedisServer
-from support.stages import PRINCIPAL, WORKSPACE, FakeUpstream, request
+from support.stages import PRINCIPAL, WORKSPACE, SlowUpstream, request
 
 from gateway.config import CacheSettings, Limits, Principal, Rate, UpstreamSettings
 from gateway.errors import GatewayError
 from gateway.metrics import Metrics
 from gateway.pipeline import coalesce, slots
-from gateway.pipeline import shared as shared_module
 from gateway.pipeline.cache.tiers import RedisTier
 from gateway.pipeline.coalesce import coalescing
 from gateway.pipeline.model import Answer, Request
 from gateway.pipeline.rate import RateLimiter
 from gateway.pipeline.shared import SharedRedis
 from gateway.pipeline.slots import workspace_slots
-
-
-class SlowUpstream(FakeUpstream):
-    def __init__(self, delay: float, error: GatewayError | None = None) -> None:
-        super().__init__(Answer(b'{"status":"success","data":[]}', headers=(("x-seen", "1"),)))
-        self.delay = delay
-        self.error = error
-        self.in_flight = 0
-        self.most_in_flight = 0
-
-    async def __call__(self, request: Request) -> Answer:
-        self.requests.append(request)
-        self.in_flight += 1
-        self.most_in_flight = max(self.most_in_flight, self.in_flight)
-        try:
-            await asyncio.sleep(self.delay)
-        finally:
-            self.in_flight -= 1
-        if self.error is not None:
-            raise self.error
-        return self.answer
 
 
 @pytest.fixture(params=["redis", "cluster"])
@@ -196,14 +174,6 @@ async def test_cache_entries_in_many_slots_are_read_in_one_call(
     await writer.flush()
     assert await reader.get_many([*keys, "gwc:absent"]) == [f"entry {i}".encode() for i in range(20)] + [None]
     assert two_processes[1].available
-
-
-@pytest.fixture
-def short_leases(monkeypatch: pytest.MonkeyPatch) -> float:
-    """Leases of 0.5 s renewed every 0.1 s, so that holders outlive them and the dead lose them."""
-    monkeypatch.setattr(shared_module, "LEASE", 0.5)
-    monkeypatch.setattr(shared_module, "LEASE_RENEW", 0.1)
-    return 0.5
 
 
 async def test_a_living_holder_keeps_its_lock_and_a_dead_ones_lock_ends(

@@ -1,7 +1,8 @@
-"""For testing one stage alone: a request factory and a fake upstream that records."""
+"""For testing one stage alone: a request factory and fake upstreams that record."""
 
 from __future__ import annotations
 
+import asyncio
 from urllib.parse import urlencode
 
 from starlette.datastructures import Headers
@@ -62,6 +63,35 @@ class FakeUpstream:
 
     async def __call__(self, request: Request) -> Answer:
         self.requests.append(request)
+        return self.answer
+
+
+class SlowUpstream(FakeUpstream):
+    """Answers `body` (or raises `error`) after `delay` seconds; counts the most requests it
+    held at once."""
+
+    def __init__(
+        self,
+        delay: float,
+        error: BaseException | None = None,
+        body: bytes = b'{"status":"success","data":[]}',
+    ) -> None:
+        super().__init__(Answer(body, headers=(("x-seen", "1"),)))
+        self.delay = delay
+        self.error = error
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    async def __call__(self, request: Request) -> Answer:
+        self.requests.append(request)
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(self.delay)
+        finally:
+            self.in_flight -= 1
+        if self.error is not None:
+            raise self.error
         return self.answer
 
 
