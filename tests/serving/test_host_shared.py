@@ -13,16 +13,14 @@ import os
 import signal
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
 
 import httpx
 import psutil
 import pytest
-from support.amp_standin import AmpStandin, RecordedRequest
+from support.amp_standin import AmpStandin, unique_query
 from support.gateway import GatewayProcess
 from support.prometheus import PrometheusServer
 from support.testenv import AMP_REGION
@@ -57,24 +55,6 @@ def _auth(**limits: Any) -> dict[str, Any]:
             }
         ]
     }
-
-
-def _unique_query() -> str:
-    # A query no other test sends, so that the stand-in's log counts only these requests.
-    return f'sum(demo_num_cpus{{instance!="{uuid.uuid4().hex}"}})'
-
-
-def _sent(record: RecordedRequest, query: str) -> bool:
-    pairs = parse_qsl(record.query) + parse_qsl(record.body.decode(errors="replace"))
-    return ("query", query) in pairs
-
-
-def _forwarded(amp: AmpStandin, query: str) -> int:
-    return sum(1 for record in amp.forwarded if _sent(record, query))
-
-
-def _received(amp: AmpStandin, query: str) -> int:
-    return sum(1 for record in amp.requests if _sent(record, query))
 
 
 def _metric(url: str, sample: str) -> float:
@@ -138,13 +118,13 @@ def test_identical_concurrent_cold_requests_cost_one_upstream_fetch(
     start: Callable[..., GatewayProcess],
 ) -> None:
     gateway = start(_raw(fresh_amp, host_dir), workers=workers)
-    query, at = _unique_query(), str(prometheus.data_end - 600)
+    query, at = unique_query(), str(prometheus.data_end - 600)
     fresh_amp.inject_delay(1.5, count=1, path_contains="/api/v1/query")  # the first one is slow
     answers = _in_parallel(8 * workers, lambda _: _ask(gateway, query, at))
     direct = httpx.post(f"{prometheus.url}/api/v1/query", data={"query": query, "time": at}, timeout=30)
     assert [a.status_code for a in answers] == [200] * len(answers)
     assert all(a.json()["data"] == direct.json()["data"] for a in answers)
-    assert _forwarded(fresh_amp, query) == 1
+    assert fresh_amp.forwarded_count(query) == 1
     # Some waited for another worker's answer: the requests did spread over the workers.
     assert _metric(gateway.url, "gateway_coalesced_across_processes_total") >= 1
 
@@ -158,11 +138,11 @@ def test_identical_sequential_cold_requests_cost_one_upstream_fetch(
     start: Callable[..., GatewayProcess],
 ) -> None:
     gateway = start(_raw(fresh_amp, host_dir), workers=workers)
-    query, at = _unique_query(), str(prometheus.data_end - 600)
+    query, at = unique_query(), str(prometheus.data_end - 600)
     answers = [_ask(gateway, query, at) for _ in range(6 * workers)]
     assert [a.status_code for a in answers] == [200] * len(answers)
     assert len({a.content for a in answers}) == 1
-    assert _forwarded(fresh_amp, query) == 1
+    assert fresh_amp.forwarded_count(query) == 1
 
 
 @pytest.mark.parametrize("workers", WORKERS)
@@ -225,7 +205,7 @@ def test_max_concurrency_holds_across_workers(
     watcher = threading.Thread(target=watch)
     watcher.start()
     try:
-        answers = _in_parallel(count, lambda _: _ask(gateway, _unique_query(), at, headers))
+        answers = _in_parallel(count, lambda _: _ask(gateway, unique_query(), at, headers))
     finally:
         done.set()
         watcher.join()
@@ -264,7 +244,7 @@ def test_a_worker_killed_holding_a_coalescing_lock_delays_the_others_by_at_most_
     start: Callable[..., GatewayProcess],
 ) -> None:
     gateway = start(_raw(fresh_amp, host_dir, cache="off"), workers=workers)
-    query, at = _unique_query(), str(prometheus.data_end - 600)
+    query, at = unique_query(), str(prometheus.data_end - 600)
     fresh_amp.inject_delay(15, count=1, path_contains="/api/v1/query")  # the holder's fetch hangs
     host = store()
     with concurrent.futures.ThreadPoolExecutor(8 * workers + 1) as pool:
@@ -288,7 +268,7 @@ def test_a_worker_killed_holding_a_coalescing_lock_delays_the_others_by_at_most_
     assert all(ended - killed < LEASE for status, ended in outcomes if status == 200)
     started = time.monotonic()
     assert _ask(gateway, query, at).status_code == 200 and time.monotonic() - started < LEASE
-    assert _received(fresh_amp, query) >= 2  # the dead holder's, then the others'
+    assert fresh_amp.received_count(query) >= 2  # the dead holder's, then the others'
     _replaced(gateway)
 
 
@@ -308,10 +288,10 @@ def test_a_worker_killed_holding_a_slot_delays_the_others_by_at_most_the_lease(
     fresh_amp.inject_delay(15, count=1, path_contains="/api/v1/query")  # the holder's fetch hangs
     host = store()
     with concurrent.futures.ThreadPoolExecutor(4 * workers + 1) as pool:
-        first = pool.submit(_outcome, lambda: _ask(gateway, _unique_query(), at))
+        first = pool.submit(_outcome, lambda: _ask(gateway, unique_query(), at))
         slot = _wait_for(lambda: [k for k in host.state_keys() if k.startswith("slots:")])[0]
         waiting = [
-            pool.submit(_outcome, lambda: _ask(gateway, _unique_query(), at)) for _ in range(4 * workers)
+            pool.submit(_outcome, lambda: _ask(gateway, unique_query(), at)) for _ in range(4 * workers)
         ]
         time.sleep(0.5)  # they queue for the slot
         (record,) = host.peek_state([slot]) or [None]
@@ -323,5 +303,5 @@ def test_a_worker_killed_holding_a_slot_delays_the_others_by_at_most_the_lease(
     assert {status for status, _ in outcomes} <= {200, 0}
     assert all(ended - killed < LEASE for status, ended in outcomes if status == 200)
     started = time.monotonic()
-    assert _ask(gateway, _unique_query(), at).status_code == 200 and time.monotonic() - started < LEASE
+    assert _ask(gateway, unique_query(), at).status_code == 200 and time.monotonic() - started < LEASE
     _replaced(gateway)

@@ -9,16 +9,14 @@ import hashlib
 import os
 import signal
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
 
 import httpx
 import orjson
 import pytest
-from support.amp_standin import AmpStandin, RecordedRequest
+from support.amp_standin import AmpStandin, unique_query
 from support.certs import Authority, Pki, presented_serial
 from support.gateway import GatewayProcess
 from support.netutil import free_port
@@ -42,20 +40,6 @@ def _raw(amp: AmpStandin, redis_url: str | None, **extra: Any) -> dict[str, Any]
     return raw
 
 
-def _unique_query() -> str:
-    # A query no other test sends, so that the stand-in's log counts only these requests.
-    return f'sum(demo_num_cpus{{instance!="{uuid.uuid4().hex}"}})'
-
-
-def _sent(record: RecordedRequest, query: str) -> bool:
-    pairs = parse_qsl(record.query) + parse_qsl(record.body.decode(errors="replace"))
-    return ("query", query) in pairs
-
-
-def _forwarded(amp: AmpStandin, query: str) -> int:
-    return sum(1 for record in amp.forwarded if _sent(record, query))
-
-
 def test_identical_cold_requests_over_processes_cost_one_upstream_fetch(
     fresh_amp: AmpStandin,
     prometheus: PrometheusServer,
@@ -64,7 +48,7 @@ def test_identical_cold_requests_over_processes_cost_one_upstream_fetch(
 ) -> None:
     # The cache is off: only coalescing can save the fetches. Two processes, two workers each.
     gateways = [start(_raw(fresh_amp, redis_server.url), workers=2) for _ in range(2)]
-    query = _unique_query()
+    query = unique_query()
     at = str(prometheus.data_end - 600)
     fresh_amp.inject_delay(1.5, count=1, path_contains="/api/v1/query")  # the first one is slow
 
@@ -77,7 +61,7 @@ def test_identical_cold_requests_over_processes_cost_one_upstream_fetch(
     direct = httpx.post(f"{prometheus.url}/api/v1/query", data={"query": query, "time": at}, timeout=30)
     assert [a.status_code for a in answers] == [200] * 8
     assert {a.content for a in answers} == {direct.content}
-    assert _forwarded(fresh_amp, query) == 1
+    assert fresh_amp.forwarded_count(query) == 1
     # /metrics adds up its process's workers, whichever worker serves it.
     requests = sum(
         _metric(g.url, 'gateway_requests_total{code="200",endpoint="query",workspace="ws-test1"}')
@@ -149,7 +133,7 @@ def test_sigterm_during_a_slow_upstream_request_still_completes_it(
     fresh_amp: AmpStandin, prometheus: PrometheusServer, start: Callable[..., GatewayProcess]
 ) -> None:
     gateway = start(_raw(fresh_amp, None, shutdown_grace="15s"), workers=2)
-    query = _unique_query()
+    query = unique_query()
     at = str(prometheus.data_end - 600)
     fresh_amp.inject_delay(3, count=1, path_contains="/api/v1/query")
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
@@ -157,7 +141,7 @@ def test_sigterm_during_a_slow_upstream_request_still_completes_it(
             httpx.post, f"{gateway.url}/api/v1/query", data={"query": query, "time": at}, timeout=30
         )
         deadline = time.monotonic() + 10
-        while not any(_sent(record, query) for record in fresh_amp.requests):
+        while not fresh_amp.received_count(query):
             assert time.monotonic() < deadline, "the request never reached the stand-in"
             time.sleep(0.02)
         assert gateway.process is not None
@@ -188,13 +172,13 @@ def test_replicas_share_state_through_redis_with_tls_and_auth(
         raw = _raw(fresh_amp, server.url)
         raw["cache"]["mode"] = "redis"
         gateways = [start(raw) for _ in range(2)]
-        query = _unique_query()
+        query = unique_query()
         at = str(prometheus.data_end - 600)
         first = httpx.post(f"{gateways[0].url}/api/v1/query", data={"query": query, "time": at}, timeout=30)
         second = httpx.post(f"{gateways[1].url}/api/v1/query", data={"query": query, "time": at}, timeout=30)
         assert first.status_code == second.status_code == 200 and first.content == second.content
         assert second.headers["x-cache"] == "hit"  # from the other replica's entry, over TLS
-        assert _forwarded(fresh_amp, query) == 1
+        assert fresh_amp.forwarded_count(query) == 1
         stored = server.keys()
         assert any(key.startswith(b"gwc:") for key in stored)
         for gateway in gateways:

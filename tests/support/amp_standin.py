@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import parse_qsl
 
 import orjson
 
@@ -54,6 +55,11 @@ _FORWARD_REQUEST_HEADERS = (
 _RETURN_HEADERS = (b"content-type", b"content-encoding", b"vary")
 
 
+def unique_query() -> str:
+    """A query no other test sends, so that the stand-in's log counts only one test's requests."""
+    return f'sum(demo_num_cpus{{instance!="{uuid.uuid4().hex}"}})'
+
+
 @dataclass
 class RecordedRequest:
     """One request as the stand-in received it, and what it answered."""
@@ -78,6 +84,11 @@ class RecordedRequest:
     @property
     def query(self) -> str:
         return self.raw_query.decode("latin-1")
+
+    def asks(self, query: str) -> bool:
+        """Whether this request's `query` parameter (in the URL or the form) is `query`."""
+        pairs = parse_qsl(self.query) + parse_qsl(self.body.decode(errors="replace"))
+        return ("query", query) in pairs
 
     def header(self, name: str) -> str | None:
         key = name.lower().encode()
@@ -228,6 +239,14 @@ class AmpStandin:
     def forwarded(self) -> list[RecordedRequest]:
         """Recorded requests that reached Prometheus."""
         return [r for r in self.requests if r.forwarded]
+
+    def forwarded_count(self, query: str) -> int:
+        """How many requests for `query` reached Prometheus."""
+        return sum(1 for record in self.forwarded if record.asks(query))
+
+    def received_count(self, query: str) -> int:
+        """How many requests for `query` reached the stand-in."""
+        return sum(1 for record in self.requests if record.asks(query))
 
     # -- ASGI ------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
