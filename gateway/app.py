@@ -55,7 +55,7 @@ from gateway.pipeline.compose import compose, instrumented
 from gateway.pipeline.credentials import CredentialSource, chain_method
 from gateway.pipeline.edge_guard import edge_guard
 from gateway.pipeline.enforce import EnforceSettings, enforcement
-from gateway.pipeline.host import MAX_RECORD_BYTES, HostStore
+from gateway.pipeline.host import HostStore
 from gateway.pipeline.limits import size_limits
 from gateway.pipeline.local import local_answers
 from gateway.pipeline.model import Answer, Handler, Incoming, Stage
@@ -126,9 +126,7 @@ class Gateway:
                     wait=settings.upstream.timeout + settings.upstream.retry_budget,
                     on_shared_remotely=metrics.coalesced_across_processes.inc,
                     host=self.host,
-                    host_max_answer_bytes=min(
-                        settings.cache.max_answer_bytes, self.host.max_bytes // 4, MAX_RECORD_BYTES
-                    ),
+                    host_max_answer_bytes=min(settings.cache.max_answer_bytes, self.host.max_record_bytes),
                 ),
             ),
             ("edge_guard", edge_guard(metrics)),

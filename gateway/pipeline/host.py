@@ -244,6 +244,11 @@ class HostStore:
         self._failed = False
         self._reads, self._old = _AGE_EVERY, 0
 
+    @property
+    def max_record_bytes(self) -> int:
+        """The largest record `put` stores: MAX_RECORD_BYTES, or a quarter of a smaller bound."""
+        return min(self.max_bytes // 4, MAX_RECORD_BYTES)
+
     @classmethod
     def make(cls, path: str, max_bytes: int) -> None:
         """Makes the environment in `path` (a directory of this user's alone), for others to open."""
@@ -356,31 +361,26 @@ class HostStore:
         the bound would be passed; False when it was not stored (larger than MAX_RECORD_BYTES or
         a quarter of the bound, or the store failed)."""
         size = record_bytes(key, len(value))
-        if size > min(self.max_bytes // 4, MAX_RECORD_BYTES):
+        if size > self.max_record_bytes:
             return False
         try:
             try:
-                self._put(key, value, keep_until, size, 0)
+                self._put(key, value, keep_until, size)
             except lmdb.MapFullError:
                 self._make_room()
-                self._put(key, value, keep_until, size, 0)
+                self._put(key, value, keep_until, size)
         except _FAILURES as err:
             self._failure("write", err)
             return False
         self._worked()
         return True
 
-    def _put(self, key: bytes, value: bytes, keep_until: float, size: int, extra: int) -> None:
+    def _put(self, key: bytes, value: bytes, keep_until: float, size: int) -> None:
         env = self._open()
         with env.begin(write=True) as txn:
-            stored = self._meta_int(txn, b"bytes")
+            stored = self._meta_int(txn, b"bytes") - self._drop(txn, key)
             seq = self._meta_int(txn, b"seq") + 1
-            old = txn.get(key, db=self._cache)
-            if old is not None:
-                (old_seq,) = _SEQ.unpack_from(old)
-                txn.delete(_SEQ.pack(old_seq), db=self._order)
-                stored -= record_bytes(key, len(old) - _CACHE_HEAD.size)
-            stored = self._evict(txn, stored, self.max_bytes - size - extra)
+            stored = self._evict(txn, stored, self.max_bytes - size)
             txn.put(key, _CACHE_HEAD.pack(seq, keep_until) + value, db=self._cache)
             txn.put(_SEQ.pack(seq), key, db=self._order)
             txn.put(b"bytes", _SEQ.pack(stored + size), db=self._meta)
@@ -409,6 +409,14 @@ class HostStore:
                 stored -= record_bytes(key, len(old) - _CACHE_HEAD.size)
         return max(0, stored)
 
+    def _drop(self, txn: lmdb.Transaction, key: bytes) -> int:
+        """Deletes the record under `key` and its place in the order; the bytes it took."""
+        old = txn.pop(key, db=self._cache)
+        if old is None:
+            return 0
+        txn.delete(old[: _SEQ.size], db=self._order)
+        return record_bytes(key, len(old) - _CACHE_HEAD.size)
+
     def _meta_int(self, txn: lmdb.Transaction, name: bytes) -> int:
         found = txn.get(name, db=self._meta)
         return 0 if found is None else int(_SEQ.unpack(found)[0])
@@ -417,11 +425,9 @@ class HostStore:
         try:
             env = self._open()
             with env.begin(write=True) as txn:
-                old = txn.pop(key, db=self._cache)
-                if old is not None:
-                    (seq,) = _SEQ.unpack_from(old)
-                    txn.delete(_SEQ.pack(seq), db=self._order)
-                    stored = self._meta_int(txn, b"bytes") - record_bytes(key, len(old) - _CACHE_HEAD.size)
+                freed = self._drop(txn, key)
+                if freed:
+                    stored = self._meta_int(txn, b"bytes") - freed
                     txn.put(b"bytes", _SEQ.pack(max(0, stored)), db=self._meta)
         except _FAILURES as err:
             self._failure("write", err)

@@ -58,10 +58,6 @@ class MemoryTier:
     def get(self, key: str) -> codec.Entry | None:
         return self._cache.get(key)
 
-    def get_many(self, keys: list[str], grace: float = 0.0) -> list[codec.Entry | None]:
-        """The entries under `keys` (expired ones are gone from here, whatever the `grace`)."""
-        return [self._cache.get(key) for key in keys]
-
     def put(self, key: str, entry: codec.Entry) -> None:
         if _entry_bytes(entry) > self._max_bytes:
             return
@@ -102,7 +98,7 @@ class HostTier:
 
     def get_many(self, keys: list[str], grace: float = 0.0) -> list[codec.Entry | None]:
         """The entries under `keys`; with `grace`, also those expired at most `grace` seconds
-        ago. A damaged one is dropped (and counted in `damaged`)."""
+        ago. A damaged one is dropped (and reported to `on_damaged`)."""
         now = self._clock()
         blobs = self.store.get_many([key.encode() for key in keys], now)
         out: list[codec.Entry | None] = []
@@ -116,13 +112,11 @@ class HostTier:
                 out.append(None)
         return out
 
-    def get(self, key: str) -> codec.Entry | None:
-        return self.get_many([key])[0]
-
     def checksum(self, key: str) -> int | None:
         """The checksum of the live entry under `key` (read from its header alone), or None."""
-        head = self.store.peek(key.encode(), self._clock(), codec.HEADER_BYTES)
-        return None if head is None else codec.peek(head, self._clock())
+        now = self._clock()
+        head = self.store.peek(key.encode(), now, codec.HEADER_BYTES)
+        return None if head is None else codec.peek(head, now)
 
     def put(self, key: str, entry: codec.Entry) -> None:
         self.store.put(key.encode(), codec.encode(entry), entry.expires_at + self._keep_stale)
