@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -34,7 +35,8 @@ from gateway.config import CacheSettings, UpstreamSettings
 from gateway.metrics import Metrics
 from gateway.pipeline import coalesce
 from gateway.pipeline.cache import codec
-from gateway.pipeline.cache.tiers import MemoryTier, RedisTier, Store
+from gateway.pipeline.cache.tiers import HostTier, RedisTier, Store
+from gateway.pipeline.host import HostStore
 from gateway.pipeline.model import Answer, Handler
 from gateway.pipeline.shared import SharedRedis
 from gateway.pipeline.slots import workspace_slots
@@ -55,7 +57,8 @@ async def hit_from_redis(url: str, key: str | None, size: int, hits: int) -> tup
     """CPU and wall µs of one hit from Redis of an entry of `size` bytes."""
     shared = SharedRedis(CacheSettings(mode="redis", redis_url=url, redis_hmac_key=key), Metrics(), timeout=5)
     await shared.connect()
-    store = Store(MemoryTier(64 << 20, time.time), RedisTier(shared), time.time)
+    host = HostStore(tempfile.mkdtemp(prefix="bench-host-"), 64 << 20, create=True)
+    store = Store(HostTier(host, time.time), RedisTier(shared), time.time)
     name = f"gwc:{size:040x}"
     store.put(
         name, codec.entry(codec.KIND_RESPONSE, time.time() + 3600, 1, os.urandom(size), compressed=True)
@@ -73,6 +76,8 @@ async def hit_from_redis(url: str, key: str | None, size: int, hits: int) -> tup
         return (time.process_time() - cpu) / hits * 1e6, (time.perf_counter() - wall) / hits * 1e6
     finally:
         await store.aclose()
+        host.close()
+        shutil.rmtree(host.path, ignore_errors=True)
         await shared.aclose()
 
 

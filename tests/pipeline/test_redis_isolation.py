@@ -30,8 +30,9 @@ from gateway.errors import GatewayError
 from gateway.metrics import Metrics
 from gateway.pipeline import coalesce, slots
 from gateway.pipeline.cache import codec
-from gateway.pipeline.cache.tiers import MemoryTier, RedisTier, Store
+from gateway.pipeline.cache.tiers import HostTier, RedisTier, Store
 from gateway.pipeline.coalesce import coalescing
+from gateway.pipeline.host import HostStore
 from gateway.pipeline.model import Answer, Request
 from gateway.pipeline.rate import RateLimiter
 from gateway.pipeline.shared import SharedRedis
@@ -299,13 +300,15 @@ async def test_deployments_do_not_read_each_others_cache_entries(redis_server: R
 
 
 @pytest.fixture
-async def sealed(redis_server: RedisServer) -> AsyncIterator[tuple[SharedRedis, Store, Metrics]]:
+async def sealed(
+    redis_server: RedisServer, tmp_path: Path
+) -> AsyncIterator[tuple[SharedRedis, Store, Metrics]]:
     settings = CacheSettings(mode="redis", redis_url=redis_server.url, redis_hmac_key="h" * 40)
     metrics = Metrics()
     shared = SharedRedis(settings, metrics)
     damaged = metrics.cache_damaged_entries
     store = Store(
-        MemoryTier(1 << 20, lambda: 1e9),
+        HostTier(HostStore(str(tmp_path), 1 << 20, create=True), lambda: 1e9),
         RedisTier(shared),
         lambda: 1e9,
         on_damaged=lambda tier: damaged.labels(tier).inc(),
