@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from gateway.config import auth, certificates, limits, server, settings
+from gateway.config import amp_rates, auth, certificates, cost, limits, quotas, server, settings
 
 # Variable -> the key it sets (the environment wins over the file). None: no key.
 ENVIRONMENT: dict[str, str | None] = {
@@ -56,6 +56,10 @@ SECTIONS: dict[str, Collection[str]] = {
     "panels": settings.PanelSettings.__dataclass_fields__,
     "tls": certificates.TlsSettings.__dataclass_fields__,
     "server": server.KEYS,
+    "cost": cost.KEYS,
+    "cost.budgets[]": cost._BUDGET_KEYS,
+    "quotas": quotas.KEYS,
+    "quotas.rates": amp_rates.RATE_KEYS,
     "auth": auth._AUTH_KEYS,
     "auth.principals[]": auth._PRINCIPAL_KEYS,
     "auth.proxy": auth._PROXY_KEYS,

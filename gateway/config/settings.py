@@ -21,6 +21,8 @@ import yaml
 
 from gateway.config.auth import AuthSettings, parse_auth
 from gateway.config.certificates import TlsSettings, read_tls, read_upstream_tls
+from gateway.config.cost import CostSettings, read_cost
+from gateway.config.quotas import QuotaSettings, read_quotas
 from gateway.config.readers import ConfigError, Reader, read_bool
 from gateway.config.server import ServerSettings, read_server
 
@@ -151,6 +153,8 @@ class Settings:
     aws: AwsSettings = field(default_factory=AwsSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
     panels: PanelSettings = field(default_factory=PanelSettings)
+    cost: CostSettings = field(default_factory=CostSettings)  # prices, budgets, the cost view
+    quotas: QuotaSettings = field(default_factory=QuotaSettings)  # AMP's, checked before sending
     auth: AuthSettings = field(default_factory=lambda: AuthSettings(enabled=False))
     tls: TlsSettings = field(default_factory=TlsSettings)  # the certificate served to clients
     server: ServerSettings = field(default_factory=ServerSettings)  # the HTTP edge's bounds
@@ -266,6 +270,8 @@ _TOP_KEYS = {
     "aws",
     "cache",
     "panels",
+    "cost",
+    "quotas",
     "auth",
     "limits",
     "tls",
@@ -365,6 +371,8 @@ def build_settings(raw: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
         aws=aws,
         cache=_cache(top.mapping("cache"), env),
         panels=_panels(top.mapping("panels")),
+        cost=read_cost(top.mapping("cost")),
+        quotas=read_quotas(top.mapping("quotas")),
         auth=parse_auth(auth_raw, top.mapping("limits").raw or None, host, seen),
         tls=read_tls(top.mapping("tls"), env),
         server=read_server(top.mapping("server")),

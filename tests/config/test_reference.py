@@ -104,6 +104,8 @@ BASE: dict[str, Any] = {
         "failed_sign_ins": {"per_address": 5},
     },
     "limits": {"rate": {"per_second": 1}},
+    "cost": {"budgets": [{"principal": "a", "samples": 1000}]},
+    "quotas": {"rates": {}},
 }
 
 
