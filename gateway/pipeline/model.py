@@ -51,6 +51,46 @@ class QueryWindow:
 
 
 @dataclass(frozen=True, slots=True)
+class Origin:
+    """Who the request is for, as Grafana says it: its data-source requests carry the dashboard's
+    uid (X-Dashboard-Uid), the panel's id (X-Panel-Id), the org (X-Grafana-Org-Id) and, with
+    `send_user_header`, the user (X-Grafana-User); newer versions the titles too. What the client
+    says, unchecked: for the cost view and dashboard budgets, never for access."""
+
+    dashboard: str = ""
+    panel: str = ""
+    org: str = ""
+    user: str = ""
+    dashboard_title: str = ""
+    panel_title: str = ""
+
+
+NO_ORIGIN = Origin()
+_ORIGIN_HEADERS = (
+    ("x-dashboard-uid", "dashboard"),
+    ("x-panel-id", "panel"),
+    ("x-grafana-org-id", "org"),
+    ("x-grafana-user", "user"),
+    ("x-dashboard-title", "dashboard_title"),
+    ("x-panel-title", "panel_title"),
+)
+MAX_ORIGIN_CHARS = 128
+
+
+def origin_of(headers: Headers) -> Origin:
+    """The request's `Origin` from its headers: each value cut to MAX_ORIGIN_CHARS printable
+    characters, so that no header can grow a key or a label without bound."""
+    found: dict[str, str] = {}
+    for header, name in _ORIGIN_HEADERS:
+        value = headers.get(header)
+        if value:
+            text = "".join(c for c in value[:MAX_ORIGIN_CHARS] if c.isprintable()).strip()
+            if text:
+                found[name] = text
+    return Origin(**found) if found else NO_ORIGIN
+
+
+@dataclass(frozen=True, slots=True)
 class Request:
     """One Prometheus API call to one workspace, validated and ready to forward.
 
@@ -71,6 +111,7 @@ class Request:
     no_cache: bool = False  # the client sent Cache-Control: no-cache
     accept_gzip: bool = False  # the client takes gzip: ask the upstream for it, pass it through
     request_id: str = ""
+    origin: Origin = NO_ORIGIN  # the Grafana dashboard, panel and user it is for, if said
 
     def param(self, name: str) -> str:
         """The first value of `name`, or "" (Go's FormValue)."""
@@ -82,7 +123,9 @@ class Request:
     def replace(self, **changes: Any) -> Request:
         return dataclasses.replace(self, **changes)
 
-    def for_client(self, no_cache: bool, accept_gzip: bool, request_id: str) -> Request:
+    def for_client(
+        self, no_cache: bool, accept_gzip: bool, request_id: str, origin: Origin = NO_ORIGIN
+    ) -> Request:
         """This validated request as one client's: what it accepts and its request id. (The
         constructor called directly: dataclasses.replace costs twice as much, and this runs on
         every cache hit; bench/README.md, issue 10.)"""
@@ -100,6 +143,7 @@ class Request:
             no_cache,
             accept_gzip,
             request_id,
+            origin,
         )
 
 

@@ -19,7 +19,7 @@ from cachetools import LRUCache
 
 from gateway.config import Principal, Workspace
 from gateway.errors import GatewayError
-from gateway.pipeline.model import Incoming, Request
+from gateway.pipeline.model import Incoming, Request, origin_of
 from gateway.pipeline.validate.endpoints import BUILDERS, Call, label_values
 from gateway.pipeline.validate.params import Params
 from gateway.promql import offloop
@@ -75,6 +75,7 @@ class Validator:
             no_cache="no-cache" in headers.get("cache-control", "").lower(),
             accept_gzip="gzip" in headers.get("accept-encoding", "").lower(),
             request_id=incoming.request_id,
+            origin=origin_of(headers),
         )
 
     def _request(self, call: Call, workspace: Workspace, principal: Principal) -> Request:
