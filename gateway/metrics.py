@@ -395,6 +395,40 @@ class Metrics:
             ["workspace"],
             registry=r,
         )
+        # the cost ledger (gateway.pipeline.cost): AMP's query samples, what it bills
+        self.query_samples = Counter(
+            "gateway_query_samples_total",
+            "Query samples AMP processed for the gateway's fetches (totalQueryableSamples: what AMP "
+            "bills), by workspace and principal.",
+            ["workspace", "principal"],
+            registry=r,
+        )
+        self.query_samples_saved = Counter(
+            "gateway_query_samples_saved_total",
+            "Query samples the results cache or a shared fetch saved, by workspace and principal.",
+            ["workspace", "principal"],
+            registry=r,
+        )
+        self.dashboard_query_samples = Counter(
+            "gateway_dashboard_query_samples_total",
+            "Query samples AMP processed, by Grafana dashboard uid: the first cost.top a worker "
+            "sees, the rest as 'other', '-' when the request named none.",
+            ["dashboard"],
+            registry=r,
+        )
+        self.dashboard_query_samples_saved = Counter(
+            "gateway_dashboard_query_samples_saved_total",
+            "Query samples the cache saved, by Grafana dashboard uid (as "
+            "gateway_dashboard_query_samples_total).",
+            ["dashboard"],
+            registry=r,
+        )
+        self.cost_unsaved_flushes = Counter(
+            "gateway_cost_unsaved_flushes_total",
+            "Flushes of a worker's cost totals that neither Redis nor the host's store took (kept "
+            "in the worker and tried again with the next).",
+            registry=r,
+        )
         # results cache (gateway.pipeline.cache)
         self.cache_requests = Counter(
             "gateway_cache_requests_total",
