@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import botocore.auth
 import botocore.session
@@ -21,7 +21,21 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
-from support.amp_standin import AmpStandin
+from hypothesis import given
+from hypothesis import strategies as st
+from support.amp_standin import ERROR_THRESHOLD, WARNING_THRESHOLD, AmpStandin, meter, stats_span
+from support.grafana_replay import (
+    Panel,
+    Traffic,
+    Viewer,
+    by_dashboard,
+    by_panel,
+    by_user,
+    charged_by,
+    go_float,
+    grafana_form,
+    replay_async,
+)
 from support.promdata import LE_STRINGS, DataWindow, generate_openmetrics
 from support.prometheus import PrometheusServer
 from support.sigv4_verify import SIGNATURE_MISMATCH, canonical_query, canonical_uri
@@ -509,3 +523,307 @@ def test_botocore_assume_role_profile_refreshes_through_standin(
     assert [(c.role_arn, c.external_id, c.session_name) for c in calls] == [
         (EXTERNAL_ROLE_ARN, EXTERNAL_ID, "gateway")
     ] * 2
+
+
+# -- AMP stand-in: metering QueryMetrics ------------------------------------------------------------
+
+RATE = 'sum by (instance) (rate(demo_cpu_usage_seconds_total{mode="user"}[1m]))'
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def _range_form(prometheus: PrometheusServer, query: str = RATE, minutes: int = 30) -> dict[str, str]:
+    end = prometheus.data_end - 600
+    return {"query": query, "start": str(end - minutes * 60), "end": str(end), "step": "15"}
+
+
+def _post(
+    http: httpx.Client,
+    amp: AmpStandin,
+    endpoint: str,
+    form: Mapping[str, str],
+    headers: Mapping[str, str] | None = None,
+) -> httpx.Response:
+    url = f"{amp.workspace_url('ws-test1')}/api/v1/{endpoint}"
+    request = sign(
+        "POST", url, body=urlencode(form).encode(), headers={**FORM, **(headers or {})}, **_keys(amp)
+    )
+    return send(http, request)
+
+
+def _direct(
+    http: httpx.Client,
+    prometheus: PrometheusServer,
+    endpoint: str,
+    form: Mapping[str, str],
+    headers: Mapping[str, str] | None = None,
+) -> httpx.Response:
+    return http.post(f"{prometheus.url}/api/v1/{endpoint}", data=dict(form), headers=dict(headers or {}))
+
+
+def _prometheus_samples(
+    http: httpx.Client, prometheus: PrometheusServer, endpoint: str, form: Mapping[str, str]
+) -> int:
+    """totalQueryableSamples as Prometheus itself reports it."""
+    answer = orjson.loads(_direct(http, prometheus, endpoint, {**form, "stats": "all"}).content)
+    return int(answer["data"]["stats"]["samples"]["totalQueryableSamples"])
+
+
+def test_samples_are_prometheus_own_stats(
+    http: httpx.Client, prometheus: PrometheusServer, fresh_amp: AmpStandin
+) -> None:
+    at = str(prometheus.data_end - 600)
+    cases = [
+        ("query_range", _range_form(prometheus)),
+        ("query_range", _range_form(prometheus, "demo_api_request_duration_seconds_bucket", 10)),
+        ("query", {"query": "demo_api_request_duration_seconds_bucket", "time": at}),
+        ("query", {"query": "rate(demo_cpu_usage_seconds_total[5m])", "time": at}),
+    ]
+    expected = [_prometheus_samples(http, prometheus, endpoint, form) for endpoint, form in cases]
+    assert all(samples > 0 for samples in expected) and len(set(expected)) == len(expected)
+    for endpoint, form in cases:
+        assert _post(http, fresh_amp, endpoint, form).status_code == 200
+    # and a GET, parameters in the URL
+    url = query_url(fresh_amp, "demo_num_cpus", prometheus.data_end - 600)
+    assert send(http, sign("GET", url, **_keys(fresh_amp))).status_code == 200
+    expected.append(_prometheus_samples(http, prometheus, "query", {"query": "demo_num_cpus", "time": at}))
+
+    assert [r.samples for r in fresh_amp.requests] == expected
+    assert all(r.charged and not r.warned for r in fresh_amp.requests)
+    assert fresh_amp.charged_samples() == sum(expected)
+    assert fresh_amp.charged_samples(path_contains="query_range") == sum(expected[:2])
+    assert fresh_amp.charged_samples(path_contains="ws-test2") == 0
+
+
+def test_other_apis_and_failed_queries_are_not_charged(
+    http: httpx.Client, prometheus: PrometheusServer, fresh_amp: AmpStandin
+) -> None:
+    labels = send(
+        http, sign("GET", f"{fresh_amp.workspace_url('ws-test1')}/api/v1/labels", **_keys(fresh_amp))
+    )
+    assert labels.status_code == 200
+    bad = _post(http, fresh_amp, "query", {"query": "rate(demo_num_cpus)"})
+    assert bad.status_code == 400 and orjson.loads(bad.content)["errorType"] == "bad_data"
+    fresh_amp.inject(503, path_contains="query_range")
+    assert _post(http, fresh_amp, "query_range", _range_form(prometheus)).status_code == 503
+    assert [(r.samples, r.charged) for r in fresh_amp.requests] == [(None, False)] * 3
+    assert fresh_amp.charged_samples() == 0
+
+
+@pytest.mark.parametrize("encoding", ["identity", "gzip", "deflate"])
+@pytest.mark.parametrize("endpoint", ["query", "query_range"])
+def test_stats_are_removed_byte_for_byte(
+    http: httpx.Client, prometheus: PrometheusServer, fresh_amp: AmpStandin, encoding: str, endpoint: str
+) -> None:
+    form = _range_form(prometheus, "demo_api_request_duration_seconds_bucket", 60)
+    if endpoint == "query":
+        form = {"query": form["query"], "time": form["end"]}
+    accept = {"Accept-Encoding": encoding}
+    through = _post(http, fresh_amp, endpoint, form, accept)
+    direct = _direct(http, prometheus, endpoint, form, accept)
+    assert through.status_code == direct.status_code == 200
+    assert through.headers.get("content-encoding") == direct.headers.get("content-encoding")
+    assert len(direct.content) > 50_000 and b'"stats"' not in direct.content
+    assert through.content == direct.content
+    [record] = fresh_amp.requests
+    assert record.samples == _prometheus_samples(http, prometheus, endpoint, form)
+
+
+def test_stats_the_caller_asked_for_are_kept(
+    http: httpx.Client, prometheus: PrometheusServer, fresh_amp: AmpStandin
+) -> None:
+    form = _range_form(prometheus)
+    for asked in ("all", "true"):
+        through = _post(http, fresh_amp, "query_range", {**form, "stats": asked})
+        direct = _direct(http, prometheus, "query_range", {**form, "stats": asked})
+        samples = orjson.loads(through.content)["data"]["stats"]["samples"]["totalQueryableSamples"]
+        assert samples == fresh_amp.requests[-1].samples > 0
+        # the same answer but for the timings, which differ from run to run
+        (start, end), (direct_start, direct_end) = stats_span(through.content), stats_span(direct.content)
+        assert through.content[:start] == direct.content[:direct_start]
+        assert through.content[end:] == direct.content[direct_end:]
+    # an empty stats asks for none (Prometheus: "if the parameter is not empty")
+    empty = _post(http, fresh_amp, "query_range", {**form, "stats": ""})
+    assert empty.content == _direct(http, prometheus, "query_range", form).content
+    assert fresh_amp.requests[-1].samples == samples
+
+
+def test_error_threshold_refuses_and_charges_nothing(
+    http: httpx.Client, prometheus: PrometheusServer, fresh_amp: AmpStandin
+) -> None:
+    form = _range_form(prometheus)
+    samples = _prometheus_samples(http, prometheus, "query_range", form)
+    refused = _post(http, fresh_amp, "query_range", {**form, ERROR_THRESHOLD: str(samples - 1)})
+    assert refused.status_code == 422
+    assert refused.headers["content-type"] == "application/json"
+    assert orjson.loads(refused.content) == {
+        "status": "error",
+        "errorType": "execution",
+        "error": f"query exceeded {ERROR_THRESHOLD} ({samples - 1})",
+    }
+    record = fresh_amp.requests[-1]
+    assert (record.samples, record.charged, record.error_threshold) == (samples, False, samples - 1)
+    assert fresh_amp.charged_samples() == 0
+
+    # "exceed": exactly the threshold passes, and is charged
+    allowed = _post(http, fresh_amp, "query_range", {**form, ERROR_THRESHOLD: str(samples)})
+    assert allowed.content == _direct(http, prometheus, "query_range", form).content
+    assert fresh_amp.charged_samples() == samples
+    # a threshold in the URL of a POST counts as well
+    url = f"{fresh_amp.workspace_url('ws-test1')}/api/v1/query_range?{ERROR_THRESHOLD}=1"
+    request = sign("POST", url, body=urlencode(form).encode(), headers=FORM, **_keys(fresh_amp))
+    assert send(http, request).status_code == 422
+    assert fresh_amp.requests[-1].error_threshold == 1 and fresh_amp.charged_samples() == samples
+
+
+def test_warning_threshold_warns(
+    http: httpx.Client, prometheus: PrometheusServer, fresh_amp: AmpStandin
+) -> None:
+    form = _range_form(prometheus)
+    samples = _prometheus_samples(http, prometheus, "query_range", form)
+    plain = _direct(http, prometheus, "query_range", form).content
+    warning = f"query processed more samples than {WARNING_THRESHOLD} ({samples})"
+    warned = _post(http, fresh_amp, "query_range", {**form, WARNING_THRESHOLD: str(samples)})
+    assert warned.status_code == 200
+    assert warned.content == plain[:-1] + b',"warnings":' + orjson.dumps([warning]) + b"}"
+    record = fresh_amp.requests[-1]
+    assert record.warned and record.charged and record.warning_threshold == samples
+
+    quiet = _post(http, fresh_amp, "query_range", {**form, WARNING_THRESHOLD: str(samples + 1)})
+    assert quiet.content == plain and not fresh_amp.requests[-1].warned
+    both = {**form, WARNING_THRESHOLD: "1", ERROR_THRESHOLD: str(samples)}
+    assert orjson.loads(_post(http, fresh_amp, "query_range", both).content)["warnings"] == [
+        f"query processed more samples than {WARNING_THRESHOLD} (1)"
+    ]
+    assert fresh_amp.charged_samples() == 3 * samples
+
+
+@pytest.mark.parametrize("value", ["", "-1", "1e6", "ten", "\u0661"])
+def test_malformed_threshold_is_bad_data(
+    http: httpx.Client, prometheus: PrometheusServer, fresh_amp: AmpStandin, value: str
+) -> None:
+    response = _post(http, fresh_amp, "query", {"query": "demo_num_cpus", ERROR_THRESHOLD: value})
+    assert response.status_code == 400
+    body = orjson.loads(response.content)
+    assert (body["status"], body["errorType"]) == ("error", "bad_data")
+    assert ERROR_THRESHOLD in body["error"]
+    assert not fresh_amp.requests[-1].forwarded
+
+
+_TEXT = st.text(st.sampled_from('ab,:{}[]"\\ \n\u00e9stw'), max_size=12)
+_SERIES = st.lists(
+    st.fixed_dictionaries(
+        {
+            "metric": st.dictionaries(_TEXT, _TEXT, max_size=3),
+            "value": st.tuples(st.integers(0, 10**10), _TEXT),
+        }
+    ),
+    max_size=4,
+)
+
+
+@given(
+    series=_SERIES,
+    samples=st.integers(0, 10**12),
+    warnings=st.lists(_TEXT, max_size=2),
+    keep_stats=st.booleans(),
+    warning=st.none() | st.integers(0, 10**12),
+)
+def test_meter_edits_only_stats_and_warnings(
+    series: list[dict[str, Any]], samples: int, warnings: list[str], keep_stats: bool, warning: int | None
+) -> None:
+    data: dict[str, Any] = {"resultType": "vector", "result": series}
+    stats = {
+        "timings": {"evalTotalTime": 0.5},
+        "samples": {"totalQueryableSamples": samples, "peakSamples": 1},
+    }
+    envelope: dict[str, Any] = {"status": "success", "data": {**data, "stats": stats}}
+    if warnings:
+        envelope["warnings"] = warnings
+    metering = meter(orjson.dumps(envelope), keep_stats=keep_stats, warning=warning, error=None)
+
+    expected = dict(envelope) if keep_stats else {**envelope, "data": data}
+    warned = warning is not None and samples >= warning
+    if warned:
+        expected["warnings"] = [
+            f"query processed more samples than {WARNING_THRESHOLD} ({warning})",
+            *warnings,
+        ]
+    assert (metering.samples, metering.warned) == (samples, warned)
+    assert metering.answer == orjson.dumps(expected)
+    refused = meter(orjson.dumps(envelope), keep_stats=keep_stats, warning=warning, error=samples - 1)
+    assert refused.answer is None and refused.samples == samples
+
+
+# -- Grafana-shaped replay --------------------------------------------------------------------------
+
+
+def test_grafana_requests_have_grafanas_shape() -> None:
+    assert [go_float(v) for v in (15, 0.5, 1700000000, 1700000000.25, 1e-3)] == [
+        "15",
+        "0.5",
+        "1700000000",
+        "1700000000.25",
+        "0.001",
+    ]
+    assert grafana_form("up", 1700000007.5, 1700003599.9, 15) == (
+        ("end", "1700003595"),
+        ("query", "up"),
+        ("start", "1699999995"),
+        ("step", "15"),
+    )
+    panels = [Panel("d1", "Dash", 2, "CPU", "up"), Panel("d1", "Dash", 3, "Mem", "up")]
+    viewers = [Viewer("ann", 1, "tok-a", "team-a"), Viewer("bob", 2)]
+    traffic = Traffic(viewers, panels, 2, 1800000000, 1800003600, 60, refresh_every=60)
+    planned = traffic.plan()
+    assert traffic.plan() == planned
+    assert [(p.refresh, p.viewer.user, p.panel.panel_id) for p in planned] == [
+        (r, user, panel) for r in (0, 1) for user in ("ann", "bob") for panel in (2, 3)
+    ]
+    assert dict(planned[-1].form)["start"] == "1800000060"
+    headers = dict(planned[0].headers)
+    assert headers == {
+        "User-Agent": b"Grafana/11.6.0",
+        "Content-Type": b"application/x-www-form-urlencoded",
+        "X-Dashboard-Uid": b"d1",
+        "X-Dashboard-Title": b"Dash",
+        "X-Panel-Id": b"2",
+        "X-Panel-Title": b"CPU",
+        "X-Grafana-Org-Id": b"1",
+        "X-Grafana-User": b"ann",
+        "Authorization": b"Bearer tok-a",
+    }
+    assert "Authorization" not in dict(planned[2].headers)
+    assert planned[0].body == b"end=1800003600&query=up&start=1800000000&step=60"
+
+
+async def test_replay_totals_are_what_prometheus_counted(
+    gateway: httpx.AsyncClient, fresh_amp: AmpStandin, prometheus: PrometheusServer, http: httpx.Client
+) -> None:
+    panels = [
+        Panel("cpu-dash", "CPU", 1, "User CPU", RATE),
+        Panel("cpu-dash", "CPU", 2, "CPUs", "sum(demo_num_cpus)"),
+        Panel("api-dash", "API", 1, "Buckets", "sum by (le) (demo_api_request_duration_seconds_bucket)"),
+    ]
+    viewers = [Viewer("ann"), Viewer("bob", org=2)]
+    end = prometheus.data_end - 1200
+    traffic = Traffic(viewers, panels, 2, end - 1800, end, 30, refresh_every=300)
+    sent = await replay_async(gateway, "http://gateway", traffic, fresh_amp)
+    assert len(sent) == 2 * 2 * 3 and {s.status for s in sent} == {200}
+    counted = {}
+    for one in sent:
+        [upstream] = one.upstream
+        assert upstream.charged and upstream.asks(one.panel.query)
+        form = dict(one.form)
+        counted[id(one)] = _prometheus_samples(http, prometheus, "query_range", form)
+        assert one.charged_samples == counted[id(one)] > 0
+        assert (
+            orjson.loads(one.content)["data"]
+            == orjson.loads(_direct(http, prometheus, "query_range", form).content)["data"]
+        )
+    for key in (by_dashboard, by_panel, by_user):
+        expected: dict[str, int] = {}
+        for one in sent:
+            expected[key(one)] = expected.get(key(one), 0) + counted[id(one)]
+        assert charged_by(sent, key) == expected
+    assert set(charged_by(sent, by_panel)) == {"cpu-dash/1", "cpu-dash/2", "api-dash/1"}
+    assert sum(charged_by(sent, by_dashboard).values()) == fresh_amp.charged_samples()

@@ -5,15 +5,23 @@ Requests to ``/workspaces/<id>/api/v1/...`` are verified with
 forwarded unchanged (method, raw query string, body) to the real Prometheus
 mapped to the workspace. Errors use AMP's wire format: a JSON ``{"message": ...}``
 body with ``x-amzn-errortype`` and ``x-amzn-requestid`` headers.
+
+QueryMetrics (``query``, ``query_range``) is metered as AMP bills it, by
+``totalQueryableSamples``: the stand-in asks Prometheus with ``stats=all`` when the caller did
+not, and then removes the stats from the answer (the bytes Prometheus sends without them). It
+applies AMP's ``max_samples_processed_error_threshold`` (refused, not charged) and
+``max_samples_processed_warning_threshold`` (a warning in the answer).
 """
 
 from __future__ import annotations
 
 import asyncio
+import gzip
 import re
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
@@ -47,6 +55,10 @@ _FORWARDED_API = re.compile(
     rb"^/api/v1/(query|query_range|series|labels|label/[^/]+/values|metadata|rules|alerts"
     rb"|remote_write)$"
 )
+_QUERY_METRICS = re.compile(rb"^/api/v1/(query|query_range)$")
+_FORM = b"application/x-www-form-urlencoded"
+WARNING_THRESHOLD = "max_samples_processed_warning_threshold"
+ERROR_THRESHOLD = "max_samples_processed_error_threshold"
 _FORWARD_REQUEST_HEADERS = (
     b"content-type",
     b"content-encoding",
@@ -76,6 +88,9 @@ class RecordedRequest:
     errortype: str | None = None
     forwarded: bool = False
     received_at: float = field(default_factory=time.time)
+    samples: int | None = None  # totalQueryableSamples of a query Prometheus answered
+    charged: bool = False  # what AMP would bill: answered, not refused by a threshold
+    warned: bool = False  # the warning threshold was reached
 
     @property
     def path(self) -> str:
@@ -94,6 +109,29 @@ class RecordedRequest:
         key = name.lower().encode()
         values = [v.decode("latin-1") for k, v in self.headers if k == key]
         return ",".join(values) if values else None
+
+    @property
+    def params(self) -> list[tuple[str, str]]:
+        """The parameters as Prometheus (Go's ParseForm) reads them: a POST's form body first,
+        then the URL query."""
+        url = parse_qsl(self.query, keep_blank_values=True)
+        if not _is_form(self.method, self.headers):
+            return url
+        return parse_qsl(self.body.decode(errors="replace"), keep_blank_values=True) + url
+
+    def param(self, name: str) -> str | None:
+        """The first value of `name`, as Go's FormValue; None when absent."""
+        return next((value for key, value in self.params if key == name), None)
+
+    @property
+    def warning_threshold(self) -> int | None:
+        """The max_samples_processed_warning_threshold this request carried (ValueError if garbage)."""
+        return _threshold(WARNING_THRESHOLD, self.param(WARNING_THRESHOLD))
+
+    @property
+    def error_threshold(self) -> int | None:
+        """The max_samples_processed_error_threshold this request carried (ValueError if garbage)."""
+        return _threshold(ERROR_THRESHOLD, self.param(ERROR_THRESHOLD))
 
 
 @dataclass
@@ -248,6 +286,16 @@ class AmpStandin:
         """How many requests for `query` reached the stand-in."""
         return sum(1 for record in self.requests if record.asks(query))
 
+    def charged_samples(self, path_contains: str | None = None) -> int:
+        """The query samples AMP would bill for the recorded requests (whose path contains
+        `path_contains`, if given): refused and failed queries cost nothing."""
+        wanted = None if path_contains is None else path_contains.encode()
+        return sum(
+            record.samples or 0
+            for record in self.requests
+            if record.charged and (wanted is None or wanted in record.raw_path)
+        )
+
     # -- ASGI ------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -312,9 +360,21 @@ class AmpStandin:
     ) -> None:
         match = _PATH.match(wire.raw_path)
         assert match is not None
-        target = match.group(2) or b"/"
-        if wire.raw_query:
-            target += b"?" + wire.raw_query
+        api_path = match.group(2) or b"/"
+        metered = _QUERY_METRICS.match(api_path) is not None
+        query, body = wire.raw_query, wire.body
+        caller_stats = bool(record.param("stats"))
+        warning: int | None = None
+        error: int | None = None
+        if metered:
+            try:
+                warning, error = record.warning_threshold, record.error_threshold
+            except ValueError as exc:
+                await self._prometheus_error(send, record, request_id, 400, "bad_data", str(exc))
+                return
+            if not caller_stats:
+                query, body = _asking_stats(wire.method, wire.headers, query, body)
+        target = api_path + (b"?" + query if query else b"")
         headers = [(k, v) for k, v in wire.headers if k in _FORWARD_REQUEST_HEADERS]
         accept_encoding = wire.header("accept-encoding") or "identity"
         headers.append((b"accept-encoding", accept_encoding.encode("latin-1")))
@@ -322,18 +382,40 @@ class AmpStandin:
         if pool is None:
             pool = self._pools[upstream] = UpstreamPool(upstream)
         try:
-            response = await pool.request(wire.method, target, headers, wire.body)
+            response = await pool.request(wire.method, target, headers, body)
         except UpstreamError as exc:
             await self._error(send, record, request_id, 503, "ServiceUnavailableException", str(exc))
             return
         record.forwarded = True
         record.status = response.status
+        answer = response.body
+        if metered and response.status == 200:
+            encoding = response.header(b"content-encoding")
+            document = _decoded(answer, encoding)
+            metering = meter(document, keep_stats=caller_stats, warning=warning, error=error)
+            record.samples = metering.samples
+            if metering.answer is None:
+                await self._prometheus_error(send, record, request_id, 422, "execution", _refusal(error or 0))
+                return
+            record.charged = True
+            record.warned = metering.warned
+            if metering.answer is not document:
+                answer = _encoded(metering.answer, encoding)
         out = [(b"x-amzn-requestid", request_id.encode())]
         for name in _RETURN_HEADERS:
             value = response.header(name)
             if value is not None:
                 out.append((name, value))
-        await respond(send, response.status, response.body, out)
+        await respond(send, response.status, answer, out)
+
+    async def _prometheus_error(
+        self, send: Send, record: RecordedRequest, request_id: str, status: int, kind: str, message: str
+    ) -> None:
+        """An error in Prometheus's envelope, as AMP's query engine (Cortex) answers one."""
+        record.status = status
+        body = orjson.dumps({"status": "error", "errorType": kind, "error": message})
+        headers = [(b"content-type", b"application/json"), (b"x-amzn-requestid", request_id.encode())]
+        await respond(send, status, body, headers)
 
     async def _fault(self, send: Send, record: RecordedRequest, request_id: str, fault: Fault) -> None:
         body = fault.body
@@ -374,6 +456,149 @@ class AmpStandin:
             headers.append((b"x-amzn-errortype", errortype.encode()))
         headers += [(k.lower().encode(), v.encode()) for k, v in (extra or {}).items()]
         await respond(send, status, body, headers)
+
+
+# -- metering QueryMetrics ----------------------------------------------------------------------
+# AMP's wording of its threshold messages is not documented (searched: the AWS docs, the AWS blog
+# on query thresholds, whose example shows them only in a screenshot, and GitHub): these are the
+# stand-in's own, naming the threshold as AMP's docs do.
+
+
+def _refusal(threshold: int) -> str:
+    return f"query exceeded {ERROR_THRESHOLD} ({threshold})"
+
+
+def _warning(threshold: int) -> str:
+    return f"query processed more samples than {WARNING_THRESHOLD} ({threshold})"
+
+
+@dataclass(frozen=True)
+class Metering:
+    """What the stand-in makes of one QueryMetrics answer Prometheus gave with stats."""
+
+    samples: int  # totalQueryableSamples
+    answer: bytes | None  # the answer to send; None: refused by the error threshold
+    warned: bool = False
+
+
+_STATS_MEMBER = b',"stats":'
+_WARNINGS_MEMBER = b',"warnings":['
+
+
+def meter(document: bytes, *, keep_stats: bool, warning: int | None, error: int | None) -> Metering:
+    """Read the samples from a successful answer that has stats, apply AMP's thresholds (over
+    `error`: refused; at or over `warning`: a warning), and remove the stats unless
+    `keep_stats`. The answer is `document` itself when nothing had to change."""
+    start, end = stats_span(document)
+    stats = orjson.loads(document[start + len(_STATS_MEMBER) : end])
+    samples = int(stats["samples"]["totalQueryableSamples"])
+    if error is not None and samples > error:
+        return Metering(samples, None)
+    answer = document if keep_stats else document[:start] + document[end:]
+    data_end = end if keep_stats else start
+    warned = warning is not None and samples >= warning
+    if warned:
+        assert warning is not None
+        answer = with_warning(answer, data_end, _warning(warning))
+    return Metering(samples, answer, warned)
+
+
+def stats_span(document: bytes) -> tuple[int, int]:
+    """Where `,"stats":{...}` lies in a Prometheus answer, as (start, end): document[end] is
+    the `}` that closes `data`. Prometheus writes stats as data's last member, and the bytes
+    `,"stats":{` cannot occur inside a JSON string (its quote would be escaped), so the last
+    of them is the member."""
+    start = document.rfind(_STATS_MEMBER + b"{")
+    if start < 0:
+        raise ValueError("the answer has no stats")
+    end = _value_end(document, start + len(_STATS_MEMBER))
+    if document[end : end + 1] != b"}":
+        raise ValueError("stats is not the last member of data")
+    return start, end
+
+
+def _value_end(document: bytes, at: int) -> int:
+    """The index just past the JSON object or array that begins at document[at]."""
+    depth = 0
+    in_string = False
+    index = at
+    while index < len(document):
+        byte = document[index]
+        if in_string:
+            if byte == 0x5C:  # a backslash escapes the next byte
+                index += 1
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in b"{[":
+            depth += 1
+        elif byte in b"}]":
+            depth -= 1
+            if depth == 0:
+                return index + 1
+        index += 1
+    raise ValueError("unterminated JSON value")
+
+
+def with_warning(document: bytes, data_end: int, warning: str) -> bytes:
+    """`document` with `warning` first in the envelope's warnings (made if absent: Prometheus
+    omits an empty list), the rest byte for byte; document[data_end] is the `}` closing data."""
+    at = data_end + 1
+    text = orjson.dumps(warning)
+    if document.startswith(_WARNINGS_MEMBER, at):
+        at += len(_WARNINGS_MEMBER)
+        separator = b"" if document[at : at + 1] == b"]" else b","
+        return document[:at] + text + separator + document[at:]
+    return document[:at] + _WARNINGS_MEMBER + text + b"]" + document[at:]
+
+
+def _threshold(name: str, value: str | None) -> int | None:
+    if value is None:
+        return None
+    if not value.isascii() or not value.isdigit():
+        # The stand-in's message: AMP's answer to a malformed threshold is not documented.
+        raise ValueError(f'invalid parameter "{name}": {value!r} is not a non-negative integer')
+    return int(value)
+
+
+def _is_form(method: str, headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether Prometheus reads this request's body as parameters (Go's ParseForm)."""
+    content_type = next((v for k, v in headers if k == b"content-type"), b"")
+    return method in ("POST", "PUT", "PATCH") and content_type.split(b";")[0].strip().lower() == _FORM
+
+
+def _without_stats(raw: bytes) -> bytes:
+    return b"&".join(pair for pair in raw.split(b"&") if pair and pair.split(b"=", 1)[0] != b"stats")
+
+
+def _asking_stats(
+    method: str, headers: list[tuple[bytes, bytes]], query: bytes, body: bytes
+) -> tuple[bytes, bytes]:
+    """The URL query and body with `stats=all` (and no other stats, which an empty form value
+    would shadow)."""
+    if _is_form(method, headers):
+        body = _without_stats(body)
+    query = _without_stats(query)
+    return (query + b"&" if query else b"") + b"stats=all", body
+
+
+def _decoded(body: bytes, encoding: bytes | None) -> bytes:
+    if encoding is None or encoding == b"identity":
+        return body
+    if encoding == b"gzip":
+        return gzip.decompress(body)
+    if encoding == b"deflate":
+        return zlib.decompress(body)
+    raise ValueError(f"the stand-in cannot read content-encoding {encoding!r}")
+
+
+def _encoded(body: bytes, encoding: bytes | None) -> bytes:
+    if encoding is None or encoding == b"identity":
+        return body
+    if encoding == b"gzip":
+        return gzip.compress(body, mtime=0)
+    return zlib.compress(body)  # deflate, the only other one _decoded reads
 
 
 def _text_headers(request_id: str) -> list[tuple[bytes, bytes]]:
