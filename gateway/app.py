@@ -54,6 +54,7 @@ from gateway.pipeline.coalesce import coalescing
 from gateway.pipeline.compose import compose, instrumented
 from gateway.pipeline.credentials import CredentialSource, chain_method
 from gateway.pipeline.edge_guard import edge_guard
+from gateway.pipeline.endpoints import ENDPOINTS
 from gateway.pipeline.enforce import EnforceSettings, enforcement
 from gateway.pipeline.host import HostStore
 from gateway.pipeline.limits import size_limits
@@ -221,7 +222,13 @@ def create_app(
     metrics = Metrics()
     # Every error and limit counter whose labels the settings name, at 0 from the start.
     principals = [c.principal.name for c in settings.auth.credentials] or ["anonymous"]
-    metrics.expect([w.id for w in settings.workspaces], principals, settings.cache.redis_url is not None)
+    metrics.expect(
+        [w.id for w in settings.workspaces],
+        principals,
+        settings.cache.redis_url is not None,
+        enforced=[e.name for e in ENDPOINTS.values() if e.selects == "query" or e.match_required],
+        cached=[e.name for e in ENDPOINTS.values() if e.cache],
+    )
     gateway = Gateway(settings, metrics, clock, host_path)
     if not settings.auth.enabled and not is_loopback(settings.listen_host):
         log.warning("auth: none; anyone who reaches %s can query every workspace", settings.listen_host)

@@ -87,9 +87,6 @@ AUTH_FAILURE_REASONS = ("missing", "invalid", "expired", "throttled")
 LIMIT_REASONS = ("rate", "concurrency", "size")
 REDIS_FEATURES = ("connect", "cache", "rate", "slots", "coalesce", "sign_in")
 RETRY_REASONS = ("throttled", "502", "connection")
-SELECTOR_ENDPOINTS = ("query", "query_range", "series", "labels", "label_values", "query_exemplars")
-# The endpoints the results cache may answer from an expired entry when the upstream fails.
-STALE_ENDPOINTS = ("query", "query_range", "series", "labels", "label_values", "metadata")
 
 
 def exposition(registry: CollectorRegistry) -> bytes:
@@ -521,9 +518,18 @@ class Metrics:
             registry=r,
         )
 
-    def expect(self, workspaces: Iterable[str], principals: Iterable[str], redis: bool) -> None:
+    def expect(
+        self,
+        workspaces: Iterable[str],
+        principals: Iterable[str],
+        redis: bool,
+        enforced: Iterable[str] = (),
+        cached: Iterable[str] = (),
+    ) -> None:
         """Every error and limit counter whose labels are known ahead, made at 0: an alert on
-        `rate(...)` or `increase(...)` has a series before the first error."""
+        `rate(...)` or `increase(...)` has a series before the first error. `enforced`: the
+        endpoints whose selectors enforcement rewrites; `cached`: those the results cache keeps
+        (and may answer stale)."""
         for stage, kind in EXPECTED_STAGE_ERRORS:
             self.stage_errors.labels(stage, kind)
         for reason in AUTH_FAILURE_REASONS:
@@ -538,9 +544,9 @@ class Metrics:
             self.credential_errors.labels(workspace)
             for reason in RETRY_REASONS:
                 self.upstream_retries.labels(workspace, reason)
-        for endpoint in SELECTOR_ENDPOINTS:
+        for endpoint in enforced:
             self.enforcement_violations.labels(endpoint)
-        for endpoint in STALE_ENDPOINTS:
+        for endpoint in cached:
             for cause in UPSTREAM_FAILURES:
                 self.cache_stale.labels(endpoint, cause)
         if redis:

@@ -15,6 +15,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from gateway.config import Settings
 from gateway.errors import GatewayError
 from gateway.metrics import Metrics, Scrapes
+from gateway.pipeline.endpoints import READINESS_PROBE
 from gateway.pipeline.model import Handler, Request
 
 log = logging.getLogger("gateway.ready")
@@ -49,7 +50,7 @@ class Readiness:
             assert workspace is not None
             request = Request(
                 workspace=workspace,
-                endpoint="ready",
+                endpoint=READINESS_PROBE,
                 path="/api/v1/query",
                 method="POST",
                 params=(("query", "1"),),

@@ -2,7 +2,7 @@
 
 One handler for every endpoint: it turns the HTTP request into an `Incoming`, asks the query
 path `app.py` composed (authenticate → … → send) and writes the answer or the error. What an
-endpoint accepts is decided by its builder in `gateway.pipeline.validate.endpoints`.
+endpoint accepts is decided by its row of the endpoint table (`gateway.pipeline.endpoints`).
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ from gateway.api.respond import error_response, respond
 from gateway.config import Settings
 from gateway.errors import GatewayError
 from gateway.metrics import Metrics
+from gateway.pipeline.endpoints import ENDPOINTS, Endpoint
+from gateway.pipeline.endpoints.params import Params
 from gateway.pipeline.model import Answer, Incoming
 from gateway.pipeline.validate import parse_params
-from gateway.pipeline.validate.params import Params
 
 log = logging.getLogger("gateway.api")
 
@@ -43,22 +44,6 @@ _ID_COUNTER = itertools.count(1)
 # gateway_requests_total names a workspace only once the request was admitted to it, and never
 # for the endpoints answered without one.
 _ADMISSION = frozenset({"authenticate", "rate_limit", "authorize"})
-_UNLABELLED = frozenset({"buildinfo", "format_query", "parse_query"})
-# Endpoint name -> path under /api/v1/.
-PATHS = {
-    "query": "query",
-    "query_range": "query_range",
-    "series": "series",
-    "labels": "labels",
-    "label_values": "label/{name}/values",
-    "metadata": "metadata",
-    "query_exemplars": "query_exemplars",
-    "rules": "rules",
-    "alerts": "alerts",
-    "buildinfo": "status/buildinfo",
-    "format_query": "format_query",
-    "parse_query": "parse_query",
-}
 
 
 class PrometheusApi:
@@ -71,7 +56,7 @@ class PrometheusApi:
         """/api/v1/... and /workspaces/<name>/api/v1/...: one mount each, so that a request is
         matched against the API's routes only when its path is an API path."""
         api: list[BaseRoute] = [
-            Route(f"/{path}", ApiEndpoint(self, name), methods=_METHODS) for name, path in PATHS.items()
+            Route(f"/{e.route}", ApiEndpoint(self, e), methods=_METHODS) for e in ENDPOINTS.values()
         ]
         api.append(Route("/{rest:path}", _unknown, methods=_METHODS))
         mounts = (Mount("/api/v1", routes=api), Mount("/workspaces/{workspace}/api/v1", routes=api))
@@ -94,10 +79,10 @@ class ApiEndpoint:
     """One endpoint's handler, as an ASGI app (Starlette calls a Route's non-function endpoint
     as one): the request becomes an `Incoming`, the gateway answers it, `respond` writes it."""
 
-    def __init__(self, api: PrometheusApi, name: str) -> None:
+    def __init__(self, api: PrometheusApi, endpoint: Endpoint) -> None:
         self.api = api
-        self.name = name
-        self.labelled = name not in _UNLABELLED
+        self.name = name = endpoint.name
+        self.labelled = endpoint.workspace
         self.seconds = api.metrics.request_seconds.labels(name)
         # gateway_requests_total's children for this endpoint's successes, kept once made
         # (labels() on every request cost 3 µs of a 146 µs hit; bench/README.md, issue 10). At

@@ -21,9 +21,9 @@ from gateway.panels.dashboards import ALL_VALUE, Dashboard, DashboardStore, Vari
 from gateway.panels.service import JSON_HEADERS, figure_response
 from gateway.panels.spec import parse_panel, parse_view, substitute
 from gateway.pipeline.answers import json_size, work
+from gateway.pipeline.endpoints.params import Params
 from gateway.pipeline.model import Answer
 from gateway.pipeline.validate import parse_cost
-from gateway.pipeline.validate.params import Params
 from gateway.promql import offloop
 
 # What a page may change about a dashboard's panels; the queries stay as the file says.

@@ -43,8 +43,8 @@ from gateway.errors import GatewayError
 from gateway.golang import LABEL_NAME_RE, try_duration_ms
 from gateway.panels.spec import parse_panel
 from gateway.panels.units import MAX_UNIT_LENGTH
-from gateway.pipeline.validate.params import Params
-from gateway.pipeline.validate.promql_params import parse_matchers
+from gateway.pipeline.endpoints.params import Params
+from gateway.pipeline.endpoints.promql_params import parse_matchers
 
 log = logging.getLogger("gateway.dashboards")
 

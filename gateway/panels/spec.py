@@ -16,8 +16,8 @@ from gateway.errors import GatewayError, bad_param
 from gateway.golang import LABEL_NAME_RE, try_duration_ms
 from gateway.panels import timing
 from gateway.panels.units import MAX_UNIT_LENGTH
-from gateway.pipeline.validate.params import Params, parse_time_ms
-from gateway.pipeline.validate.promql_params import parse_expr, parse_matchers
+from gateway.pipeline.endpoints.params import Params, parse_time_ms
+from gateway.pipeline.endpoints.promql_params import parse_expr, parse_matchers
 
 METRIC_NAME_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 RATE_FUNCTIONS = ("rate", "irate", "increase")

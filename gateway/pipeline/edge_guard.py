@@ -16,9 +16,6 @@ from gateway.promql.rewrite import carries
 
 log = logging.getLogger("gateway.enforce")
 
-_QUERY_ENDPOINTS = frozenset({"query", "query_range", "query_exemplars"})
-_MATCH_REQUIRED = frozenset({"series", "labels", "label_values"})
-
 
 def violation(request: Request) -> str | None:
     """Why the request must not go upstream for its principal, or None."""
@@ -27,12 +24,13 @@ def violation(request: Request) -> str | None:
         return None
     queries = [v for k, v in request.params if k == "query"]
     matches = [v for k, v in request.params if k == "match[]"]
-    if request.endpoint in _QUERY_ENDPOINTS and len(queries) != 1:
+    endpoint = request.endpoint
+    if endpoint.selects == "query" and len(queries) != 1:
         return f"{len(queries)} query parameters"
-    if request.endpoint in _MATCH_REQUIRED and not matches:
+    if endpoint.match_required and not matches:
         return "no match[]"
-    if request.endpoint == "metadata":
-        return "metadata is not label-scoped"
+    if not endpoint.label_scoped:
+        return f"{endpoint.name} is not label-scoped"
     try:
         for text in queries:
             if not all(carries(s, pairs) for s in selectors(parse_query(text))):
@@ -52,11 +50,11 @@ def edge_guard(metrics: Metrics) -> Stage:
                 return await next_handler(request)
             why = await offloop.run(promql_chars(request.params), violation, request)
             if why is not None:
-                metrics.enforcement_violations.labels(request.endpoint).inc()
+                metrics.enforcement_violations.labels(request.endpoint.name).inc()
                 log.error(
                     "refused to send %s for principal %s: %s (a stage built a request without "
                     "the principal's label matchers) [request id %s]",
-                    request.endpoint,
+                    request.endpoint.name,
                     request.principal.name,
                     why,
                     request.request_id,

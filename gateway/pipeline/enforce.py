@@ -26,8 +26,6 @@ from gateway.promql.rewrite import EnforcementConflict, enforce, enforce_selecto
 log = logging.getLogger("gateway.enforce")
 
 Pairs = tuple[tuple[str, str], ...]
-_QUERY_ENDPOINTS = ("query", "query_range", "query_exemplars")
-_MATCH_ENDPOINTS = ("series", "labels", "label_values", "rules")
 
 
 @dataclass(frozen=True)
@@ -63,7 +61,7 @@ def enforce_params(request: Request, override: bool) -> Request:
     pairs = request.principal.enforce
     params = request.params
     expr = request.expr
-    if request.endpoint in _QUERY_ENDPOINTS:
+    if request.endpoint.selects == "query":
         if expr is None:
             try:
                 expr = parse_query(request.param("query"))
@@ -71,19 +69,24 @@ def enforce_params(request: Request, override: bool) -> Request:
                 raise GatewayError("bad_data", str(err)) from None
         text, expr = enforce_query(expr, pairs, override)
         params = with_single(params, "query", text)
-    elif request.endpoint in _MATCH_ENDPOINTS:
+    elif request.endpoint.selects == "match":
         params = tuple((k, enforce_match(v, pairs, override) if k == "match[]" else v) for k, v in params)
-        if request.endpoint != "rules" and not any(k == "match[]" for k, _ in params):
+        if request.endpoint.match_required and not any(k == "match[]" for k, _ in params):
             only = VectorSelector("", tuple(Matcher(name, "=", value) for name, value in pairs))
             params = (*params, ("match[]", print_expr(only)))
     return request.replace(params=params, expr=expr)
 
 
-def _filtered(answer: Answer, endpoint: str, pairs: Pairs) -> Answer:
+_FILTERS = {"rules": filter_rules, "alerts": filter_alerts}
+
+
+def _filtered(answer: Answer, filtered: str, pairs: Pairs) -> Answer:
+    keep = _FILTERS[filtered]
+
     def visible(data: Any) -> tuple[Any, list[str]] | None:
         if not isinstance(data, dict):
             return None
-        return (filter_rules(data, pairs) if endpoint == "rules" else filter_alerts(data, pairs)), []
+        return keep(data, pairs), []
 
     edited = edit_data(answer.json_bytes(), visible)
     if edited is None:
@@ -102,15 +105,15 @@ def enforcement(settings: EnforceSettings) -> Stage:
             pairs = request.principal.enforce
             if not pairs:
                 return await next_handler(request)
-            if request.endpoint == "metadata":
+            if not request.endpoint.label_scoped:
                 # Metadata is not label-scoped upstream; it would list every team's metrics.
                 return Answer(_METADATA_REFUSED)
             enforced = await offloop.run(
                 promql_chars(request.params), enforce_params, request, settings.override
             )
             answer = await next_handler(enforced)
-            if request.endpoint in ("rules", "alerts"):
-                return await work(json_size(answer), _filtered, answer, request.endpoint, pairs)
+            if request.endpoint.filtered:
+                return await work(json_size(answer), _filtered, answer, request.endpoint.filtered, pairs)
             return answer
 
         return handle

@@ -10,8 +10,9 @@ from __future__ import annotations
 from gateway.config import Limits
 from gateway.errors import GatewayError
 from gateway.metrics import Metrics
+from gateway.pipeline.endpoints import QUERY_METRICS
+from gateway.pipeline.endpoints.params import check_points
 from gateway.pipeline.model import Answer, Handler, Request, Stage
-from gateway.pipeline.validate.params import check_points
 from gateway.promql import Expr, walk
 from gateway.promql.ast import MatrixSelector, SubqueryExpr
 
@@ -19,7 +20,6 @@ _THRESHOLDS = (
     ("samples_processed_warning_threshold", "max_samples_processed_warning_threshold"),
     ("samples_processed_error_threshold", "max_samples_processed_error_threshold"),
 )
-RESULT_CAPS = {"series": "max_series", "labels": "max_labels", "label_values": "max_labels"}
 
 Params = tuple[tuple[str, str], ...]
 
@@ -74,7 +74,7 @@ def check_request(request: Request, limits: Limits) -> Request:
     """Refuses requests over the limits; returns the request with capped parameters."""
     _refuse_size(request, limits)
     params = request.params
-    if request.endpoint in ("query", "query_range") and limits.has_thresholds:
+    if request.endpoint.operation == QUERY_METRICS and limits.has_thresholds:
         for setting, param in _THRESHOLDS:
             cap = getattr(limits, setting)
             if cap is None:
@@ -83,7 +83,7 @@ def check_request(request: Request, limits: Limits) -> Request:
             # A client may lower the configured threshold, never raise it.
             value = min(int(given), cap) if given.isdigit() else cap
             params = _with_param(params, param, str(value))
-    cap_name = RESULT_CAPS.get(request.endpoint)
+    cap_name = request.endpoint.result_cap
     cap = getattr(limits, cap_name) if cap_name else None
     if cap is not None:
         given = request.param("limit")

@@ -10,6 +10,7 @@ an exemplar query that contradicts the principal's labels is refused as a query 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from gateway import __version__
@@ -47,29 +48,30 @@ def buildinfo() -> dict[str, Any]:
     }
 
 
-LOCAL_ENDPOINTS = frozenset({"buildinfo", "format_query", "parse_query", "query_exemplars"})
 NO_EXEMPLARS = success_body([])
+# What the gateway answers for each endpoint of the table without an AMP operation.
+_ANSWERS: dict[str, Callable[[Request], bytes]] = {
+    "buildinfo": lambda request: success_body(buildinfo()),
+    "query_exemplars": lambda request: NO_EXEMPLARS,  # AMP keeps no exemplars
+    "format_query": lambda request: success_body(prettify(request.expr)) if request.expr else NO_EXEMPLARS,
+    "parse_query": lambda request: success_body(translate(request.expr)) if request.expr else NO_EXEMPLARS,
+}
 
 
 def _body(request: Request) -> bytes:
-    if request.endpoint == "buildinfo":
-        return success_body(buildinfo())
-    if request.endpoint == "query_exemplars" or request.expr is None:
-        return NO_EXEMPLARS
-    if request.endpoint == "format_query":
-        return success_body(prettify(request.expr))
-    return success_body(translate(request.expr))
+    return _ANSWERS[request.endpoint.name](request)
 
 
 def local_answers() -> Stage:
     def stage(next_handler: Handler) -> Handler:
         async def handle(request: Request) -> Answer:
-            if request.endpoint not in LOCAL_ENDPOINTS:
+            if not request.endpoint.local:
                 return await next_handler(request)
             # Printing and translating walk the whole tree: off the loop for long texts.
             body = await offloop.run(len(request.param("query")), _body, request)
-            exemplars = request.endpoint == "query_exemplars"
-            return Answer(body, cache="bypass; reason=answered-locally" if exemplars else "")
+            # Exemplars are asked for a workspace's data; the others are the gateway's own.
+            scoped = request.endpoint.workspace
+            return Answer(body, cache="bypass; reason=answered-locally" if scoped else "")
 
         return handle
 

@@ -9,12 +9,15 @@ import gzip
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.datastructures import Headers
 
 from gateway.config import Principal, Workspace
 from gateway.promql import Expr
+
+if TYPE_CHECKING:  # the table's builders build Requests' parts: imported there at run time
+    from gateway.pipeline.endpoints import Endpoint
 
 ANONYMOUS = Principal(name="anonymous")
 
@@ -99,7 +102,7 @@ class Request:
     """
 
     workspace: Workspace
-    endpoint: str
+    endpoint: Endpoint  # its row of the endpoint table
     path: str  # the API path appended to the workspace URL, e.g. /api/v1/query_range
     method: str  # the method used upstream: POST (form body) or GET
     params: tuple[tuple[str, str], ...]

@@ -8,7 +8,6 @@ from typing import Any
 
 from gateway.envelope import edit_data
 from gateway.pipeline.answers import json_size, work
-from gateway.pipeline.limits import RESULT_CAPS
 from gateway.pipeline.model import Answer, Handler, Request, Stage
 
 
@@ -29,11 +28,12 @@ def result_caps() -> Stage:
     def stage(next_handler: Handler) -> Handler:
         async def handle(request: Request) -> Answer:
             answer = await next_handler(request)
-            if request.endpoint not in RESULT_CAPS:
+            cap = request.endpoint.result_cap
+            if not cap:
                 return answer
             limit = request.param("limit")
             if limit.isdigit() and int(limit) > 0:
-                what = "series" if request.endpoint == "series" else "names"
+                what = "series" if cap == "max_series" else "names"
                 return await work(json_size(answer), truncate, answer, int(limit), what)
             return answer
 

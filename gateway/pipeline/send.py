@@ -180,7 +180,7 @@ class Sender:
         finally:
             in_flight.dec()
             metrics.upstream_seconds.labels(workspace.id).observe(time.monotonic() - started)
-            metrics.upstream_requests.labels(workspace.id, request.endpoint, code).inc()
+            metrics.upstream_requests.labels(workspace.id, request.endpoint.name, code).inc()
         encoding = headers.get("content-encoding", "")
         if encoding not in ("", "gzip", "identity"):
             raise GatewayError("unavailable", f"the upstream sent an unsupported encoding {encoding!r}", 502)

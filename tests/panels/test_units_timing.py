@@ -7,7 +7,7 @@ import pytest
 from gateway.panels import timing, units
 from gateway.panels.figure import legend_name
 from gateway.panels.spec import parse_panel, parse_time_range, rate_expr, substitute
-from gateway.pipeline.validate.params import Params
+from gateway.pipeline.endpoints.params import Params
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from support.stages import PRINCIPAL, WORKSPACE, incoming
 
-import gateway.pipeline.validate.endpoints as endpoints
+import gateway.pipeline.endpoints.builders as builders
 from gateway.errors import GatewayError
 from gateway.pipeline.validate import Validator
 from gateway.promql import print_expr
@@ -19,13 +19,13 @@ RANGE = {"query": "sum(rate(up[5m]))", "start": "1700000000", "end": "1700003600
 def parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The query texts the endpoint builders parse."""
     seen: list[str] = []
-    original = endpoints.parse_printed
+    original = builders.parse_printed
 
     def counting(text: str, param: str = "query") -> Any:
         seen.append(text)
         return original(text, param)
 
-    monkeypatch.setattr(endpoints, "parse_printed", counting)
+    monkeypatch.setattr(builders, "parse_printed", counting)
     return seen
 
 

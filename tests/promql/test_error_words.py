@@ -16,7 +16,7 @@ import httpx
 from support.prometheus import PrometheusServer
 
 from gateway.errors import GatewayError
-from gateway.pipeline.validate.promql_params import parse_expr
+from gateway.pipeline.endpoints.promql_params import parse_expr
 
 CORPUS = Path(__file__).resolve().parents[3] / "shared" / "promql-compliance" / "queries.jsonl"
 

@@ -8,6 +8,7 @@ from urllib.parse import urlencode
 from starlette.datastructures import Headers
 
 from gateway.config import Principal, Workspace
+from gateway.pipeline.endpoints import ENDPOINTS
 from gateway.pipeline.model import Answer, Incoming, Request
 
 WORKSPACE = Workspace(
@@ -45,7 +46,7 @@ def request(
 ) -> Request:
     base = Request(
         workspace=WORKSPACE,
-        endpoint=endpoint,
+        endpoint=ENDPOINTS[endpoint],
         path=f"/api/v1/{endpoint}",
         method="POST",
         params=params,

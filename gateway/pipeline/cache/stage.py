@@ -67,7 +67,6 @@ THRESHOLDS = ("max_samples_processed_warning_threshold", "max_samples_processed_
 _UNKEYED = frozenset({"query", "start", "end", "step", "time", "timeout", *THRESHOLDS})
 # Range-query parameters whose effect depends on the whole window: splitting would change the answer.
 _WINDOW_PARAMS = {"stats": "stats", "limit": "limit"}
-_METADATA_ENDPOINTS = frozenset({"series", "labels", "label_values", "metadata"})
 ANALYSES_BYTES = 8 << 20
 # Plain copies for clients without gzip may use 1/PLAIN_SHARE of cache.memory_bytes.
 PLAIN_SHARE = 8
@@ -113,31 +112,32 @@ class ResultsCache:
         # gateway_cache_requests_total's children, kept once made: labels() on each hit cost
         # 3 µs, 7% of the stage (bench/README.md, issue 10). At most endpoints x 4 outcomes.
         self._outcomes: dict[tuple[str, str], Counter] = {}
+        # By the endpoint's cache kind in the endpoint table.
         self._handlers: dict[str, Handler] = {
-            "query_range": self._range,
-            "query": self._instant,
-            **{name: self._metadata for name in _METADATA_ENDPOINTS},
+            "range": self._range,
+            "instant": self._instant,
+            "metadata": self._metadata,
         }
 
     async def aclose(self) -> None:
         await self.store.aclose()
 
     async def __call__(self, request: Request) -> Answer:
-        handler = self._handlers.get(request.endpoint)
+        handler = self._handlers.get(request.endpoint.cache)
         try:
             if handler is None:
                 answer = await self._bypass(request, "endpoint-not-cached")
             else:
                 answer = await handler(request)
         except GatewayError as err:
-            self._metrics.cache_requests.labels(request.endpoint, "bypass").inc()
+            self._metrics.cache_requests.labels(request.endpoint.name, "bypass").inc()
             self._metrics.cache_not_cached.labels("error-not-cached").inc()
             raise err.with_headers({"x-cache": "bypass; reason=error-not-cached"}) from None
         result = answer.cache.split(";", 1)[0] or "bypass"
-        outcome = self._outcomes.get((request.endpoint, result))
+        outcome = self._outcomes.get((request.endpoint.name, result))
         if outcome is None:
-            outcome = self._outcomes[(request.endpoint, result)] = self._metrics.cache_requests.labels(
-                request.endpoint, result
+            outcome = self._outcomes[(request.endpoint.name, result)] = self._metrics.cache_requests.labels(
+                request.endpoint.name, result
             )
         outcome.inc()
         return answer
@@ -153,7 +153,7 @@ class ResultsCache:
                 codec.SCHEMA_VERSION,
                 kind,
                 request.workspace.fingerprint,
-                request.endpoint,
+                request.endpoint.name,
                 request.path,
                 request.principal.enforce,
                 [(k, v) for k, v in request.params if k not in _UNKEYED],
@@ -439,7 +439,7 @@ class ResultsCache:
     def _served_stale(
         self, request: Request, error: GatewayError, samples: int, body: bytes, gzipped: bool
     ) -> Answer:
-        self._metrics.cache_stale.labels(request.endpoint, error.failure).inc()
+        self._metrics.cache_stale.labels(request.endpoint.name, error.failure).inc()
         self._samples_from_cache.inc(samples)
         self._metrics.cache_served_bytes.inc(len(body))
         return Answer(body, gzipped=gzipped, cache="stale")

@@ -19,9 +19,10 @@ from cachetools import LRUCache
 
 from gateway.config import Principal, Workspace
 from gateway.errors import GatewayError
+from gateway.pipeline.endpoints import ENDPOINTS, Endpoint
+from gateway.pipeline.endpoints.builders import Call
+from gateway.pipeline.endpoints.params import Params
 from gateway.pipeline.model import Incoming, Request, origin_of
-from gateway.pipeline.validate.endpoints import BUILDERS, Call, label_values
-from gateway.pipeline.validate.params import Params
 from gateway.promql import offloop
 from gateway.promql.memo import tree_bytes
 
@@ -60,13 +61,12 @@ class Validator:
         found = self.memo.get(key)
         if found is None:
             params = parse_params(content_type, body, incoming.query_string)
-            call = await offloop.run(
-                parse_cost(params), build, incoming.endpoint, params, incoming.label, who=who
-            )
-            template = self._request(call, workspace, principal)
+            endpoint = ENDPOINTS[incoming.endpoint]
+            call = await offloop.run(parse_cost(params), endpoint.build, params, incoming.label, who=who)
+            template = self._request(endpoint, call, workspace, principal)
             raw = len(incoming.query_string) + len(body)
             # An instant query without `time` is evaluated at "now": never remembered.
-            if raw <= MEMO_MAX_RAW and (call.endpoint != "query" or call.time_ms is not None):
+            if raw <= MEMO_MAX_RAW and not call.at_now:
                 self.memo[key] = (template, _measured(key, call))
         else:
             template = found[0]
@@ -78,7 +78,7 @@ class Validator:
             origin=origin_of(headers),
         )
 
-    def _request(self, call: Call, workspace: Workspace, principal: Principal) -> Request:
+    def _request(self, endpoint: Endpoint, call: Call, workspace: Workspace, principal: Principal) -> Request:
         cap = self._cap
         timeout = min(call.client_timeout, cap) if call.client_timeout else cap
         params = call.params
@@ -86,7 +86,7 @@ class Validator:
             params = tuple((k, f"{cap:g}s" if k == "timeout" else v) for k, v in params)
         return Request(
             workspace=workspace,
-            endpoint=call.endpoint,
+            endpoint=endpoint,
             path=call.path,
             method=call.method,
             params=params,
@@ -96,12 +96,6 @@ class Validator:
             window=call.window,
             time_ms=call.time_ms,
         )
-
-
-def build(endpoint: str, params: Params, label: str) -> Call:
-    if endpoint == "label_values":
-        return label_values(params, label)
-    return BUILDERS[endpoint](params)
 
 
 def parse_params(content_type: str, body: bytes, query_string: bytes) -> Params:

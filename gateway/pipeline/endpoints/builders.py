@@ -1,4 +1,5 @@
-"""One builder per Prometheus endpoint: validate like Prometheus, then describe the upstream call.
+"""One builder per Prometheus endpoint (its row in `ENDPOINTS` names it): validate like
+Prometheus, then describe the upstream call.
 
 Each builder takes the request's parameters and returns what goes upstream (a `Call`); nothing
 reaches the upstream unless every check here passed. The parameters forwarded are the ones
@@ -10,13 +11,11 @@ one value goes up once, with the value that was checked (the first, as Prometheu
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.errors import GatewayError
 from gateway.golang import LABEL_NAME_RE, go_quote
-from gateway.pipeline.model import QueryWindow, with_single
-from gateway.pipeline.validate.params import (
+from gateway.pipeline.endpoints.params import (
     LIST_PARAMS,
     MAX_TIME_MS,
     MIN_TIME_MS,
@@ -24,7 +23,8 @@ from gateway.pipeline.validate.params import (
     check_range,
     parse_duration_ns,
 )
-from gateway.pipeline.validate.promql_params import parse_matchers, parse_printed
+from gateway.pipeline.endpoints.promql_params import parse_matchers, parse_printed
+from gateway.pipeline.model import QueryWindow, with_single
 from gateway.promql import Expr, PromQLError, parse_canonical
 
 MAX_MATCHES = 256
@@ -43,7 +43,6 @@ _QUERY_COMMON = (
 class Call:
     """What a builder decides about one request."""
 
-    endpoint: str
     path: str
     method: str
     params: tuple[tuple[str, str], ...]
@@ -51,6 +50,7 @@ class Call:
     window: QueryWindow | None = None
     time_ms: int | None = None
     client_timeout: float | None = None
+    at_now: bool = False  # evaluated at the time it arrives (an instant query without `time`)
 
 
 def _keep(params: Params, names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
@@ -91,13 +91,13 @@ def query(params: Params) -> Call:
     expr, printed = parse_printed(params.get("query"))
     kept = with_single(_keep(params, (*_QUERY_COMMON, "time")), "query", printed)
     return Call(
-        "query",
         "/api/v1/query",
         "POST",
         kept,
         expr=expr,
         time_ms=time_ms if params.get("time") else None,
         client_timeout=timeout,
+        at_now=not params.get("time"),
     )
 
 
@@ -111,7 +111,6 @@ def query_range(params: Params) -> Call:
     expr, printed = parse_printed(params.get("query"))
     kept = with_single(_keep(params, (*_QUERY_COMMON, "start", "end", "step")), "query", printed)
     return Call(
-        "query_range",
         "/api/v1/query_range",
         "POST",
         kept,
@@ -143,14 +142,14 @@ def series(params: Params) -> Call:
         raise GatewayError("bad_data", "no match[] parameter provided")
     _series_window(params)
     parse_matchers(matches, prefixed=True)
-    return Call("series", "/api/v1/series", "POST", _keep(params, ("match[]", "start", "end", "limit")))
+    return Call("/api/v1/series", "POST", _keep(params, ("match[]", "start", "end", "limit")))
 
 
 def labels(params: Params) -> Call:
     _count_matches(params)
     _series_window(params)
     parse_matchers(params.get_all("match[]"))
-    return Call("labels", "/api/v1/labels", "POST", _keep(params, ("match[]", "start", "end", "limit")))
+    return Call("/api/v1/labels", "POST", _keep(params, ("match[]", "start", "end", "limit")))
 
 
 def label_values(params: Params, name: str) -> Call:
@@ -161,7 +160,6 @@ def label_values(params: Params, name: str) -> Call:
     parse_matchers(params.get_all("match[]"))
     # AMP serves label values by GET only.
     return Call(
-        "label_values",
         f"/api/v1/label/{name}/values",
         "GET",
         _keep(params, ("match[]", "start", "end", "limit")),
@@ -178,7 +176,7 @@ def metadata(params: Params) -> Call:
                 raise GatewayError(
                     "bad_data", f'invalid parameter "{name}": "{text}" is not a whole number'
                 ) from None
-    return Call("metadata", "/api/v1/metadata", "GET", _keep(params, ("limit", "limit_per_metric", "metric")))
+    return Call("/api/v1/metadata", "GET", _keep(params, ("limit", "limit_per_metric", "metric")))
 
 
 def query_exemplars(params: Params) -> Call:
@@ -193,7 +191,6 @@ def query_exemplars(params: Params) -> Call:
     except PromQLError as err:
         raise GatewayError("bad_data", str(err)) from None  # no "invalid parameter" here in Prometheus
     return Call(
-        "query_exemplars",
         "/api/v1/query_exemplars",
         "POST",
         with_single(_keep(params, ("query", "start", "end")), "query", printed),
@@ -217,40 +214,18 @@ def rules(params: Params) -> Call:
     kind = params.get("type")
     if kind not in ("", "alert", "record"):
         raise GatewayError("bad_data", f'invalid parameter "type": not supported value "{kind}"')
-    return Call("rules", "/api/v1/rules", "GET", _keep(params, _RULES_PARAMS))
+    return Call("/api/v1/rules", "GET", _keep(params, _RULES_PARAMS))
 
 
 def alerts(params: Params) -> Call:
-    return Call("alerts", "/api/v1/alerts", "GET", ())
+    return Call("/api/v1/alerts", "GET", ())
 
 
 def buildinfo(params: Params) -> Call:
-    return Call("buildinfo", "", "GET", ())
+    return Call("", "GET", ())
 
 
-def _local_query(endpoint: str, params: Params) -> Call:
+def local_query(params: Params) -> Call:
+    """format_query and parse_query: the query, parsed, for the gateway to answer."""
     expr, _ = parse_printed(params.get("query"))
-    return Call(endpoint, "", "GET", (("query", params.get("query")),), expr=expr)
-
-
-def format_query(params: Params) -> Call:
-    return _local_query("format_query", params)
-
-
-def parse_query(params: Params) -> Call:
-    return _local_query("parse_query", params)
-
-
-BUILDERS: dict[str, Callable[[Params], Call]] = {
-    "query": query,
-    "query_range": query_range,
-    "series": series,
-    "labels": labels,
-    "metadata": metadata,
-    "query_exemplars": query_exemplars,
-    "rules": rules,
-    "alerts": alerts,
-    "buildinfo": buildinfo,
-    "format_query": format_query,
-    "parse_query": parse_query,
-}
+    return Call("", "GET", (("query", params.get("query")),), expr=expr)
