@@ -171,6 +171,11 @@ class Answer:
     headers: tuple[tuple[str, str], ...] = ()  # extra headers for the client
     cache: str = ""  # hit, miss, partial or "bypass; reason=<why>": the client's x-cache
     size: int = -1  # the JSON's bytes (decompressed) when known, as the upstream's answers are
+    # The query samples AMP processed for this answer (its `totalQueryableSamples`, what AMP
+    # bills), when the upstream said; -1: not known, not metered, or not from the upstream.
+    samples_processed: int = -1
+    # A range query's samples processed at each step: ((step time in ms, samples), ...).
+    samples_per_step: tuple[tuple[int, int], ...] = ()
 
     def json_size(self) -> int:
         return self.size if self.size >= 0 else len(self.json_bytes())
