@@ -596,9 +596,10 @@ def _decoded(body: bytes, encoding: bytes | None) -> bytes:
 def _encoded(body: bytes, encoding: bytes | None) -> bytes:
     if encoding is None or encoding == b"identity":
         return body
+    # Level 1: compressing a 3 MB answer at gzip's default 9 took the stand-in 340 ms.
     if encoding == b"gzip":
-        return gzip.compress(body, mtime=0)
-    return zlib.compress(body)  # deflate, the only other one _decoded reads
+        return gzip.compress(body, compresslevel=1, mtime=0)
+    return zlib.compress(body, 1)  # deflate, the only other one _decoded reads
 
 
 def _text_headers(request_id: str) -> list[tuple[bytes, bytes]]:
