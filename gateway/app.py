@@ -38,6 +38,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from gateway import __version__
+from gateway.api.cost import cost_routes
 from gateway.api.middleware import AccessLog, SecurityHeaders, add_cors
 from gateway.api.ops import Readiness, healthy, index, metrics_endpoint, ready_endpoint
 from gateway.api.respond import error_response
@@ -52,6 +53,7 @@ from gateway.pipeline.authorize import authorizer
 from gateway.pipeline.cache import PLAIN_SHARE, ResultsCache
 from gateway.pipeline.coalesce import coalescing
 from gateway.pipeline.compose import compose, instrumented
+from gateway.pipeline.cost.ledger import Ledger, cost_namespace
 from gateway.pipeline.credentials import CredentialSource, chain_method
 from gateway.pipeline.edge_guard import edge_guard
 from gateway.pipeline.endpoints import ENDPOINTS
@@ -96,6 +98,10 @@ class Gateway:
         # Redis and while it is away.
         self.shared = SharedRedis(settings.cache, metrics) if settings.cache.redis_url else None
         self.authenticator = Authenticator(settings.auth, metrics, shared=self.shared, host=self.host)
+        # AMP's query samples by workspace, principal, dashboard, ...: the cost view and budgets.
+        self.ledger = Ledger(
+            settings.cost, self.host, self.shared, metrics, clock, namespace=cost_namespace(settings)
+        )
         self.sender = Sender(settings.upstream, metrics)
         signed = signing(CredentialSource(settings.aws), metrics, instrumented("send", self.sender))
         self.upstream: Handler = compose(
@@ -166,6 +172,7 @@ class Gateway:
             await self.shared.connect()
 
     async def aclose(self) -> None:
+        await self.ledger.aclose()  # before Redis and the host's store close
         if self.cache is not None:
             await self.cache.aclose()
         if self.shared is not None:
@@ -235,8 +242,12 @@ def create_app(
     api = PrometheusApi(settings, gateway.ask, metrics)
     readiness = Readiness(settings, gateway.probe, metrics)
 
+    authenticate = gateway.authenticator.authenticate
+    cost = cost_routes(settings, gateway.ledger, authenticate, gateway.rate_limit, metrics)
+
     # The API first: it is what nearly every request asks for, and the router tries routes in order.
     routes: list[BaseRoute] = [
+        *cost,  # before the API's mount, whose catch-all answers every other /api/v1 path
         *api.routes(),
         Route("/", index, methods=["GET", "HEAD"]),
         Route("/-/healthy", healthy, methods=["GET", "HEAD"]),

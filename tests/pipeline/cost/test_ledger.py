@@ -5,6 +5,8 @@ time, and what a failing store or a second worker sees."""
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import multiprocessing.synchronize
 import time
 from pathlib import Path
 
@@ -273,3 +275,44 @@ async def test_zero_and_negative_samples_count_nothing(host: HostStore, clock: C
     await ledger.charge(OVERVIEW_CPU.request(), -5)
     await ledger.saved(OVERVIEW_CPU.request(), -5)
     assert await ledger.rows("dashboard", HOUR, None) == []
+
+
+def _charge_from_a_process(path: str, worker: int, start: multiprocessing.synchronize.Barrier) -> None:
+    async def run() -> None:
+        store = HostStore(path, BOUND)
+        ledger = ledger_on(store, Clock(), budgets=(Budget("principal", "team-a", 10**9, "day"),))
+        start.wait()
+        for i in range(400):
+            await ledger.charge(Ask("team-a", f"d{worker}", str(i % 7)).request(), 3)
+            await ledger.saved(Ask("team-b", "shared").request(), 1)
+            if i % 10 == 0:
+                await ledger.flush()
+        await ledger.aclose()
+        store.close()
+
+    asyncio.run(run())
+
+
+def test_two_processes_charging_one_host_store_lose_nothing(host_path: str, clock: Clock) -> None:
+    spawn = multiprocessing.get_context("spawn")
+    start = spawn.Barrier(2)
+    processes = [spawn.Process(target=_charge_from_a_process, args=(host_path, w, start)) for w in range(2)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(60)
+        assert process.exitcode == 0
+
+    async def read() -> None:
+        store = HostStore(host_path, BOUND)
+        ledger = ledger_on(store, clock, budgets=(Budget("principal", "team-a", 10**9, "day"),))
+        assert table(await ledger.rows("dashboard", HOUR, None)) == [
+            ("d0", 1200, 0, "", ""),
+            ("d1", 1200, 0, "", ""),
+            ("shared", 0, 800, "", ""),
+        ]
+        assert sum(r.samples for r in await ledger.rows("panel", HOUR, "team-a")) == 2400
+        assert await ledger.spent("principal", "team-a", "day", clock.now) == 2400
+        store.close()
+
+    asyncio.run(read())
