@@ -50,3 +50,60 @@ def edit_data(
         given = document.get("warnings")
         document["warnings"] = [*(given if isinstance(given, list) else []), *warnings]
     return orjson.dumps(document)
+
+
+_GO_ESCAPES = ((b"<", b"\\u003c"), (b">", b"\\u003e"), (b"&", b"\\u0026"))
+_GO_ESCAPES_UNICODE = (("\u2028".encode(), b"\\u2028"), ("\u2029".encode(), b"\\u2029"))
+
+
+def go_json(value: Any) -> bytes:
+    """`value` as JSON with Go's string escapes, as Prometheus writes it."""
+    body = orjson.dumps(value)
+    for raw, escaped in _GO_ESCAPES:
+        if raw in body:
+            body = body.replace(raw, escaped)
+    if b"\xe2\x80" in body:
+        for raw, escaped in _GO_ESCAPES_UNICODE:
+            body = body.replace(raw, escaped)
+    return body
+
+
+def with_warning(body: bytes, warning: str) -> bytes:
+    """`body` with `warning` first in its top-level warnings (see _spliced); written again when
+    the splice does not give exactly that (a layout Prometheus does not write)."""
+    doc = orjson.loads(body)
+    if not isinstance(doc, dict):
+        raise ValueError("not a Prometheus envelope")
+    spliced = _spliced(body, doc, warning)
+    if spliced is not None:
+        try:
+            again = orjson.loads(spliced)
+        except orjson.JSONDecodeError:
+            again = None
+        expected = {**doc, "warnings": [warning, *(doc.get("warnings") or ())]}
+        if again == expected:
+            return spliced
+    doc["warnings"] = [warning, *(doc.get("warnings") or ())]
+    return go_json(doc)
+
+
+def _spliced(body: bytes, doc: dict[str, object], warning: str) -> bytes | None:
+    """A success envelope with `warning` first in its top-level `warnings`, every other byte as
+    it was. Prometheus writes the envelope compactly with its keys in the order status, data,
+    warnings, infos; `"warnings":[` cannot occur inside a JSON string (its quotes would be
+    escaped), and the top-level key comes after everything in `data`, so the last one is it."""
+    item = go_json(warning)
+    if "warnings" in doc:
+        at = body.rfind(b'"warnings":[')
+        if at >= 0:
+            at += len(b'"warnings":[')
+            return body[:at] + item + (b"" if body[at : at + 1] == b"]" else b",") + body[at:]
+    elif "infos" in doc:
+        at = body.rfind(b',"infos":[')
+        if at >= 0:
+            return body[:at] + b',"warnings":[' + item + b"]" + body[at:]
+    else:
+        end = len(body.rstrip())
+        if body[end - 1 : end] == b"}":
+            return body[: end - 1] + b',"warnings":[' + item + b"]" + body[end - 1 :]
+    return None

@@ -12,6 +12,8 @@ from typing import Any
 
 import orjson
 
+from gateway.envelope import go_json
+
 LabelKey = tuple[tuple[str, str], ...]
 Point = tuple[int, Any]
 
@@ -139,8 +141,6 @@ def timestamp_json(ms: int) -> bytes:
 
 # Prometheus writes JSON with jsoniter's ConfigCompatibleWithStandardLibrary, which escapes
 # these as Go's encoding/json does; they can only occur inside strings.
-_GO_ESCAPES = ((b"<", b"\\u003c"), (b">", b"\\u003e"), (b"&", b"\\u0026"))
-_GO_ESCAPES_UNICODE = (("\u2028".encode(), b"\\u2028"), ("\u2029".encode(), b"\\u2029"))
 
 
 def render(matrix: Matrix) -> bytes:
@@ -161,18 +161,6 @@ def render(matrix: Matrix) -> bytes:
     if matrix.infos:
         doc["infos"] = matrix.infos
     return go_json(doc)
-
-
-def go_json(value: Any) -> bytes:
-    """`value` as JSON with Go's string escapes, as Prometheus writes it."""
-    body = orjson.dumps(value)
-    for raw, escaped in _GO_ESCAPES:
-        if raw in body:
-            body = body.replace(raw, escaped)
-    if b"\xe2\x80" in body:
-        for raw, escaped in _GO_ESCAPES_UNICODE:
-            body = body.replace(raw, escaped)
-    return body
 
 
 # ---------------------------------------------------------------- storage form

@@ -8,11 +8,10 @@ saying how old it is and why it is served.
 
 from __future__ import annotations
 
-import orjson
-
+from gateway.envelope import with_warning
 from gateway.errors import GatewayError
 from gateway.pipeline.cache import codec
-from gateway.pipeline.cache.matrix import Matrix, assemble, go_json, render
+from gateway.pipeline.cache.matrix import Matrix, assemble, render
 from gateway.pipeline.cache.plan import Grid
 
 _CAUSES = {
@@ -37,47 +36,6 @@ def prefix_warning(error: GatewayError, age: float, missing: int) -> str:
         f"served from the gateway's cache, its newest point {age:.0f}s old; the {missing} points "
         f"after it are missing: {_CAUSES[error.failure]} ({error.message})"
     )
-
-
-def with_warning(body: bytes, warning: str) -> bytes:
-    """`body` with `warning` first in its top-level warnings (see _spliced); written again when
-    the splice does not give exactly that (a layout Prometheus does not write)."""
-    doc = orjson.loads(body)
-    if not isinstance(doc, dict):
-        raise ValueError("not a Prometheus envelope")
-    spliced = _spliced(body, doc, warning)
-    if spliced is not None:
-        try:
-            again = orjson.loads(spliced)
-        except orjson.JSONDecodeError:
-            again = None
-        expected = {**doc, "warnings": [warning, *(doc.get("warnings") or ())]}
-        if again == expected:
-            return spliced
-    doc["warnings"] = [warning, *(doc.get("warnings") or ())]
-    return go_json(doc)
-
-
-def _spliced(body: bytes, doc: dict[str, object], warning: str) -> bytes | None:
-    """A success envelope with `warning` first in its top-level `warnings`, every other byte as
-    it was. Prometheus writes the envelope compactly with its keys in the order status, data,
-    warnings, infos; `"warnings":[` cannot occur inside a JSON string (its quotes would be
-    escaped), and the top-level key comes after everything in `data`, so the last one is it."""
-    item = go_json(warning)
-    if "warnings" in doc:
-        at = body.rfind(b'"warnings":[')
-        if at >= 0:
-            at += len(b'"warnings":[')
-            return body[:at] + item + (b"" if body[at : at + 1] == b"]" else b",") + body[at:]
-    elif "infos" in doc:
-        at = body.rfind(b',"infos":[')
-        if at >= 0:
-            return body[:at] + b',"warnings":[' + item + b"]" + body[at:]
-    else:
-        end = len(body.rstrip())
-        if body[end - 1 : end] == b"}":
-            return body[: end - 1] + b',"warnings":[' + item + b"]" + body[end - 1 :]
-    return None
 
 
 def whole(entry: codec.Entry, warning: str, to_gzip: bool) -> tuple[bytes, bool] | None:

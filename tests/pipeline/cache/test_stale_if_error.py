@@ -17,8 +17,8 @@ from support.amp_standin import AmpStandin, start_amp
 from support.gateway import gateway_settings
 from support.testenv import AMP_REGION
 
+from gateway.envelope import with_warning
 from gateway.errors import GatewayError
-from gateway.pipeline.cache.stale import with_warning
 from gateway.pipeline.coalesce import wire
 
 from .conftest import cache_raw, cached_gateway
