@@ -10,11 +10,13 @@ An API call (`gateway.api.routes`) arrives as an `Incoming` and goes:
     size limits    range, points, query length, result caps     pipeline/limits.py
     principal slots  requests in flight per principal           pipeline/slots/
     enforce        the principal's label matchers everywhere    pipeline/enforce.py
+    budget warnings  past a share of a budget, answers say so     pipeline/cost/budget.py
     local answers  buildinfo, format_query, parse_query, exemplars  pipeline/local.py
     result caps    at most `limit` series or names              pipeline/result_caps.py
     cache          results cache (memory, Redis)                pipeline/cache/
     coalesce       identical requests in flight share one       pipeline/coalesce/
     edge guard     nothing unenforced leaves                    pipeline/edge_guard.py
+    cost           stats=all asked, samples charged, budgets    pipeline/cost/meter.py
     retry          backoff within the request's deadline        pipeline/retry.py
     workspace slots  requests in flight per workspace           pipeline/slots/
     sign           the HTTP request, SigV4-signed               pipeline/sign.py
@@ -53,7 +55,9 @@ from gateway.pipeline.authorize import authorizer
 from gateway.pipeline.cache import PLAIN_SHARE, ResultsCache
 from gateway.pipeline.coalesce import coalescing
 from gateway.pipeline.compose import compose, instrumented
+from gateway.pipeline.cost.budget import Budgets, budget_warnings
 from gateway.pipeline.cost.ledger import Ledger, cost_namespace
+from gateway.pipeline.cost.meter import metering
 from gateway.pipeline.credentials import CredentialSource, chain_method
 from gateway.pipeline.edge_guard import edge_guard
 from gateway.pipeline.endpoints import ENDPOINTS
@@ -115,10 +119,12 @@ class Gateway:
         # the whole fleet's, and slow queries holding them must not make every replica unready.
         self.probe: Handler = instrumented("sign", signed)
         self.cache: ResultsCache | None = None
+        self.budgets = Budgets(settings.cost, self.ledger.spent, clock)
         stages: list[tuple[str, Stage]] = [
             ("size_limits", size_limits(metrics)),
             ("principal_slots", principal_slots(metrics, self.shared, self.host)),
             ("enforce", enforcement(EnforceSettings(override=settings.auth.override))),
+            ("budget_warnings", budget_warnings(self.budgets, settings.cost.soft_share)),
             ("local_answers", local_answers()),
             ("result_caps", result_caps()),
         ]
@@ -137,6 +143,7 @@ class Gateway:
                 ),
             ),
             ("edge_guard", edge_guard(metrics)),
+            ("cost", metering(self.ledger.charge, self.budgets)),
         ]
         self.query: Handler = compose(stages, ("upstream", self.upstream))
         self.authenticate = instrumented("authenticate", self.authenticator.authenticate)

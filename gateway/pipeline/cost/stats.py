@@ -1,0 +1,59 @@
+"""Prometheus's query statistics in an answer: the samples AMP processed (`totalQueryableSamples`,
+what it bills, and `totalQueryableSamplesPerStep`), read and, when the client did not ask for
+them, removed byte for byte.
+
+Prometheus writes `stats` as the last member of `data` (`QueryData{ResultType, Result, Stats}`),
+and the bytes `,"stats":{` cannot occur inside a JSON string (its quote would be escaped) nor as
+a label (label values are strings): the last of them begins the member. Its value holds numbers
+and fixed keys only, so its end is where its braces balance.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import orjson
+
+_MEMBER = b',"stats":'
+_BRACE = re.compile(rb"[{}]")
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    body: bytes  # the answer, without the stats when they were to be removed
+    samples: int  # totalQueryableSamples; -1: the answer had none
+    per_step: tuple[tuple[int, int], ...] = ()  # (step time in ms, samples)
+
+
+def _span(body: bytes) -> tuple[int, int] | None:
+    """(start, end) of `,"stats":{...}` in a success answer: body[end] closes `data`."""
+    start = body.rfind(_MEMBER + b"{")
+    if start < 0:
+        return None
+    depth = 0
+    for brace in _BRACE.finditer(body, start + len(_MEMBER)):
+        depth += 1 if brace.group() == b"{" else -1
+        if depth == 0:
+            end = brace.end()
+            return (start, end) if body[end : end + 1] == b"}" else None
+    return None
+
+
+def take_stats(body: bytes, remove: bool) -> Stats:
+    """The answer's samples processed, and the answer without its stats when `remove`: every
+    other byte as Prometheus wrote it. An answer without readable stats is returned as it came,
+    with samples -1."""
+    span = _span(body)
+    if span is None:
+        return Stats(body, -1)
+    start, end = span
+    try:
+        samples = orjson.loads(body[start + len(_MEMBER) : end]).get("samples") or {}
+        total = int(samples["totalQueryableSamples"])
+        per_step = tuple(
+            (round(float(t) * 1000), int(n)) for t, n in samples.get("totalQueryableSamplesPerStep") or ()
+        )
+    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
+        return Stats(body, -1)
+    return Stats(body[:start] + body[end:] if remove else body, total, per_step)
