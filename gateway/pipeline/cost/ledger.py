@@ -261,25 +261,39 @@ class Ledger:
         for budget, samples in self._budgets.items():
             batch.budgets[budget] = batch.budgets.get(budget, 0) + samples
         self._budgets = {}
+        hourly: dict[tuple[int, str], Tally] = {}
         for (hour, *names), (samples, saved) in pending.items():
-            day = bucket_start(hour, DAY)
-            for step, start in ((HOUR, hour), (DAY, day)):
-                for scope in (EVERYONE, names[1]):
-                    self._add_to(batch.records.setdefault((step, start, scope), {}), names, samples, saved)
+            for scope in (EVERYONE, names[1]):
+                tally = hourly.get((hour, scope))
+                if tally is None:
+                    tally = hourly[(hour, scope)] = {dim: {} for dim in DIMENSIONS}
+                for dim, name in zip(DIMENSIONS, names, strict=True):
+                    entry = tally[dim].get(name)
+                    if entry is None:
+                        entry = tally[dim][name] = Entry()
+                    entry.samples += samples
+                    entry.saved += saved
         if titles:
-            for tally in batch.records.values():
-                for (dim, name), title in titles.items():
-                    found = tally.get(dim, {}).get(name)
-                    if found is not None:
-                        found.title = title
+            for tally in hourly.values():
+                for dim in ("dashboard", "panel"):
+                    for name, entry in tally[dim].items():
+                        entry.title = titles.get((dim, name), "")
+        hours_of_day: dict[tuple[int, str], int] = {}
+        for hour, scope in hourly:
+            hours_of_day[(bucket_start(hour, DAY), scope)] = (
+                hours_of_day.get((bucket_start(hour, DAY), scope), 0) + 1
+            )
+        for (hour, scope), tally in hourly.items():
+            day = bucket_start(hour, DAY)
+            for record in ((HOUR, hour, scope), (DAY, day, scope)):
+                found = batch.records.get(record)
+                if found is not None:
+                    add_all(found, tally)
+                elif record[0] == HOUR or hours_of_day[(day, scope)] == 1:
+                    batch.records[record] = tally  # the day's delta is its one hour's: shared, read only
+                else:
+                    add_all(batch.records.setdefault(record, {}), tally)
         return batch
-
-    @staticmethod
-    def _add_to(tally: Tally, names: list[str], samples: int, saved: int) -> None:
-        for dim, name in zip(DIMENSIONS, names, strict=True):
-            entry = tally.setdefault(dim, {}).setdefault(name, Entry())
-            entry.samples += samples
-            entry.saved += saved
 
     def _keep(self, batch: Batch) -> None:
         """A batch no store took, kept for the next flush: each record folded to a few times

@@ -48,8 +48,14 @@ def merge(into: Tally, delta: Tally, top: int) -> None:
     """Adds `delta` to `into`, keeping at most `top` names per dimension (see the module)."""
     for dim, names in delta.items():
         kept = into.setdefault(dim, {})
+        # Names come heaviest first and kept names only grow: once a newcomer is no heavier than
+        # the lightest kept name, no later one is, and the rest go to OTHER without looking.
+        closed = False
         for name, entry in sorted(names.items(), key=heaviest_first):
-            target = name if name == OTHER or name in kept else _row_for(kept, name, entry.weight, top)
+            target = name
+            if name != OTHER and name not in kept:
+                target = OTHER if closed else _row_for(kept, name, entry.weight, top)
+                closed = target == OTHER
             _add(kept, target, entry)
 
 
