@@ -11,6 +11,7 @@ An API call (`gateway.api.routes`) arrives as an `Incoming` and goes:
     principal slots  requests in flight per principal           pipeline/slots/
     enforce        the principal's label matchers everywhere    pipeline/enforce.py
     budget warnings  past a share of a budget, answers say so     pipeline/cost/budget.py
+    preflight      what AMP's query quotas would refuse         pipeline/preflight.py
     local answers  buildinfo, format_query, parse_query, exemplars  pipeline/local.py
     result caps    at most `limit` series or names              pipeline/result_caps.py
     cache          results cache (memory, Redis)                pipeline/cache/
@@ -66,6 +67,7 @@ from gateway.pipeline.host import HostStore
 from gateway.pipeline.limits import size_limits
 from gateway.pipeline.local import local_answers
 from gateway.pipeline.model import Answer, Handler, Incoming, Stage
+from gateway.pipeline.preflight import SampleHistory, preflight
 from gateway.pipeline.rate import RateLimiter
 from gateway.pipeline.result_caps import result_caps
 from gateway.pipeline.retry import retrying
@@ -119,12 +121,16 @@ class Gateway:
         # the whole fleet's, and slow queries holding them must not make every replica unready.
         self.probe: Handler = instrumented("sign", signed)
         self.cache: ResultsCache | None = None
+        # What queries cost before, for the pre-flight samples estimate; the cost meter notes each fetch.
+        self.sample_history = SampleHistory()
         self.budgets = Budgets(settings.cost, self.ledger.spent, clock)
         stages: list[tuple[str, Stage]] = [
             ("size_limits", size_limits(metrics)),
             ("principal_slots", principal_slots(metrics, self.shared, self.host)),
             ("enforce", enforcement(EnforceSettings(override=settings.auth.override))),
             ("budget_warnings", budget_warnings(self.budgets, settings.cost.soft_share)),
+            # After enforcement: the query it checks and remembers costs of is the one AMP gets.
+            ("preflight", preflight(settings.quotas, self.sample_history, metrics, clock)),
             ("local_answers", local_answers()),
             ("result_caps", result_caps()),
         ]

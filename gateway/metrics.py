@@ -499,6 +499,15 @@ class Metrics:
             multiprocess_mode="livemin",
             registry=r,
         )
+        self.preflight_refused = Counter(
+            "gateway_preflight_refused_total",
+            "Queries refused before sending because AMP's query quotas would refuse them, by reason"
+            " (instant_range, query_range, samples).",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("instant_range", "query_range", "samples"):  # preflight.REASONS
+            self.preflight_refused.labels(reason)
         self.enforcement_violations = Counter(
             "gateway_enforcement_violations_total",
             "Requests refused at the last stage because a selector lacked the principal's matchers.",
