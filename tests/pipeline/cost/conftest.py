@@ -4,7 +4,6 @@ requests as Grafana's data-source requests arrive (a dashboard, a panel, an org,
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -39,26 +38,10 @@ class Clock:
         return self.now
 
 
-@dataclass(frozen=True)
-class Ask:
-    """Who asks for what: one Grafana data-source request."""
-
-    principal: str = "team-a"
-    dashboard: str = ""
-    panel: str = ""
-    org: str = ""
-    user: str = ""
-    dashboard_title: str = ""
-    panel_title: str = ""
-    workspace: Workspace = WORKSPACE
-
-    def request(self) -> Request:
-        origin = Origin(
-            self.dashboard, self.panel, self.org, self.user, self.dashboard_title, self.panel_title
-        )
-        return request(
-            "query", principal=Principal(name=self.principal), origin=origin, workspace=self.workspace
-        )
+def ask(principal: str = "team-a", workspace: Workspace = WORKSPACE, **origin: str) -> Request:
+    """One Grafana data-source request: its principal, and the dashboard, panel, org, user and
+    titles its headers named (Origin's fields)."""
+    return request("query", principal=Principal(name=principal), origin=Origin(**origin), workspace=workspace)
 
 
 def make_host_path(where: Path) -> str:

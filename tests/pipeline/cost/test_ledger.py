@@ -18,14 +18,18 @@ from gateway.pipeline.cost.ledger import Ledger, Row
 from gateway.pipeline.cost.periods import DAY, HOUR
 from gateway.pipeline.host import HostStore
 
-from .conftest import BOUND, OTHER_WORKSPACE, T0, Ask, Clock, ledger_on
+from .conftest import BOUND, OTHER_WORKSPACE, T0, Clock, ask, ledger_on
 
 PRICE = CostSettings().price_per_billion_samples
 
-OVERVIEW_CPU = Ask("team-a", "d1", "2", "1", "alice", "Overview", "CPU")
-OVERVIEW_MEMORY = Ask("team-a", "d1", "3", "1", "bob", "Overview")
-DISKS = Ask("team-b", "d2", "1", "2", "carol", "Disks", workspace=OTHER_WORKSPACE)
-UNNAMED = Ask("team-b")
+OVERVIEW_CPU = ask(
+    "team-a", dashboard="d1", panel="2", org="1", user="alice", dashboard_title="Overview", panel_title="CPU"
+)
+OVERVIEW_MEMORY = ask("team-a", dashboard="d1", panel="3", org="1", user="bob", dashboard_title="Overview")
+DISKS = ask(
+    "team-b", OTHER_WORKSPACE, dashboard="d2", panel="1", org="2", user="carol", dashboard_title="Disks"
+)
+UNNAMED = ask("team-b")
 
 
 def table(rows: list[Row]) -> list[tuple[str, int, int, str, str]]:
@@ -33,11 +37,11 @@ def table(rows: list[Row]) -> list[tuple[str, int, int, str, str]]:
 
 
 async def charge_grafana_traffic(ledger: Ledger) -> None:
-    await ledger.charge(OVERVIEW_CPU.request(), 100)
-    await ledger.charge(OVERVIEW_MEMORY.request(), 50)
-    await ledger.charge(DISKS.request(), 30)
-    await ledger.charge(UNNAMED.request(), 7)
-    await ledger.saved(OVERVIEW_CPU.request(), 40)
+    await ledger.charge(OVERVIEW_CPU, 100)
+    await ledger.charge(OVERVIEW_MEMORY, 50)
+    await ledger.charge(DISKS, 30)
+    await ledger.charge(UNNAMED, 7)
+    await ledger.saved(OVERVIEW_CPU, 40)
 
 
 async def test_each_dimension_says_who_spent_what(host: HostStore, clock: Clock) -> None:
@@ -93,7 +97,7 @@ async def test_past_top_names_count_as_other_and_a_heavier_newcomer_takes_a_row(
 
     async def flush_charges(*charges: tuple[str, int]) -> list[tuple[str, int, int, str, str]]:
         for dashboard, samples in charges:
-            await ledger.charge(Ask(dashboard=dashboard).request(), samples)
+            await ledger.charge(ask(dashboard=dashboard), samples)
         await ledger.flush()
         return table(await ledger.rows("dashboard", HOUR, None))
 
@@ -120,10 +124,10 @@ async def test_past_top_names_count_as_other_and_a_heavier_newcomer_takes_a_row(
 async def test_a_range_keeps_top_names_of_its_buckets_together(host: HostStore, clock: Clock) -> None:
     ledger = ledger_on(host, clock, top=2)
     for dashboard, samples in (("d1", 10), ("d2", 20)):
-        await ledger.charge(Ask(dashboard=dashboard).request(), samples)
+        await ledger.charge(ask(dashboard=dashboard), samples)
     clock.now += HOUR
     for dashboard, samples in (("d3", 30), ("d4", 5)):
-        await ledger.charge(Ask(dashboard=dashboard).request(), samples)
+        await ledger.charge(ask(dashboard=dashboard), samples)
     # Each hour kept two names; over two hours, the two heaviest of the four and the rest.
     assert table(await ledger.rows("dashboard", 2 * HOUR, None)) == [
         ("d3", 30, 0, "", ""),
@@ -137,7 +141,7 @@ async def test_a_range_reads_the_buckets_it_covers(host: HostStore, clock: Clock
     spent_at = {30 * HOUR: 1, 10 * DAY: 10, 40 * DAY: 100, 0: 1000}
     for ago, samples in spent_at.items():
         clock.now = T0 - ago
-        await ledger.charge(Ask().request(), samples)
+        await ledger.charge(ask(), samples)
     clock.now = T0
 
     async def total(range_seconds: float) -> int:
@@ -153,10 +157,10 @@ async def test_a_range_reads_the_buckets_it_covers(host: HostStore, clock: Clock
 async def test_over_time_gives_every_bucket_hourly_then_daily(host: HostStore, clock: Clock) -> None:
     ledger = ledger_on(host, clock)
     charges = ((3 * HOUR, OVERVIEW_CPU, 5), (2 * HOUR, UNNAMED, 3), (HOUR, DISKS, 7), (0, OVERVIEW_CPU, 11))
-    for ago, ask, samples in charges:
+    for ago, asked, samples in charges:
         clock.now = T0 - ago
-        await ledger.charge(ask.request(), samples)
-    await ledger.saved(OVERVIEW_CPU.request(), 2)
+        await ledger.charge(asked, samples)
+    await ledger.saved(OVERVIEW_CPU, 2)
     clock.now = T0
     buckets, points = await ledger.over_time(6 * HOUR, None)
     assert buckets.step == HOUR
@@ -189,21 +193,21 @@ async def test_spent_counts_each_budget_exactly_and_resets_with_its_period(
         )
 
     # T0: 2024-02-28 23:00 UTC. With top=1 the heavy d9 keeps the dashboard row; budgets do not care.
-    await ledger.charge(Ask("team-a", "d1").request(), 100)
-    await ledger.charge(Ask("team-b", "d9").request(), 10_000)
-    await ledger.charge(Ask("team-b", "d1").request(), 20)
-    await ledger.saved(Ask("team-a", "d1").request(), 5000)  # savings are not spending
+    await ledger.charge(ask("team-a", dashboard="d1"), 100)
+    await ledger.charge(ask("team-b", dashboard="d9"), 10_000)
+    await ledger.charge(ask("team-b", dashboard="d1"), 20)
+    await ledger.saved(ask("team-a", dashboard="d1"), 5000)  # savings are not spending
     assert await spent() == (100, 120)
     await ledger.flush()
     assert await spent() == (100, 120)
     assert table(await ledger.rows("dashboard", HOUR, None))[0][0] == "d9"
     clock.now = T0 + HOUR + 1  # 2024-02-29 00:00:01: a new day, the same month
     assert await spent() == (0, 120)
-    await ledger.charge(Ask("team-a", "d1").request(), 3)
+    await ledger.charge(ask("team-a", dashboard="d1"), 3)
     assert await spent() == (3, 123)
     clock.now = T0 + DAY + HOUR  # 2024-03-01 00:00: a new month
     assert await spent() == (0, 0)
-    await ledger.charge(Ask("team-a", "d1").request(), 1)
+    await ledger.charge(ask("team-a", dashboard="d1"), 1)
     assert await spent() == (1, 1)
     # The periods gone by are still read (their counters stay a day past their end).
     assert await ledger.spent("principal", "team-a", "day", T0) == 100
@@ -241,7 +245,7 @@ async def test_counts_no_store_takes_stay_in_the_worker(tmp_path: Path, clock: C
     assert metrics.registry.get_sample_value("gateway_cost_unsaved_flushes_total") == 1
     assert sum(r.samples for r in await ledger.rows("dashboard", HOUR, None)) == 187
     assert await ledger.spent("principal", "team-a", "day", clock.now) == 150
-    await ledger.charge(OVERVIEW_CPU.request(), 1)
+    await ledger.charge(OVERVIEW_CPU, 1)
     assert await ledger.spent("principal", "team-a", "day", clock.now) == 151
     assert sum(r.samples for r in await ledger.rows("dashboard", HOUR, None)) == 188
 
@@ -252,7 +256,7 @@ async def test_metrics_by_workspace_principal_and_the_first_top_dashboards(
     metrics = Metrics()
     ledger = ledger_on(host, clock, top=2, metrics=metrics)
     await charge_grafana_traffic(ledger)
-    await ledger.charge(Ask("team-a", "d3").request(), 1000)
+    await ledger.charge(ask("team-a", dashboard="d3"), 1000)
     value = metrics.registry.get_sample_value
     assert value("gateway_query_samples_total", {"workspace": "ws-1", "principal": "team-a"}) == 1150
     assert value("gateway_query_samples_total", {"workspace": "ws-2", "principal": "team-b"}) == 30
@@ -271,9 +275,9 @@ async def test_metrics_by_workspace_principal_and_the_first_top_dashboards(
 
 async def test_zero_and_negative_samples_count_nothing(host: HostStore, clock: Clock) -> None:
     ledger = ledger_on(host, clock)
-    await ledger.charge(OVERVIEW_CPU.request(), 0)
-    await ledger.charge(OVERVIEW_CPU.request(), -5)
-    await ledger.saved(OVERVIEW_CPU.request(), -5)
+    await ledger.charge(OVERVIEW_CPU, 0)
+    await ledger.charge(OVERVIEW_CPU, -5)
+    await ledger.saved(OVERVIEW_CPU, -5)
     assert await ledger.rows("dashboard", HOUR, None) == []
 
 
@@ -283,8 +287,8 @@ def _charge_from_a_process(path: str, worker: int, start: multiprocessing.synchr
         ledger = ledger_on(store, Clock(), budgets=(Budget("principal", "team-a", 10**9, "day"),))
         start.wait()
         for i in range(400):
-            await ledger.charge(Ask("team-a", f"d{worker}", str(i % 7)).request(), 3)
-            await ledger.saved(Ask("team-b", "shared").request(), 1)
+            await ledger.charge(ask("team-a", dashboard=f"d{worker}", panel=str(i % 7)), 3)
+            await ledger.saved(ask("team-b", dashboard="shared"), 1)
             if i % 10 == 0:
                 await ledger.flush()
         await ledger.aclose()

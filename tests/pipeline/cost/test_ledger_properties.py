@@ -16,12 +16,13 @@ from gateway.pipeline.cost.ledger import named
 from gateway.pipeline.cost.periods import DAY, HOUR, HOURLY_RANGE, MAX_RANGE, period_end, period_start, span
 from gateway.pipeline.cost.tally import DIMENSIONS, OTHER, Entry, Tally, fold, merge
 from gateway.pipeline.host import HostStore
+from gateway.pipeline.model import Request
 
-from .conftest import BOUND, T0, Ask, Clock, ledger_on, make_host_path
+from .conftest import BOUND, T0, Clock, ask, ledger_on, make_host_path
 
 PRINCIPALS = ("team-a", "team-b", "team-c")
 asks = st.builds(
-    Ask,
+    ask,
     principal=st.sampled_from(PRINCIPALS),
     dashboard=st.sampled_from(["", "d1", "d2", "d3", "d4"]),
     panel=st.sampled_from(["", "1", "2", "3"]),
@@ -38,12 +39,15 @@ events = st.lists(
 )
 
 
-def name_of(ask: Ask, dim: str) -> str:
+def name_of(asked: Request, dim: str) -> str:
+    origin = asked.origin
     if dim == "panel":
-        return f"{ask.dashboard or '-'}/{ask.panel}" if ask.panel else ""
+        return f"{origin.dashboard or '-'}/{origin.panel}" if origin.panel else ""
     if dim == "workspace":
-        return ask.workspace.id
-    return str(getattr(ask, dim))
+        return asked.workspace.id
+    if dim == "principal":
+        return asked.principal.name
+    return str(getattr(origin, dim))
 
 
 @settings(max_examples=60, deadline=None)
@@ -51,7 +55,7 @@ def name_of(ask: Ask, dim: str) -> str:
 def test_rows_add_up_to_what_was_charged(
     tmp_path_factory: pytest.TempPathFactory,
     top: int,
-    happened: list[tuple[Ask, int, bool, bool, int]],
+    happened: list[tuple[Request, int, bool, bool, int]],
 ) -> None:
     store = HostStore(make_host_path(tmp_path_factory.mktemp("ledger") / "host"), BOUND)
     clock = Clock(T0)
@@ -61,17 +65,17 @@ def test_rows_add_up_to_what_was_charged(
 
     async def run() -> None:
         ledger = ledger_on(store, clock, top=top)
-        for ask, samples, is_charge, flush, later in happened:
+        for asked, samples, is_charge, flush, later in happened:
             clock.now += later * HOUR
             if is_charge:
-                await ledger.charge(ask.request(), samples)
+                await ledger.charge(asked, samples)
             else:
-                await ledger.saved(ask.request(), samples)
+                await ledger.saved(asked, samples)
             kind = "samples" if is_charge else "saved"
-            for scope in ("", ask.principal):
+            for scope in ("", asked.principal.name):
                 (charged if is_charge else saved)[scope] += samples
                 for dim in DIMENSIONS:
-                    truth.setdefault((scope, dim, name_of(ask, dim)), Counter())[kind] += samples
+                    truth.setdefault((scope, dim, name_of(asked, dim)), Counter())[kind] += samples
             if flush:
                 await ledger.flush()
         for scope, dim, range_seconds in itertools.product(

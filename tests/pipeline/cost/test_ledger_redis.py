@@ -20,7 +20,7 @@ from gateway.pipeline.cost.stores import EVERYONE, Batch, HostLedger, RedisLedge
 from gateway.pipeline.cost.tally import DIMENSIONS, Entry, Tally
 from gateway.pipeline.host import HostStore
 
-from .conftest import BOUND, T0, Ask, Clock, connected, ledger_on, make_host_path
+from .conftest import BOUND, T0, Clock, ask, connected, ledger_on, make_host_path
 from .test_ledger import charge_grafana_traffic, table
 
 BUDGETS = (Budget("principal", "team-a", 10**9, "day"), Budget("dashboard", "d1", 10**9, "month"))
@@ -36,7 +36,7 @@ async def test_two_replicas_share_their_totals_on_redis(
     try:
         await charge_grafana_traffic(ledgers[0])
         await charge_grafana_traffic(ledgers[1])
-        await ledgers[1].charge(Ask("team-a", "d1", "9", dashboard_title="Overview v2").request(), 1)
+        await ledgers[1].charge(ask("team-a", dashboard="d1", panel="9", dashboard_title="Overview v2"), 1)
         for ledger in ledgers:
             await ledger.flush()
         for ledger in ledgers:
@@ -68,10 +68,10 @@ async def test_while_redis_is_away_the_host_store_keeps_the_counts(
     shared = await connected(server.url, False)
     ledger = ledger_on(host, clock, shared, budgets=BUDGETS)
     try:
-        await ledger.charge(Ask("team-a", "d1").request(), 100)
+        await ledger.charge(ask("team-a", dashboard="d1"), 100)
         await ledger.flush()
         server.stop()
-        await ledger.charge(Ask("team-a", "d1").request(), 20)
+        await ledger.charge(ask("team-a", dashboard="d1"), 20)
         await ledger.flush()
         assert ledger.degraded
         # What Redis holds cannot be read; what the host took can, exactly.
