@@ -25,8 +25,11 @@ class QuotaSettings:
     # The same quota for instant queries: AMP answers those up to 32 days back and refuses longer
     # ones with "only supported for range type queries".
     max_instant_range_ms: int | None = 32 * DAY_MS
-    # "Query samples": the samples one query may process.
-    max_samples: int | None = 12_000_000
+    # "Query samples" (12,000,000 in an old listing), off by default: AMP's quota bounds, as
+    # Cortex's and Prometheus's max-samples do, the samples held in memory at once, while the
+    # estimate here is of samples processed (QSP); compared with it, an ordinary 24 h panel over
+    # 1,000 series (23 million processed) would be refused. Set it as a bound on QSP per query.
+    max_samples: int | None = None
 
 
 KEYS = frozenset({"rates", "max_query_range", "max_instant_range", "max_samples"})

@@ -261,7 +261,7 @@ def test_settings_default_to_amp_s_quotas_and_turn_off_with_0_or_null() -> None:
     defaults = read_quotas(Reader({}, "quotas."))
     assert defaults.max_instant_range_ms == 32 * DAY_MS
     assert defaults.max_query_range_ms == 95 * DAY_MS
-    assert defaults.max_samples == 12_000_000
+    assert defaults.max_samples is None  # off: AMP's quota is not a bound on QSP
     off = read_quotas(Reader({"max_query_range": 0, "max_instant_range": None, "max_samples": 0}, "quotas."))
     assert (off.max_query_range_ms, off.max_instant_range_ms, off.max_samples) == (None, None, None)
     set_ = read_quotas(
