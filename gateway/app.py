@@ -149,7 +149,7 @@ class Gateway:
                 ),
             ),
             ("edge_guard", edge_guard(metrics)),
-            ("cost", metering(self.ledger.charge, self.budgets)),
+            ("cost", metering(self.ledger.charge, self.budgets, self.sample_history.note)),
         ]
         self.query: Handler = compose(stages, ("upstream", self.upstream))
         self.authenticate = instrumented("authenticate", self.authenticator.authenticate)
