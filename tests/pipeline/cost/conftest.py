@@ -75,9 +75,15 @@ def ledger_on(
     top: int = 20,
     budgets: tuple[Budget, ...] = (),
     metrics: Metrics | None = None,
+    flush_every: float = 3600,
 ) -> Ledger:
+    """A worker's ledger. Its reads flush it; the background flush comes after `flush_every`
+    seconds (an hour unless a test waits for it: tests that do not close their ledger leave no
+    flush behind them)."""
     settings = CostSettings(top=top, budgets=budgets)
-    return Ledger(settings, host, shared, metrics or Metrics(), clock, namespace="test", flush_every=0.05)
+    return Ledger(
+        settings, host, shared, metrics or Metrics(), clock, namespace="test", flush_every=flush_every
+    )
 
 
 @pytest.fixture(params=["redis", "cluster"])

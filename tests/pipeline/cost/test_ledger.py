@@ -220,7 +220,7 @@ async def test_another_worker_sees_the_totals_after_the_background_flush(
     host_path: str, clock: Clock
 ) -> None:
     workers = [HostStore(host_path, BOUND), HostStore(host_path, BOUND)]
-    charging, reading = ledger_on(workers[0], clock), ledger_on(workers[1], clock)
+    charging, reading = ledger_on(workers[0], clock, flush_every=0.05), ledger_on(workers[1], clock)
     try:
         await charge_grafana_traffic(charging)
         deadline = time.monotonic() + 10
