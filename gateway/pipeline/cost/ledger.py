@@ -58,6 +58,7 @@ log = logging.getLogger("gateway.cost")
 MAX_PENDING = 4096
 _WARN_EVERY = 60.0
 SHOWN = {NOT_SAID: "-", OTHER: "other"}
+_NAMED = {shown: name for name, shown in SHOWN.items()}
 _GROUPS = {NOT_SAID: "unnamed", OTHER: "other"}
 
 _Attribution = tuple[int, str, str, str, str, str, str]  # hour, then one name per dimension
@@ -93,7 +94,7 @@ def shown(name: str) -> str:
 
 def named(key: str) -> str:
     """The name a row's key stands for ("-": not said, "other": the rest)."""
-    return {v: k for k, v in SHOWN.items()}.get(key, key)
+    return _NAMED.get(key, key)
 
 
 def cost_namespace(settings: Settings) -> str:
@@ -301,14 +302,14 @@ class Ledger:
         self._metrics.cost_unsaved_flushes.inc()
         self._warn("neither Redis nor the host's store took the cost totals: kept in this worker for now")
         now = self._clock()
-        kept = Batch(now)
+        kept = self._unsaved or Batch(now)  # another flush's, failed meanwhile
         for record, delta in batch.records.items():
             step, start, _ = record
             if start + KEEP[step] > now:
                 merge(kept.records.setdefault(record, {}), delta, 4 * self.top)
         for budget, samples in batch.budgets.items():
             if budget[1] + 32 * DAY > now:
-                kept.budgets[budget] = samples
+                kept.budgets[budget] = kept.budgets.get(budget, 0) + samples
         self._unsaved = kept
 
     def _warn(self, message: str, exc_info: bool = False) -> None:

@@ -131,3 +131,20 @@ def test_redis_keeps_the_same_rows_as_the_host(
 
     from_redis, from_host = asyncio.run(run(make_host_path(tmp_path_factory.mktemp("p") / "host")))
     assert from_redis == from_host
+
+
+async def test_two_flushes_that_no_store_takes_both_stay_in_the_worker(tmp_path: Path, clock: Clock) -> None:
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("")
+    nobody_listens = await connected(f"redis://127.0.0.1:{free_port()}/0", False)
+    ledger = ledger_on(HostStore(str(not_a_directory), BOUND), clock, nobody_listens, budgets=BUDGETS)
+    try:
+        await ledger.charge(ask("team-a", dashboard="d1"), 100)
+        first = asyncio.ensure_future(ledger.flush())
+        await asyncio.sleep(0)  # the first flush has taken its batch and waits on Redis
+        await ledger.charge(ask("team-a", dashboard="d1"), 20)
+        await asyncio.gather(first, ledger.flush())
+        assert table(await ledger.rows("dashboard", HOUR, None)) == [("d1", 120, 0, "", "")]
+        assert await ledger.spent("principal", "team-a", "day", clock.now) == 120
+    finally:
+        await nobody_listens.aclose()
