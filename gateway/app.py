@@ -19,6 +19,7 @@ An API call (`gateway.api.routes`) arrives as an `Incoming` and goes:
     edge guard     nothing unenforced leaves                    pipeline/edge_guard.py
     cost           stats=all asked, samples charged, budgets    pipeline/cost/meter.py
     retry          backoff within the request's deadline        pipeline/retry.py
+    operation rate AMP's requests a second per API family       pipeline/operation_rate.py
     workspace slots  requests in flight per workspace           pipeline/slots/
     sign           the HTTP request, SigV4-signed               pipeline/sign.py
     send           one round trip                               pipeline/send.py
@@ -67,6 +68,7 @@ from gateway.pipeline.host import HostStore
 from gateway.pipeline.limits import size_limits
 from gateway.pipeline.local import local_answers
 from gateway.pipeline.model import Answer, Handler, Incoming, Stage
+from gateway.pipeline.operation_rate import Pacer, operation_rate
 from gateway.pipeline.preflight import SampleHistory, preflight
 from gateway.pipeline.rate import RateLimiter
 from gateway.pipeline.result_caps import result_caps
@@ -113,6 +115,12 @@ class Gateway:
         self.upstream: Handler = compose(
             [
                 ("retry", retrying(settings.upstream, metrics)),
+                (
+                    "operation_rate",
+                    operation_rate(
+                        Pacer(settings.quotas.rates, metrics, self.shared, self.host, settings.fingerprint)
+                    ),
+                ),
                 ("workspace_slots", workspace_slots(settings.upstream, metrics, self.shared, self.host)),
             ],
             ("sign", signed),

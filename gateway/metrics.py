@@ -77,6 +77,7 @@ EXPECTED_STAGE_ERRORS = (
     ("enforce", "internal"),
     ("edge_guard", "internal"),
     ("retry", "timeout"),
+    ("operation_rate", "too_many_requests"),
     ("workspace_slots", "too_many_requests"),
     ("sign", "unavailable"),
     ("send", "unavailable"),
@@ -85,8 +86,11 @@ EXPECTED_STAGE_ERRORS = (
 )
 AUTH_FAILURE_REASONS = ("missing", "invalid", "expired", "throttled")
 LIMIT_REASONS = ("rate", "concurrency", "size")
-REDIS_FEATURES = ("connect", "cache", "rate", "slots", "coalesce", "sign_in")
+REDIS_FEATURES = ("connect", "cache", "rate", "slots", "coalesce", "sign_in", "amp_rate")
 RETRY_REASONS = ("throttled", "502", "connection")
+# AMP's API families (config/amp_rates.py FAMILIES) and what pacing did (pipeline/operation_rate.py).
+AMP_RATE_FAMILIES = ("query_metrics", "series_labels_metadata", "other_apis")
+AMP_RATE_OUTCOMES = ("waited", "refused", "amp_429")
 
 
 def exposition(registry: CollectorRegistry) -> bytes:
@@ -526,6 +530,21 @@ class Metrics:
             ["principal", "reason"],
             registry=r,
         )
+        self.amp_rate_paced = Counter(
+            "gateway_amp_rate_total",
+            "Attempts paced to AMP's rate per workspace and API family, by outcome: waited for "
+            "their turn, refused (429) rather than wait longer, or amp_429 (AMP throttled one: "
+            "the family's bucket was held empty).",
+            ["workspace", "family", "outcome"],
+            registry=r,
+        )
+        self.amp_rate_wait_seconds = Histogram(
+            "gateway_amp_rate_wait_seconds",
+            "Time an attempt waited for its turn in its workspace's and API family's bucket.",
+            ["workspace", "family"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
 
     def expect(
         self,
@@ -562,6 +581,10 @@ class Metrics:
             for feature in REDIS_FEATURES:
                 self.redis_fallbacks.labels(feature)
             self.cache_damaged_entries.labels("redis")
+        for workspace in workspaces:
+            for family in AMP_RATE_FAMILIES:
+                for outcome in AMP_RATE_OUTCOMES:
+                    self.amp_rate_paced.labels(workspace, family, outcome)
 
     def redis_up(self) -> Gauge:
         """Made when Redis is configured (`pipeline.shared`), absent otherwise: 0 means away."""
