@@ -107,6 +107,8 @@ def start_prometheus(
             f"--storage.tsdb.path={tsdb}",
             "--storage.tsdb.retention.time=30d",
             "--web.enable-remote-write-receiver",
+            # AMP answers stats=all with totalQueryableSamplesPerStep; Prometheus does behind this flag.
+            "--enable-feature=promql-per-step-stats",
             f"--web.listen-address=127.0.0.1:{port}",
         ],
         stdout=log,
