@@ -10,13 +10,11 @@ and fixed keys only, so its end is where its braces balance.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import orjson
 
 _MEMBER = b',"stats":'
-_BRACE = re.compile(rb"[{}]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,17 +25,24 @@ class Stats:
 
 
 def _span(body: bytes) -> tuple[int, int] | None:
-    """(start, end) of `,"stats":{...}` in a success answer: body[end] closes `data`."""
+    """(start, end) of `,"stats":{...}` in a success answer: body[end] closes `data`. (Brace by
+    brace with bytes.find: a regex scan over the per-step arrays cost 14 times as much,
+    1.1 ms of 10,800 steps; bench/README.md, issue 18.)"""
     start = body.rfind(_MEMBER + b"{")
     if start < 0:
         return None
     depth = 0
-    for brace in _BRACE.finditer(body, start + len(_MEMBER)):
-        depth += 1 if brace.group() == b"{" else -1
+    at = start + len(_MEMBER)
+    while True:
+        opening, closing = body.find(b"{", at), body.find(b"}", at)
+        if closing < 0:
+            return None
+        if 0 <= opening < closing:
+            depth, at = depth + 1, opening + 1
+            continue
+        depth, at = depth - 1, closing + 1
         if depth == 0:
-            end = brace.end()
-            return (start, end) if body[end : end + 1] == b"}" else None
-    return None
+            return (start, at) if body[at : at + 1] == b"}" else None
 
 
 def take_stats(body: bytes, remove: bool) -> Stats:
@@ -51,9 +56,8 @@ def take_stats(body: bytes, remove: bool) -> Stats:
     try:
         samples = orjson.loads(body[start + len(_MEMBER) : end]).get("samples") or {}
         total = int(samples["totalQueryableSamples"])
-        per_step = tuple(
-            (round(float(t) * 1000), int(n)) for t, n in samples.get("totalQueryableSamplesPerStep") or ()
-        )
+        steps = samples.get("totalQueryableSamplesPerStep") or ()
+        per_step = tuple([(round(t * 1000), int(n)) for t, n in steps])
     except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
         return Stats(body, -1)
     return Stats(body[:start] + body[end:] if remove else body, total, per_step)
