@@ -1,4 +1,5 @@
-"""Matrix results as the cache keeps them: series by label set, points by ms timestamp.
+"""Matrix results as the cache keeps them: series by label set, points by ms timestamp, and the
+query samples AMP processed at each step (for what a hit saves; see savings.py).
 
 Values stay the strings (or histogram objects) the upstream sent; only timestamps are turned
 into integer ms and back, printed as Prometheus prints them (`timestamp_json`).
@@ -34,6 +35,9 @@ class Matrix:
     series: dict[LabelKey, Series] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     infos: list[str] = field(default_factory=list)
+    # The query samples processed at each step (ms) whose cost is known: the fetch's stats
+    # (Answer.samples_per_step); a step fetched without stats has none, it is never guessed.
+    per_step: dict[int, int] = field(default_factory=dict)
 
     def samples(self) -> int:
         return sum(len(s.values) + len(s.histograms) for s in self.series.values())
@@ -82,7 +86,8 @@ def clip(points: list[Point], first: int, last: int) -> list[Point]:
 
 
 def replace_range(target: Matrix, source: Matrix, first: int, last: int) -> None:
-    """Make `target` hold `source`'s points in [first, last] and keep its own elsewhere."""
+    """Make `target` hold `source`'s points (and per-step costs) in [first, last] and keep its
+    own elsewhere."""
     for key in list(target.series):
         series = target.series[key]
         series.values = [p for p in series.values if not first <= p[0] <= last]
@@ -100,6 +105,10 @@ def replace_range(target: Matrix, source: Matrix, first: int, last: int) -> None
         found.histograms = sorted(found.histograms + histograms, key=_first)
     for key in [k for k, s in target.series.items() if not s.values and not s.histograms]:
         del target.series[key]
+    costs = target.per_step
+    for t in [t for t in costs if first <= t <= last]:
+        del costs[t]
+    costs.update((t, n) for t, n in source.per_step.items() if first <= t <= last)
     _union(target.warnings, source.warnings)
     _union(target.infos, source.infos)
 
@@ -173,13 +182,14 @@ def dump_extent(coverage: list[tuple[int, int]], matrix: Matrix) -> bytes:
             "s": [[s.metric, s.values, s.histograms] for s in matrix.series.values()],
             "w": matrix.warnings,
             "i": matrix.infos,
+            "q": sorted(matrix.per_step.items()),
         }
     )
 
 
 def load_extent(blob: bytes) -> tuple[list[tuple[int, int]], Matrix]:
     doc = orjson.loads(blob)
-    matrix = Matrix(warnings=doc["w"], infos=doc["i"])
+    matrix = Matrix(warnings=doc["w"], infos=doc["i"], per_step={int(t): int(n) for t, n in doc["q"]})
     for metric, values, histograms in doc["s"]:
         matrix.series[label_key(metric)] = Series(
             metric, [(p[0], p[1]) for p in values], [(p[0], p[1]) for p in histograms]

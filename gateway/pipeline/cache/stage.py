@@ -15,6 +15,10 @@ response entries with a TTL. Errors are never stored.
 A hit is served as stored, in the encoding the client takes: whole responses are kept gzip (in
 memory and Redis) and, once a client without gzip has asked, also plain in memory, so that no
 hit decompresses or compresses anything.
+
+What each answer served from the cache saved in AMP's query samples (QSP: a query or range
+query's `totalQueryableSamples`, which the cost meter below reads) goes to `on_saved` (the cost
+ledger): a whole response's is kept with it, an extent's per step (see savings.py).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import hashlib
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +54,7 @@ from gateway.pipeline.cache.matrix import (
 )
 from gateway.pipeline.cache.plan import Grid, Plan, cut, plan
 from gateway.pipeline.cache.safety import Analysis, analyse, final_until, format_seconds, pin_start_end
+from gateway.pipeline.cache.savings import steps_cost
 from gateway.pipeline.cache.tiers import HostTier, MemoryTier, RedisTier, Store
 from gateway.pipeline.host import HostStore
 from gateway.pipeline.model import Answer, Handler, Request, as_bytes
@@ -68,6 +73,8 @@ _UNKEYED = frozenset({"query", "start", "end", "step", "time", "timeout", *THRES
 # Range-query parameters whose effect depends on the whole window: splitting would change the answer.
 _WINDOW_PARAMS = {"stats": "stats", "limit": "limit"}
 ANALYSES_BYTES = 8 << 20
+# Told the query samples an answer served from the cache saved (the cost ledger's `saved`).
+OnSaved = Callable[[Request, int], Awaitable[None]]
 # Plain copies for clients without gzip may use 1/PLAIN_SHARE of cache.memory_bytes.
 PLAIN_SHARE = 8
 
@@ -89,10 +96,13 @@ class ResultsCache:
         *,
         host: HostStore,
         workers: int = 1,
+        on_saved: OnSaved | None = None,
     ) -> None:
         """`host`: the store shared by the workers of this `serve` (`workers` of them, who share
-        out the plain copies' part of `cache.memory_bytes`)."""
+        out the plain copies' part of `cache.memory_bytes`). `on_saved(request, samples)`: once
+        for each answer of a query or range query served from the cache that saved samples."""
         self._settings = settings
+        self._on_saved = on_saved
         self._metrics = metrics
         self._clock = clock
         self._fetch = upstream
@@ -183,18 +193,24 @@ class ResultsCache:
         """A whole response from the cache, in the client's encoding, as stored."""
         if request.no_cache:
             return None
-        copy = self.store.get_copy(key, gzipped=request.accept_gzip)
-        if copy is not None:
-            return self._serve(copy, request, key)
-        entry = await self.store.get(key)
+        entry = self.store.get_copy(key, gzipped=request.accept_gzip)
         if entry is None:
-            return None
-        if request.accept_gzip and entry.kind == codec.KIND_RESPONSE:
-            # This worker's copy: the next hit reads the entry's header from the host's store,
-            # about 4 µs, not the entry, 16.7 µs for 15 KB (bench/README.md, issue 17).
-            self.store.put_copy(key, entry, entry)
-            self._metrics.cache_memory_bytes.set(self.store.copies.bytes)
-        return self._serve(entry, request, key)
+            entry = await self.store.get(key)
+            if entry is None:
+                return None
+            if request.accept_gzip and entry.kind == codec.KIND_RESPONSE:
+                # This worker's copy: the next hit reads the entry's header from the host's
+                # store, about 4 µs, not the entry, 16.7 µs for 15 KB (bench/README.md, issue 17).
+                self.store.put_copy(key, entry, entry)
+                self._metrics.cache_memory_bytes.set(self.store.copies.bytes)
+        answer = self._serve(entry, request, key)
+        if entry.processed > 0:
+            await self._saved(request, entry.processed)
+        return answer
+
+    async def _saved(self, request: Request, samples: int) -> None:
+        if samples > 0 and self._on_saved is not None:
+            await self._on_saved(request, samples)
 
     def _serve(self, entry: codec.Entry, request: Request, key: str) -> Answer:
         self._samples_from_cache.inc(entry.samples)
@@ -208,26 +224,36 @@ class ResultsCache:
 
     def _keep_plain(self, key: str, made_from: codec.Entry, data: bytes) -> None:
         plain = codec.Entry(
-            codec.KIND_PLAIN, made_from.expires_at, made_from.samples, data, made_from.stored_at
+            codec.KIND_PLAIN,
+            made_from.expires_at,
+            made_from.samples,
+            data,
+            made_from.stored_at,
+            made_from.processed,
         )
         self.store.put_copy(key, made_from, plain)
         self._metrics.cache_memory_bytes.set(self.store.copies.bytes)
 
-    def _put(self, key: str, kind: int, ttl: float, samples: int, gz: bytes) -> codec.Entry | None:
-        """An entry of `gz`, a payload already gzip-compressed (off the loop when large)."""
+    def _put(
+        self, key: str, kind: int, ttl: float, samples: int, gz: bytes, processed: int = 0
+    ) -> codec.Entry | None:
+        """An entry of `gz`, a payload already gzip-compressed (off the loop when large), made
+        by processing `processed` query samples (0: not known, or an extent)."""
         if ttl <= 0:
             return None
         now = self._clock()
-        entry = codec.entry(kind, now + ttl, samples, gz, compressed=True, stored_at=now)
+        entry = codec.entry(kind, now + ttl, samples, gz, compressed=True, stored_at=now, processed=processed)
         self._metrics.cache_stored_bytes.inc(codec.encoded_size(entry))
         self.store.put(key, entry)
         self._metrics.cache_host_bytes.set(self.store.memory.bytes)
         return entry
 
-    def _put_answer(self, key: str, ttl: float, samples: int, answer: Answer, gz: bytes) -> None:
+    def _put_answer(
+        self, key: str, ttl: float, samples: int, answer: Answer, gz: bytes, processed: int
+    ) -> None:
         """A whole response: `gz` (its gzip form) for every tier, and plain in memory when this
-        client is plain."""
-        entry = self._put(key, codec.KIND_RESPONSE, ttl, samples, gz)
+        client is plain; a hit on it saves `processed`."""
+        entry = self._put(key, codec.KIND_RESPONSE, ttl, samples, gz, processed)
         if not answer.gzipped and entry is not None:
             self._keep_plain(key, entry, as_bytes(answer.body))
 
@@ -243,7 +269,9 @@ class ResultsCache:
 
     # ------------------------------------------------------------ whole responses
 
-    async def _whole(self, request: Request, key: str, ttl: float) -> Answer:
+    async def _whole(self, request: Request, key: str, ttl: float, billed: bool) -> Answer:
+        """A whole-response entry; `billed`: AMP bills the endpoint by query samples (a query's
+        hit saves what its fetch processed; a metadata endpoint's, nothing)."""
         found = await self._lookup(request, key)
         if found is not None:
             return found
@@ -259,14 +287,14 @@ class ResultsCache:
             return self._not_cached(answer, kept)
         samples, gz = kept
         self._metrics.cache_samples.labels("upstream").inc(samples)
-        self._put_answer(key, ttl, samples, answer, gz)
+        self._put_answer(key, ttl, samples, answer, gz, answer.samples_processed if billed else 0)
         if request.no_cache:
             return self._not_cached(answer, "no-cache-header")
         return answer.replace(cache="miss")
 
     async def _metadata(self, request: Request) -> Answer:
         key = self._key(request, "meta", request.params)
-        return await self._whole(request, key, self._settings.metadata_ttl)
+        return await self._whole(request, key, self._settings.metadata_ttl, billed=False)
 
     async def _instant(self, request: Request) -> Answer:
         if request.time_ms is None:
@@ -281,7 +309,7 @@ class ResultsCache:
         long_lived = final is not None and time_ms <= final
         ttl = self._settings.results_ttl if long_lived else self._settings.recent_ttl
         key = self._key(request, "instant", analysis.normalized, time_ms)
-        return await self._whole(request, key, ttl)
+        return await self._whole(request, key, ttl, billed=True)
 
     # ------------------------------------------------------------ range queries
 
@@ -336,6 +364,7 @@ class ResultsCache:
         merged = await work(size, _merge, grid, todo, extents, matrices)
         self._metrics.cache_samples.labels("cache").inc(max(0, merged.samples - fetched_samples))
         merged_answer = Answer(merged.body, cache="partial" if todo.fetch else "hit", size=len(merged.body))
+        await self._saved(request, merged.saved)
         if self._guarded(request) and any(m.warnings for m in matrices):
             self._metrics.cache_not_cached.labels("threshold-warning").inc()
             return merged_answer
@@ -344,7 +373,7 @@ class ResultsCache:
                 self._put(key, codec.KIND_EXTENT, self._settings.results_ttl, samples, gz)
         ttl = self._settings.results_ttl if grid.all_final else self._settings.recent_ttl
         if len(merged.body) <= self._settings.max_answer_bytes:  # (its extents are kept either way)
-            self._put_answer(whole_key, ttl, merged.samples, merged_answer, merged.gz)
+            self._put_answer(whole_key, ttl, merged.samples, merged_answer, merged.gz, merged.processed)
         return merged_answer
 
     async def _range_whole(
@@ -374,7 +403,7 @@ class ResultsCache:
         for key, (extent_samples, extent_gz) in zip(bucket_keys, extent_entries, strict=True):
             self._put(key, codec.KIND_EXTENT, self._settings.results_ttl, extent_samples, extent_gz)
         ttl = self._settings.results_ttl if grid.all_final else self._settings.recent_ttl
-        self._put_answer(whole_key, ttl, samples, answer, gz)
+        self._put_answer(whole_key, ttl, samples, answer, gz, answer.samples_processed)
         if request.no_cache:
             return self._not_cached(answer, "no-cache-header")
         return answer.replace(cache="miss")
@@ -397,7 +426,9 @@ class ResultsCache:
             return None
         warning = stale.whole_warning(error, self._clock() - entry.stored_at)
         made = await work(len(entry.payload) * GZIP_RATIO, stale.whole, entry, warning, request.accept_gzip)
-        return None if made is None else self._served_stale(request, error, entry.samples, *made)
+        if made is None:
+            return None
+        return await self._served_stale(request, error, entry.samples, entry.processed, *made)
 
     async def _range_failed(
         self,
@@ -434,14 +465,16 @@ class ResultsCache:
         body, gzipped, samples = await work(
             size, stale.held_prefix, grid, matrices, until, warning, request.accept_gzip
         )
-        return self._served_stale(request, error, samples, body, gzipped)
+        saved = steps_cost(matrices, [(grid.start, until)])
+        return await self._served_stale(request, error, samples, saved, body, gzipped)
 
-    def _served_stale(
-        self, request: Request, error: GatewayError, samples: int, body: bytes, gzipped: bool
+    async def _served_stale(
+        self, request: Request, error: GatewayError, samples: int, saved: int, body: bytes, gzipped: bool
     ) -> Answer:
         self._metrics.cache_stale.labels(request.endpoint.name, error.failure).inc()
         self._samples_from_cache.inc(samples)
         self._metrics.cache_served_bytes.inc(len(body))
+        await self._saved(request, saved)
         return Answer(body, gzipped=gzipped, cache="stale")
 
     async def _load_extents(self, request: Request, keys: list[str]) -> list[tuple[list[Run], Matrix]]:
@@ -507,13 +540,16 @@ def _whole_entry(answer: Answer, limit: int, guarded: bool) -> tuple[int, bytes]
 
 
 def _parsed(answer: Answer, limit: int) -> Matrix | NotCacheable:
+    """A range answer's matrix, with what its fetch processed at each step."""
     data = answer.json_bytes()
     if len(data) > limit:
         return NotCacheable("too-large")
     try:
-        return parse_matrix(data)
+        matrix = parse_matrix(data)
     except NotCacheable as err:
         return err
+    matrix.per_step = dict(answer.samples_per_step)
+    return matrix
 
 
 def _extent_entry(coverage: list[Run], matrix: Matrix) -> tuple[int, bytes]:
@@ -562,12 +598,16 @@ class _Merged:
     gz: bytes
     samples: int
     extents: list[tuple[int, bytes | None]]  # per bucket: (samples, entry) when it changed
+    saved: int  # the query samples of the steps served from the extents
+    processed: int  # ... and of all the answer's steps (those fetched now too), as far as known
 
 
 def _merge(
     grid: Grid, todo: Plan, extents: list[tuple[list[Run], Matrix]], matrices: list[Matrix]
 ) -> _Merged:
     """The fetched runs written into the buckets' extents, and the answer assembled from them."""
+    saved = steps_cost([stored for _, stored in extents], todo.held)
+    fetched = sum(steps_cost([matrix], [run]) for matrix, run in zip(matrices, todo.fetch, strict=True))
     parts: list[tuple[Matrix, int, int]] = []
     changed: list[tuple[int, bytes | None]] = []
     for (_, run), writes, (coverage, stored) in zip(grid.buckets, todo.writes, extents, strict=True):
@@ -580,7 +620,7 @@ def _merge(
         parts.append((matrices[-1], todo.recent[0], todo.recent[1]))
     merged = assemble(parts)
     body = render(merged)
-    return _Merged(body, codec.gzip_bytes(body), merged.samples(), changed)
+    return _Merged(body, codec.gzip_bytes(body), merged.samples(), changed, saved, saved + fetched)
 
 
 def _samples(data: Any) -> int:
