@@ -177,6 +177,7 @@ class Gateway:
             self.shared,
             host=self.host,
             workers=self.settings.workers or 1,
+            on_saved=self.ledger.saved,
         )
         return self.cache
 
