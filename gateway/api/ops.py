@@ -84,6 +84,7 @@ class Readiness:
 _INDEX = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>amp-gateway</title></head>
 <body><h1>amp-gateway</h1><p>Prometheus HTTP API for Amazon Managed Service for Prometheus.</p><ul>
 <li><a href="/dashboards">Dashboards</a></li>
+<li><a href="/cost">Cost</a> (AMP query samples by dashboard, panel, principal and user)</li>
 <li><a href="/api/v1/status/buildinfo">/api/v1</a> (the query API)</li>
 <li><a href="/-/ready">Readiness</a></li><li><a href="/metrics">Metrics</a></li></ul></body></html>
 """

@@ -1,5 +1,5 @@
-"""Routes of the panel pages (/panels/rate, /panels/query), their figure JSON, static assets
-and file-defined dashboards."""
+"""Routes of the panel pages (/panels/rate, /panels/query), their figure JSON, static assets,
+file-defined dashboards and the cost page."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from gateway.config import Settings
 from gateway.errors import GatewayError
 from gateway.panels import assets, pages
 from gateway.panels.access import Endpoint, signed_in
+from gateway.panels.cost_page import CostPages
 from gateway.panels.dashboard_routes import DashboardPages
 from gateway.panels.dashboards import DashboardStore
 from gateway.panels.service import JSON_HEADERS, figure_response
@@ -58,6 +59,10 @@ def panel_routes(settings: Settings, api: PrometheusApi, guard: Authenticator) -
     routes.append(Route("/dashboards/{name}/panels/{index:int}.json", data(boards.figure), methods=["GET"]))
     routes.append(Route("/dashboards/{name}/grafana.json", json(boards.grafana_export), methods=["GET"]))
     routes.append(Route("/dashboards/{name}", html(boards.page), methods=["GET"]))
+    # The cost page; its figures hold one caller's spending: data, signed in even when public.
+    costs = CostPages(settings)
+    routes.append(Route("/cost/{chart}.json", data(costs.figure), methods=["GET"]))
+    routes.append(Route("/cost", html(costs.page), methods=["GET"]))
     return routes
 
 
