@@ -9,9 +9,13 @@ workspace's rate or a billed sample, with the fix in the message:
 - a range query whose samples, estimated from what the same query cost at the same step before
   (`SampleHistory`), exceed `quotas.max_samples`: "raise the step to …". No history, no refusal.
 
-The time a query reads is what AMP's "query time range" counts: from the earliest sample any
-selector reads (its [range], subquery ranges, offsets and `@` times all included) to the later
-of the query's end and the latest sample it reads. The lookback delta is not counted.
+The time a query reads is what AMP's "query time range" counts, as Cortex's querier (which AMP
+runs) checks it: per selector, from the first to the last sample that selector reads (its
+[range] and the ranges of the subqueries around it; an offset or `@` moves the span, it does not
+widen it), and for a range query at least its window. The widest selector decides; the lookback
+delta is not counted. So `x offset 40d` and `x @ <a year ago>` are sent (they read minutes),
+`rate(x[40d])` is not. Counting less than AMP only lets AMP refuse what the gateway let through;
+counting more would refuse queries AMP answers.
 """
 
 from __future__ import annotations
@@ -50,18 +54,18 @@ def duration_text(ms: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Span:
-    """The times of the samples a query reads, for evaluation from `start` to `end` (ms)."""
+    """The times of the samples the widest selector of a query reads, for evaluation from
+    `start` to `end` (ms)."""
 
     earliest_ms: int
     latest_ms: int
 
 
 def data_span(expr: Expr, start_ms: int, end_ms: int) -> Span | None:
-    """Where the samples `expr` reads lie when evaluated from start to end (an instant query:
-    start == end); None when it reads none. `@ start()`/`@ end()` are the query's own start and
-    end, inside subqueries too, as in Prometheus."""
-    earliest: int | None = None
-    latest: int | None = None
+    """Where the samples of the selector of `expr` that reads the longest span lie, evaluated
+    from start to end (an instant query: start == end); None when it reads none. `@ start()`/
+    `@ end()` are the query's own start and end, inside subqueries too, as in Prometheus."""
+    widest: Span | None = None
     stack: list[tuple[Expr, int, int]] = [(expr, start_ms, end_ms)]
     while stack:
         node, lo, hi = stack.pop()
@@ -71,17 +75,15 @@ def data_span(expr: Expr, start_ms: int, end_ms: int) -> Span | None:
             first, last = _anchored(selector.at_ms, selector.start_or_end, lo, hi, start_ms, end_ms)
             first -= selector.offset_ms + reach
             last -= selector.offset_ms
-            earliest = first if earliest is None else min(earliest, first)
-            latest = last if latest is None else max(latest, last)
+            if widest is None or last - first > widest.latest_ms - widest.earliest_ms:
+                widest = Span(first, last)
             continue
         if isinstance(node, SubqueryExpr):
             first, last = _anchored(node.at_ms, node.start_or_end, lo, hi, start_ms, end_ms)
             stack.append((node.expr, first - node.offset_ms - node.range_ms, last - node.offset_ms))
             continue
         stack.extend((child, lo, hi) for child in children(node))
-    if earliest is None or latest is None:
-        return None
-    return Span(earliest, latest)
+    return widest
 
 
 def _anchored(
@@ -145,7 +147,7 @@ def check_instant(span: Span | None, time_ms: int, limit_ms: int) -> Refusal | N
     only supported for range type queries"."""
     if span is None:
         return None
-    read = max(time_ms, span.latest_ms) - min(time_ms, span.earliest_ms)
+    read = span.latest_ms - span.earliest_ms
     if read <= limit_ms:
         return None
     back = time_ms - span.earliest_ms
@@ -163,12 +165,10 @@ def check_instant(span: Span | None, time_ms: int, limit_ms: int) -> Refusal | N
 def check_range(span: Span | None, start_ms: int, end_ms: int, limit_ms: int) -> Refusal | None:
     """A range query from `start_ms` to `end_ms` reading the samples in `span`, against AMP's
     query time range quota."""
-    first = start_ms if span is None else min(start_ms, span.earliest_ms)
-    last = end_ms if span is None else max(end_ms, span.latest_ms)
-    read = last - first
+    window = end_ms - start_ms
+    read = window if span is None else max(window, span.latest_ms - span.earliest_ms)
     if read <= limit_ms:
         return None
-    window = end_ms - start_ms
     around = read - window  # what the selectors read before start (and after end)
     if around < limit_ms:
         fix = f"narrow start and end to at most {duration_text(limit_ms - around)} apart"

@@ -45,22 +45,29 @@ def test_duration_text_is_a_prometheus_duration_of_the_same_length(ms: int) -> N
 
 
 @pytest.mark.parametrize(
-    ("query", "back_ms"),
+    ("query", "back_ms", "read_ms"),
     [
-        ("up", 0),
-        ("rate(up[40d])", 40 * DAY_MS),
-        ("up offset 40d", 40 * DAY_MS),
-        ("rate(up[5m] offset 1d)", DAY_MS + 5 * 60_000),
-        ("max_over_time(rate(up[5m])[40d:1h])", 40 * DAY_MS + 5 * 60_000),
-        ("max_over_time(rate(up[5m] offset 1h)[2d:1h] offset 3d)", 5 * DAY_MS + HOUR + 5 * 60_000),
-        (f"up @ {(T - 40 * DAY_MS) / 1000}", 40 * DAY_MS),
-        (f"rate(up[1d] @ {(T - 10 * DAY_MS) / 1000})", 11 * DAY_MS),
-        ("up + rate(up[3d])", 3 * DAY_MS),
+        ("up", 0, 0),
+        ("rate(up[40d])", 40 * DAY_MS, 40 * DAY_MS),
+        ("up offset 40d", 40 * DAY_MS, 0),
+        ("rate(up[5m] offset 1d)", DAY_MS + 5 * 60_000, 5 * 60_000),
+        ("max_over_time(rate(up[5m])[40d:1h])", 40 * DAY_MS + 5 * 60_000, 40 * DAY_MS + 5 * 60_000),
+        (
+            "max_over_time(rate(up[5m] offset 1h)[2d:1h] offset 3d)",
+            5 * DAY_MS + HOUR + 5 * 60_000,
+            2 * DAY_MS + 5 * 60_000,
+        ),
+        (f"up @ {(T - 40 * DAY_MS) / 1000}", 40 * DAY_MS, 0),
+        (f"rate(up[1d] @ {(T - 10 * DAY_MS) / 1000})", 11 * DAY_MS, DAY_MS),
+        ("up + rate(up[3d])", 3 * DAY_MS, 3 * DAY_MS),
+        ("rate(up[1d] offset 30d) + rate(up[3d])", 3 * DAY_MS, 3 * DAY_MS),
     ],
 )
-def test_how_far_an_instant_query_reaches_back(query: str, back_ms: int) -> None:
+def test_what_an_instant_query_reads_is_its_widest_selector(query: str, back_ms: int, read_ms: int) -> None:
+    """Offsets and `@` move a selector's span; only ranges widen it (Cortex checks each select)."""
     span = data_span(parse_query(query), T, T)
     assert span is not None and T - span.earliest_ms == back_ms
+    assert span.latest_ms - span.earliest_ms == read_ms
 
 
 def test_a_query_without_selectors_reads_nothing() -> None:
@@ -77,14 +84,14 @@ def test_at_start_and_end_are_the_query_s_own_even_inside_subqueries() -> None:
 
 
 @given(range_ms=durations, offset_ms=st.integers(0, 400 * DAY_MS), limit_ms=durations)
-def test_an_instant_query_is_refused_exactly_when_it_reaches_past_the_quota(
+def test_an_instant_query_is_refused_exactly_when_a_selector_reads_past_the_quota(
     range_ms: int, offset_ms: int, limit_ms: int
 ) -> None:
     query = f"rate(up[{duration_text(range_ms)}]" + (
         f" offset {duration_text(offset_ms)})" if offset_ms else ")"
     )
     refused = check_instant(data_span(parse_query(query), T, T), T, limit_ms)
-    assert (refused is not None) == (range_ms + offset_ms > limit_ms)
+    assert (refused is not None) == (range_ms > limit_ms)
     if refused is not None:
         assert refused.error().status == 422
         assert "use a range query" in refused.message
@@ -274,11 +281,17 @@ def test_settings_default_to_amp_s_quotas_and_turn_off_with_0_or_null() -> None:
         read_quotas(Reader({"max_query_range": "soon"}, "quotas."))
 
 
-def test_an_instant_query_at_now_is_measured_from_now() -> None:
-    at = f"up @ {(T - 40 * DAY_MS) / 1000}"
-    asked = request("query", (("query", at),), expr=parse_query(at))
+def test_an_instant_query_at_now_is_measured_at_now() -> None:
+    far = f"rate(up[40d] @ {(T - 40 * DAY_MS) / 1000})"
+    asked = request("query", (("query", far),), expr=parse_query(far))
     assert check_request(asked, QuotaSettings(), SampleHistory(), T, Spans()) is not None
-    assert check_request(asked, QuotaSettings(), SampleHistory(), T - 10 * DAY_MS, Spans()) is None
+    near = "rate(up[40d])"  # without `time`: at now, wherever now is
+    asked = request("query", (("query", near),), expr=parse_query(near))
+    assert check_request(asked, QuotaSettings(), SampleHistory(), T, Spans()) is not None
+    # A selector pinned 40 days back reads its lookback, not 40 days: AMP answers it.
+    pinned = f"up @ {(T - 40 * DAY_MS) / 1000}"
+    asked = request("query", (("query", pinned),), expr=parse_query(pinned))
+    assert check_request(asked, QuotaSettings(), SampleHistory(), T, Spans()) is None
 
 
 @given(shift=st.integers(-(10**12), 10**12), range_ms=durations, offset_ms=st.integers(-DAY_MS, DAY_MS))

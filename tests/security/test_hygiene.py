@@ -96,7 +96,8 @@ async def test_only_configured_workspaces_and_hosts_are_contacted(
         "/api/v1/query", data={"query": "1", "evil": "x", "X-Amz-Date": "1"}, headers=ADMIN_AUTH
     )
     [record] = fresh_amp.requests
-    assert {k for k, _ in forwarded_params(record)} == {"query"}
+    # (and stats=all, which the cost meter asks of every query: AMP says what it billed)
+    assert forwarded_params(record) == [("query", "1"), ("stats", "all")]
 
 
 async def test_errors_carry_no_stack_trace_and_upstream_errors_no_signature(
