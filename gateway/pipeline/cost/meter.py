@@ -12,11 +12,14 @@ from collections.abc import Awaitable, Callable
 
 from gateway.pipeline.answers import json_size, work
 from gateway.pipeline.cost.budget import Budgets
+from gateway.pipeline.cost.large import metered_large
 from gateway.pipeline.cost.stats import take_stats
 from gateway.pipeline.endpoints import QUERY_METRICS
 from gateway.pipeline.model import Answer, Handler, Request, Stage, with_single
 
 ERROR_THRESHOLD = "max_samples_processed_error_threshold"
+# Larger answers are worked on in temporary files, as `send` keeps them (its SPILL_BYTES).
+SPILL_BYTES = 16 << 20
 Charge = Callable[[Request, int], Awaitable[None]]
 Note = Callable[[Request, int], None]
 
@@ -61,7 +64,10 @@ def metering(charge: Charge, budgets: Budgets, note: Note | None = None) -> Stag
 
 def _metered(answer: Answer, remove: bool) -> Answer:
     """The answer with its samples processed read, and its stats removed when `remove` (then
-    gzip again when it came gzip, for the client and the cache that keeps it so)."""
+    gzip again when it came gzip, for the client and the cache that keeps it so). A large one is
+    worked on in temporary files (`large.py`)."""
+    if isinstance(answer.body, memoryview) or json_size(answer) > SPILL_BYTES:
+        return metered_large(answer, remove)
     data = bytes(answer.json_bytes())
     stats = take_stats(data, remove)
     if stats.samples < 0:

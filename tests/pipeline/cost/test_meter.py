@@ -4,6 +4,8 @@ AMP's error threshold and then refuse before anything is sent."""
 
 from __future__ import annotations
 
+import gzip
+
 import httpx
 import orjson
 from hypothesis import given
@@ -14,8 +16,10 @@ from support.stages import request
 
 from gateway.app import Gateway
 from gateway.config import Settings
+from gateway.pipeline.cost.large import metered_large
+from gateway.pipeline.cost.meter import _metered
 from gateway.pipeline.cost.stats import take_stats
-from gateway.pipeline.model import Origin, Request
+from gateway.pipeline.model import Answer, Origin, Request
 
 QUERY = 'sum by (instance) (rate(demo_cpu_usage_seconds_total{mode="user"}[1m]))'
 GRAFANA = {"X-Dashboard-Uid": "d1", "X-Panel-Id": "4", "X-Grafana-User": "alice", "X-Grafana-Org-Id": "1"}
@@ -173,3 +177,31 @@ async def test_a_budget_caps_amps_threshold_warns_past_its_share_and_then_refuse
 def gateway_request(gateway: Gateway) -> Request:
     """A request of dashboard d1, as the meter charges it."""
     return request("query_range", origin=Origin(dashboard="d1"), workspace=gateway.settings.workspaces[0])
+
+
+@given(
+    series=st.lists(labels, max_size=4),
+    steps=st.lists(st.tuples(st.integers(0, 2**40), st.integers(0, 2**40)), max_size=6),
+    asked=st.booleans(),
+    members=st.integers(1, 3),
+)
+def test_a_large_answer_is_metered_in_files_as_a_small_one_in_memory(
+    series: list[dict[str, str]], steps: list[tuple[int, int]], asked: bool, members: int
+) -> None:
+    data = {"resultType": "vector", "result": [{"metric": m, "value": [1, "1"]} for m in series]}
+    stats = {
+        "samples": {
+            "totalQueryableSamplesPerStep": [[t / 1000, n] for t, n in steps],
+            "totalQueryableSamples": 7,
+        }
+    }
+    body = orjson.dumps({"status": "success", "data": {**data, "stats": stats}})
+    small = _metered(Answer(body, size=len(body)), not asked)
+    large = metered_large(Answer(body, size=len(body)), not asked)
+    assert bytes(large.body) == bytes(small.body) and large.size == len(bytes(small.body))
+    assert (large.samples_processed, large.samples_per_step) == (7, tuple(steps))
+    # gzip in several members (gzip.decompress reads them all, as `send` does)
+    cut = [body[i * len(body) // members : (i + 1) * len(body) // members] for i in range(members)]
+    packed = b"".join(gzip.compress(part) for part in cut)
+    large = metered_large(Answer(packed, gzipped=True, size=len(body)), not asked)
+    assert large.gzipped and gzip.decompress(bytes(large.body)) == bytes(small.body)
