@@ -46,7 +46,9 @@ class Authenticator:
         self.anonymous = Principal(name="anonymous", limits=self.settings.defaults)
         self._challenge = f"Bearer {REALM}"
         if any(c.password is not None for c in self.settings.credentials):
-            self._challenge += f", Basic {REALM}"
+            # Basic first: Chromium reads the first challenge only, and without it a person
+            # opening a page is shown the 401 page, never asked to sign in.
+            self._challenge = f"Basic {REALM}, {self._challenge}"
         self.by_address = FailedSignIns(self.settings.failures_per_address, FAILURE_WINDOW, clock)
         self.by_user = FailedSignIns(self.settings.failures_per_principal, FAILURE_WINDOW, clock)
         self.failures = SharedFailedSignIns(shared, host)
