@@ -45,15 +45,23 @@ OTHER_APIS = Family("other_apis", "other Prometheus-compatible API", "L-AA9AE19E
 FAMILIES = (QUERY_METRICS, SERIES_LABELS_METADATA, OTHER_APIS)
 
 
+# The default of every family: AMP's default rates could not be read (README, "AMP's rates per
+# API family"), and this is above any a workspace is likely to have, so it paces nothing in
+# ordinary use; but AMP's own 429 holds the family's bucket, for every worker and replica, for
+# burst / per_second = 1 s (or AMP's Retry-After), and those that wait then go 1 ms apart rather
+# than all at once: no retry storm, without a rate set.
+FEEDBACK_ONLY = Rate(per_second=1000.0, burst=1000.0)
+
+
 @dataclass(frozen=True)
 class RateQuotas:
     """A rate per family (None: that family is not paced), how long a request may wait for its
     turn (its own remaining time bounds it too), and how many may wait per workspace and family
     in one worker (past it a request that would wait is refused at once)."""
 
-    query_metrics: Rate | None = None
-    series_labels_metadata: Rate | None = None
-    other_apis: Rate | None = None
+    query_metrics: Rate | None = FEEDBACK_ONLY
+    series_labels_metadata: Rate | None = FEEDBACK_ONLY
+    other_apis: Rate | None = FEEDBACK_ONLY
     max_wait: float = 5.0
     max_waiters: int = 64
 

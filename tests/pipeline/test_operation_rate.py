@@ -21,7 +21,7 @@ from support.stages import FakeUpstream, request
 from test_host_state import BOUND, SPAWN, host_path, two_workers
 
 from gateway.config import CacheSettings, ConfigError, Rate, Workspace
-from gateway.config.amp_rates import FAMILIES, RateQuotas, read_rates
+from gateway.config.amp_rates import FAMILIES, FEEDBACK_ONLY, RateQuotas, read_rates
 from gateway.config.readers import Reader
 from gateway.errors import GatewayError
 from gateway.metrics import AMP_RATE_FAMILIES, Metrics
@@ -29,7 +29,7 @@ from gateway.pipeline.endpoints import ENDPOINTS
 from gateway.pipeline.gcra import gcra_hold, gcra_turn
 from gateway.pipeline.host import HostStore
 from gateway.pipeline.model import Answer, Handler, Request
-from gateway.pipeline.operation_rate import MAX_HOLD, Pacer, operation_rate
+from gateway.pipeline.operation_rate import MAX_HOLD, Pacer, hold_for, operation_rate
 from gateway.pipeline.shared import SharedRedis
 
 # The host's store as `serve`'s supervisor makes it, and two workers' stores on it.
@@ -138,10 +138,16 @@ def _read(raw: dict[str, Any]) -> RateQuotas:
     return read_rates(Reader(raw, "quotas.rates."))
 
 
-def test_settings_by_default_pace_nothing_and_bound_the_wait() -> None:
+def test_settings_by_default_only_take_amps_429_and_bound_the_wait() -> None:
+    """No rate is set by default (AMP's could not be read): each family's bucket is 1000 a
+    second, which paces nothing in ordinary use, and AMP's 429 holds it for a second."""
     quotas = _read({})
     assert quotas == RateQuotas()
-    assert all(quotas.paced(op) is None for op in ("QueryMetrics", "GetSeries", "ListRules", ""))
+    for op in ("QueryMetrics", "GetSeries", "ListRules"):
+        paced = quotas.paced(op)
+        assert paced is not None and paced[1] == FEEDBACK_ONLY
+    assert quotas.paced("") is None
+    assert hold_for(FEEDBACK_ONLY, GatewayError("too_many_requests", "slow down", 429)) == 1.0
     assert (quotas.max_wait, quotas.max_waiters) == (5.0, 64)
 
 
