@@ -117,6 +117,20 @@ def test_totals_by_every_dimension_are_what_amp_billed(
         assert {name: samples for name, (samples, _) in rows.items() if samples} == expected, by
     assert {k: s for k, (s, _) in _rows(gateway, "workspace", admin).items()} == {"ws-test1": billed}
 
+    # What the cache saved: with what AMP billed, each load costs what it would have cost alone
+    # (Prometheus's stats for the same request), per user and in all.
+    fresh: dict[str, int] = {}
+    with httpx.Client(timeout=30) as direct:
+        for one in sent:
+            stats = direct.post(
+                f"{prometheus.url}/api/v1/query_range", data={**dict(one.form), "stats": "all"}
+            )
+            cost = stats.json()["data"]["stats"]["samples"]["totalQueryableSamples"]
+            fresh[one.viewer.user] = fresh.get(one.viewer.user, 0) + cost
+    users = _rows(gateway, "user", admin)
+    assert {user: samples + saved for user, (samples, saved) in users.items()} == fresh
+    assert sum(saved for _, saved in users.values()) > 0
+
     # A team sees its own spending only: its users, its share.
     own = _rows(gateway, "user", TOKENS["team-b"])
     assert set(own) == {"carol"}
