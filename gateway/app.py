@@ -136,7 +136,12 @@ class Gateway:
             ("size_limits", size_limits(metrics)),
             ("principal_slots", principal_slots(metrics, self.shared, self.host)),
             ("enforce", enforcement(EnforceSettings(override=settings.auth.override))),
-            ("budget_warnings", budget_warnings(self.budgets, settings.cost.soft_share)),
+            # (a stage on every request, cache hits included: only with budgets)
+            *(
+                [("budget_warnings", budget_warnings(self.budgets, settings.cost.soft_share))]
+                if self.budgets
+                else []
+            ),
             # After enforcement: the query it checks and remembers costs of is the one AMP gets.
             ("preflight", preflight(settings.quotas, self.sample_history, metrics, clock)),
             ("local_answers", local_answers()),
