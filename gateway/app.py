@@ -15,9 +15,10 @@ An API call (`gateway.api.routes`) arrives as an `Incoming` and goes:
     local answers  buildinfo, format_query, parse_query, exemplars  pipeline/local.py
     result caps    at most `limit` series or names              pipeline/result_caps.py
     cache          results cache (memory, Redis)                pipeline/cache/
+    budgets        a fetch within what is left of its budgets   pipeline/cost/budget.py
     coalesce       identical requests in flight share one       pipeline/coalesce/
     edge guard     nothing unenforced leaves                    pipeline/edge_guard.py
-    cost           stats=all asked, samples charged, budgets    pipeline/cost/meter.py
+    cost           stats=all asked, samples charged             pipeline/cost/meter.py
     retry          backoff within the request's deadline        pipeline/retry.py
     operation rate AMP's requests a second per API family       pipeline/operation_rate.py
     workspace slots  requests in flight per workspace           pipeline/slots/
@@ -57,7 +58,7 @@ from gateway.pipeline.authorize import authorizer
 from gateway.pipeline.cache import PLAIN_SHARE, ResultsCache
 from gateway.pipeline.coalesce import coalescing
 from gateway.pipeline.compose import compose, instrumented
-from gateway.pipeline.cost.budget import Budgets, budget_warnings
+from gateway.pipeline.cost.budget import Budgets, budget_warnings, budgeting
 from gateway.pipeline.cost.ledger import Ledger, cost_namespace
 from gateway.pipeline.cost.meter import metering
 from gateway.pipeline.credentials import CredentialSource, chain_method
@@ -149,6 +150,8 @@ class Gateway:
         ]
         if settings.cache.mode != "off":
             stages.append(("cache", self._cache_stage))
+        if self.budgets:  # each fetch within its budgets; only fetches with one threshold coalesce
+            stages.append(("budgets", budgeting(self.budgets)))
         stages += [
             (
                 "coalesce",
@@ -162,7 +165,7 @@ class Gateway:
                 ),
             ),
             ("edge_guard", edge_guard(metrics)),
-            ("cost", metering(self.ledger.charge, self.budgets, self.sample_history.note)),
+            ("cost", metering(self.ledger.charge, self.sample_history.note)),
         ]
         self.query: Handler = compose(stages, ("upstream", self.upstream))
         self.authenticate = instrumented("authenticate", self.authenticator.authenticate)

@@ -37,6 +37,14 @@ def _duration_text(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
+def _whole(text: str) -> int | None:
+    """A positive whole number in ASCII digits (str.isdigit also takes '³' and '١٢', which int()
+    refuses or reads otherwise); None for anything else."""
+    if text.isascii() and text.isdigit() and len(text) <= 18 and int(text) > 0:
+        return int(text)
+    return None
+
+
 def _with_param(params: Params, name: str, value: str) -> Params:
     return (*((k, v) for k, v in params if k != name), (name, value))
 
@@ -79,15 +87,15 @@ def check_request(request: Request, limits: Limits) -> Request:
             cap = getattr(limits, setting)
             if cap is None:
                 continue
-            given = request.param(param)
+            given = _whole(request.param(param))
             # A client may lower the configured threshold, never raise it.
-            value = min(int(given), cap) if given.isdigit() else cap
+            value = cap if given is None else min(given, cap)
             params = _with_param(params, param, str(value))
     cap_name = request.endpoint.result_cap
     cap = getattr(limits, cap_name) if cap_name else None
     if cap is not None:
-        given = request.param("limit")
-        value = min(int(given), cap) if given.isdigit() and int(given) > 0 else cap
+        given = _whole(request.param("limit"))
+        value = cap if given is None else min(given, cap)
         params = _with_param(params, "limit", str(value))
     return request if params is request.params else request.replace(params=params)
 

@@ -90,7 +90,7 @@ def origin_of(headers: Headers) -> Origin:
         name = _ORIGIN_HEADERS.get(key)
         if name is None or name in found:
             continue
-        value = raw.decode("latin-1")
+        value = raw.decode("utf-8", "replace")  # Grafana sends titles as UTF-8
         text = "".join(c for c in value[:MAX_ORIGIN_CHARS] if c.isprintable()).strip()
         found[name] = text
     found = {name: text for name, text in found.items() if text}

@@ -9,8 +9,8 @@ host's store (this host's workers), in this process when that fails too.
 
 An attempt takes a turn. When the bucket is empty it waits for its turn, in order, instead of
 being refused at once, which would only bring its retry back sooner: a burst of panels is
-spread out at AMP's rate. It waits at most `max_wait`, and never past the request's own time
-(what is left of `request.timeout` since its first attempt); at most `max_waiters` attempts
+spread out at AMP's rate. It waits at most `max_wait`, and at most half the request's own time
+left (of `request.timeout` since its first attempt; the other half is AMP's); at most `max_waiters` attempts
 wait per workspace and family in one worker. Past either, it is refused with a 429 that names
 AMP's quota and the wait, with Retry-After.
 
@@ -111,7 +111,9 @@ class Pacer:
         if may_queue:  # counted before the bucket is asked: a place in line is held while asking
             self._waiters[key] = waiting + 1
         try:
-            allowed = max(0.0, min(self._quotas.max_wait, left)) if may_queue else 0.0
+            # At most half the request's time left: the other half is AMP's to answer in (a
+            # request sent with no time left is aborted mid-flight, and AMP may bill it).
+            allowed = max(0.0, min(self._quotas.max_wait, left / 2)) if may_queue else 0.0
             turn = await self._take(key, rate, allowed)
             labels = (request.workspace.id, family.key)
             if not turn.taken:
@@ -137,8 +139,8 @@ class Pacer:
     ) -> GatewayError:
         if not may_queue:
             why = f"{waiting} requests already wait for it in this worker (quotas.rates.max_waiters)"
-        elif wait > left:
-            why = f"past the {max(0.0, left):.1f}s left of the request's time"
+        elif wait > left / 2:
+            why = f"more than half the {max(0.0, left):.1f}s left of the request's time (the rest is AMP's)"
         else:
             why = f"longer than quotas.rates.max_wait ({self._quotas.max_wait:g}s)"
         return GatewayError(

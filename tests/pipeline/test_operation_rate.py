@@ -304,10 +304,11 @@ async def test_past_max_wait_a_request_is_refused_naming_amps_quota_and_the_wait
 async def test_the_requests_own_time_bounds_its_wait() -> None:
     time_, upstream = SimulatedTime(), FakeUpstream()
     handle, _ = _paced(upstream, time_, query_metrics=Rate(2, 2), max_wait=60)
-    answers = await _all(handle, [_query(n, timeout=1.2) for n in range(5)])
+    answers = await _all(handle, [_query(n, timeout=2.8) for n in range(5)])
+    assert [isinstance(a, Answer) for a in answers] == [True] * 4 + [False]  # waits 0, 0, 0.5, 1
     refused = answers[4]
     assert isinstance(refused, GatewayError)
-    assert "the next turn is in 1.5s, past the 1.2s left of the request's time" in refused.message
+    assert "the next turn is in 1.5s, more than half the 2.8s left of the request's time" in refused.message
 
 
 async def test_a_retry_waits_only_for_what_is_left_of_the_request() -> None:
@@ -321,7 +322,9 @@ async def test_a_retry_waits_only_for_what_is_left_of_the_request() -> None:
     await asyncio.create_task(handle(_query(1)))
     with pytest.raises(GatewayError) as caught:
         await handle(retried)  # its second attempt: 0.5 s of its 5 s are left
-    assert "the next turn is in 2.0s, past the 0.5s left of the request's time" in caught.value.message
+    assert (
+        "the next turn is in 2.0s, more than half the 0.5s left of the request's time" in caught.value.message
+    )
     await handle(_query(2, timeout=5.0))  # a new request of the same timeout waits for it
     assert time_.slept == [2.0]
 
@@ -414,7 +417,10 @@ async def test_families_and_workspaces_have_their_own_buckets() -> None:
     await _all(handle, first)
     assert time_.slept == []  # one bucket each
     # GetSeries, GetLabels and GetMetricMetadata are one family: each waits behind the series.
-    await _all(handle, [request("labels", ()), request("metadata", ()), request("label_values", ())])
+    await _all(
+        handle,
+        [request(name, (), timeout=10.0) for name in ("labels", "metadata", "label_values")],
+    )
     assert time_.slept == [1.0, 2.0, 3.0]
 
 

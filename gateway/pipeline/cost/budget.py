@@ -1,9 +1,12 @@
 """Budgets of query samples per principal and per Grafana dashboard, per UTC day or month
 (`cost.budgets`), counted by the ledger across workers and replicas.
 
-A budget is enforced where AMP bills: before a query goes upstream (the cost meter) it is
-refused with a 429 once spent, and otherwise sent with AMP's max_samples_processed_error_threshold
-at what is left, so that AMP refuses, without charging, a query that would overspend. Past
+A budget is enforced before each fetch from AMP (`budgeting`, below the cache and above
+coalescing, so that only fetches with the same threshold share one): refused with a 429 once
+spent, and otherwise sent with AMP's max_samples_processed_error_threshold at what is left, so
+that AMP refuses, without charging, a query that would overspend. Fetches in flight together
+share what is left: each may spend what the others have not reserved and reserves half of it
+until its answer is charged, so that they cannot overspend it more than twice over. Past
 `cost.soft_share` of a budget, every answer of its principal or dashboard (cache hits too) says
 so in a warning (`budget_warnings`). A dashboard is known by what Grafana says (X-Dashboard-Uid):
 its budget steers honest traffic; a principal's budget is the one a client cannot step around.
@@ -20,9 +23,11 @@ from gateway.envelope import with_warning
 from gateway.errors import GatewayError
 from gateway.pipeline.answers import json_size, work
 from gateway.pipeline.cost.periods import period_end
-from gateway.pipeline.model import Answer, Handler, Request, Stage
+from gateway.pipeline.endpoints import QUERY_METRICS
+from gateway.pipeline.model import Answer, Handler, Request, Stage, with_single
 
 Spent = Callable[[str, str, str, float], Awaitable[int]]  # (kind, name, per, now) -> samples
+ERROR_THRESHOLD = "max_samples_processed_error_threshold"
 
 
 def _when(moment: float) -> str:
@@ -34,6 +39,7 @@ class Budgets:
         self._settings = settings
         self._spent = spent
         self._clock = clock
+        self._reserved: dict[Budget, int] = {}  # by this worker's fetches in flight
         self._by_principal: dict[str, list[Budget]] = {}
         self._by_dashboard: dict[str, list[Budget]] = {}
         for budget in settings.budgets:
@@ -55,15 +61,38 @@ class Budgets:
         return [(b, await self._spent(b.kind, b.name, b.per, now)) for b in self.applying(request)]
 
     async def left(self, request: Request) -> int | None:
-        """The samples the request may still spend (the least left of its budgets); None: no
-        budget applies. Raises the 429 when one is spent."""
+        """The samples the request may still spend (the least left of its budgets, less what
+        fetches in flight reserved); None: no budget applies. Raises the 429 when one is spent,
+        or when what is left is all reserved."""
         least: int | None = None
         for budget, spent in await self.standing(request):
             remaining = budget.samples - spent
             if remaining <= 0:
                 raise self.refusal(budget, spent)
-            least = remaining if least is None else min(least, remaining)
+            free = remaining - self._reserved.get(budget, 0)
+            if free <= 0:
+                raise GatewayError(
+                    "too_many_requests",
+                    f"the {remaining:,} query samples left of {budget.label} are reserved by queries "
+                    "in flight; retry when they are answered",
+                    headers={"Retry-After": "1"},
+                )
+            least = free if least is None else min(least, free)
         return least
+
+    def reserve(self, request: Request, samples: int) -> list[tuple[Budget, int]]:
+        held = [(budget, samples) for budget in self.applying(request)]
+        for budget, amount in held:
+            self._reserved[budget] = self._reserved.get(budget, 0) + amount
+        return held
+
+    def release(self, held: list[tuple[Budget, int]]) -> None:
+        for budget, amount in held:
+            rest = self._reserved.get(budget, 0) - amount
+            if rest > 0:
+                self._reserved[budget] = rest
+            else:
+                self._reserved.pop(budget, None)
 
     def refusal(self, budget: Budget, spent: int) -> GatewayError:
         resets = period_end(budget.per, self._clock())
@@ -84,6 +113,44 @@ class Budgets:
         )
 
 
+def threshold(given: str) -> int | None:
+    """A client's max_samples_processed_error_threshold as AMP reads one: a positive whole number
+    in ASCII digits (None otherwise: the gateway sends its own in its place)."""
+    if given.isascii() and given.isdigit() and len(given) <= 18 and int(given) > 0:
+        return int(given)
+    return None
+
+
+def capped(request: Request, left: int) -> tuple[Request, int]:
+    """The request with exactly one error threshold, at most `left`, and that threshold."""
+    given = threshold(request.param(ERROR_THRESHOLD))
+    cap = left if given is None else min(given, left)
+    params = with_single((*request.params, (ERROR_THRESHOLD, "")), ERROR_THRESHOLD, str(cap))
+    return request.replace(params=params), cap
+
+
+def budgeting(budgets: Budgets) -> Stage:
+    """Stage: each QueryMetrics fetch within its budgets, as the module says."""
+
+    def stage(next_handler: Handler) -> Handler:
+        async def handle(request: Request) -> Answer:
+            if request.endpoint.operation != QUERY_METRICS:
+                return await next_handler(request)
+            left = await budgets.left(request)
+            if left is None:
+                return await next_handler(request)
+            sent, cap = capped(request, left)
+            held = budgets.reserve(request, -(-cap // 2))
+            try:
+                return await next_handler(sent)
+            finally:
+                budgets.release(held)
+
+        return handle
+
+    return stage
+
+
 def budget_warnings(budgets: Budgets, soft_share: float) -> Stage:
     """Stage: a warning first in the answer's warnings while a budget of its principal or
     dashboard is past `soft_share`."""
@@ -98,7 +165,8 @@ def budget_warnings(budgets: Budgets, soft_share: float) -> Stage:
                 for b, spent in await budgets.standing(request)
                 if spent >= soft_share * b.samples
             ]
-            if not warnings or answer.status != 200:
+            # (not on an answer mapped from a file: its copy in the heap is what `send` avoids)
+            if not warnings or answer.status != 200 or isinstance(answer.body, memoryview):
                 return answer
             return await work(json_size(answer), _warned, answer, warnings)
 

@@ -1,8 +1,8 @@
 """Stage: the cost meter, just above the upstream. Every QueryMetrics fetch (query, query_range)
 asks AMP for `stats=all`, so that AMP says what it billed (`totalQueryableSamples`); the stats
 are removed again unless the client asked for them, and the samples are charged to the request's
-workspace, principal, dashboard, panel, org and user (the ledger). Budgets are enforced here,
-where AMP bills: a spent one refuses, one with samples left caps AMP's error threshold.
+workspace, principal, dashboard, panel, org and user (the ledger). Budgets are the `budgeting`
+stage's (budget.py), above coalescing.
 """
 
 from __future__ import annotations
@@ -11,42 +11,28 @@ import gzip
 from collections.abc import Awaitable, Callable
 
 from gateway.pipeline.answers import json_size, work
-from gateway.pipeline.cost.budget import Budgets
 from gateway.pipeline.cost.large import metered_large
 from gateway.pipeline.cost.stats import take_stats
 from gateway.pipeline.endpoints import QUERY_METRICS
 from gateway.pipeline.model import Answer, Handler, Request, Stage, with_single
 
-ERROR_THRESHOLD = "max_samples_processed_error_threshold"
 # Larger answers are worked on in temporary files, as `send` keeps them (its SPILL_BYTES).
 SPILL_BYTES = 16 << 20
 Charge = Callable[[Request, int], Awaitable[None]]
 Note = Callable[[Request, int], None]
 
 
-def capped(request: Request, left: int) -> Request:
-    """The request with AMP's error threshold at most `left` samples."""
-    given = request.param(ERROR_THRESHOLD)
-    if given.isdigit() and int(given) <= left:
-        return request
-    return request.replace(
-        params=with_single((*request.params, (ERROR_THRESHOLD, "")), ERROR_THRESHOLD, str(left))
-    )
-
-
-def metering(charge: Charge, budgets: Budgets, note: Note | None = None) -> Stage:
+def metering(charge: Charge, note: Note | None = None) -> Stage:
     def stage(next_handler: Handler) -> Handler:
         async def handle(request: Request) -> Answer:
             if request.endpoint.operation != QUERY_METRICS:
                 return await next_handler(request)
+            # Asked for by the client: a non-empty first `stats`, as Prometheus reads it. Else
+            # exactly one stats=all goes up (an empty `stats=` first would hide it from AMP).
+            asked = request.param("stats") != ""
             sent = request
-            if budgets:
-                left = await budgets.left(request)
-                if left is not None:
-                    sent = capped(sent, left)
-            asked = bool(request.param("stats"))
             if not asked:
-                sent = sent.replace(params=(*sent.params, ("stats", "all")))
+                sent = request.replace(params=with_single((*request.params, ("stats", "")), "stats", "all"))
             answer = await next_handler(sent)
             if answer.status != 200:
                 return answer

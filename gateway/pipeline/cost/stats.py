@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import orjson
 
 _MEMBER = b',"stats":'
+MAX_SAMPLES = 1 << 62
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,16 +34,25 @@ def _span(body: bytes) -> tuple[int, int] | None:
         return None
     depth = 0
     at = start + len(_MEMBER)
-    while True:
-        opening, closing = body.find(b"{", at), body.find(b"}", at)
-        if closing < 0:
-            return None
-        if 0 <= opening < closing:
+    closing = body.find(b"}", at)  # each searched for once: linear however deep the nesting
+    while closing >= 0:
+        opening = body.find(b"{", at, closing)
+        if opening >= 0:
             depth, at = depth + 1, opening + 1
             continue
         depth, at = depth - 1, closing + 1
         if depth == 0:
             return (start, at) if body[at : at + 1] == b"}" else None
+        closing = body.find(b"}", at)
+    return None
+
+
+def _count(value: object) -> int:
+    """A sample count as Prometheus writes one: a whole number, within what counters hold (a
+    1e300 from a broken upstream would stop every later total from being stored)."""
+    if type(value) is not int or not 0 <= value < MAX_SAMPLES:
+        raise ValueError(f"not a sample count: {value!r}")
+    return value
 
 
 def take_stats(body: bytes, remove: bool) -> Stats:
@@ -55,9 +65,9 @@ def take_stats(body: bytes, remove: bool) -> Stats:
     start, end = span
     try:
         samples = orjson.loads(body[start + len(_MEMBER) : end]).get("samples") or {}
-        total = int(samples["totalQueryableSamples"])
+        total = _count(samples["totalQueryableSamples"])
         steps = samples.get("totalQueryableSamplesPerStep") or ()
-        per_step = tuple([(round(t * 1000), int(n)) for t, n in steps])
-    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
+        per_step = tuple([(round(t * 1000), _count(n)) for t, n in steps])
+    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError, OverflowError):
         return Stats(body, -1)
     return Stats(body[:start] + body[end:] if remove else body, total, per_step)

@@ -4,6 +4,7 @@ AMP's error threshold and then refuse before anything is sent."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 
 import httpx
@@ -16,6 +17,7 @@ from support.stages import request
 
 from gateway.app import Gateway
 from gateway.config import Settings
+from gateway.pipeline.cost.budget import ERROR_THRESHOLD, capped
 from gateway.pipeline.cost.large import metered_large
 from gateway.pipeline.cost.meter import _metered
 from gateway.pipeline.cost.stats import take_stats
@@ -205,3 +207,92 @@ def test_a_large_answer_is_metered_in_files_as_a_small_one_in_memory(
     packed = b"".join(gzip.compress(part) for part in cut)
     large = metered_large(Answer(packed, gzipped=True, size=len(body)), not asked)
     assert large.gzipped and gzip.decompress(bytes(large.body)) == bytes(small.body)
+
+
+async def test_an_empty_stats_from_the_client_does_not_hide_the_samples(
+    fresh_amp, aws_env, prometheus
+) -> None:
+    """`stats=` (empty) first: Prometheus reads no stats from it, and a second stats=all after
+    it would be ignored; exactly one stats=all goes up, and the samples are charged."""
+    end = prometheus.data_end - 600
+    form = [("query", QUERY), ("time", str(end)), ("stats", "")]
+    async with in_process(gateway_settings(fresh_amp)) as (client, gateway):
+        answer = await client.post("/api/v1/query", data=dict(form), headers=GRAFANA)
+        assert answer.status_code == 200 and b'"stats"' not in answer.content
+        [sent] = fresh_amp.forwarded
+        assert [v for k, v in sent.params if k == "stats"] == ["all"]
+        await gateway.ledger.flush()
+        [row] = await gateway.ledger.rows("dashboard", 3600, None)
+        assert row.samples == fresh_amp.charged_samples() > 0
+
+
+@given(
+    st.one_of(
+        st.sampled_from(["³", "١٢", "0", "-5", "1e6", " 7", "9" * 5000, "", "12a"]),
+        st.text(max_size=30),
+    )
+)
+def test_a_threshold_is_sent_as_checked_whatever_the_client_wrote(given_threshold: str) -> None:
+    budgeted, cap = capped(
+        request("query", params=(("query", "up"), (ERROR_THRESHOLD, given_threshold))), 500
+    )
+    sent = [v for k, v in budgeted.params if k == ERROR_THRESHOLD]
+    assert sent == [str(cap)] and 1 <= cap <= 500
+    if given_threshold.isascii() and given_threshold.isdigit() and 0 < int(given_threshold[:6]) <= 500:
+        assert cap == int(given_threshold)
+
+
+def test_a_sample_count_is_a_whole_number_a_counter_holds() -> None:
+    for bad in (b"1e300", b"-1", b"1.5", b'"7"', str(1 << 62).encode()):
+        body = (
+            b'{"status":"success","data":{"resultType":"vector","result":[],"stats":{"samples":{"totalQueryableSamples":'
+            + bad
+            + b"}}}}"
+        )
+        assert take_stats(body, remove=True).samples == -1, bad
+    nested = (
+        b'{"status":"success","data":{"result":[],"stats":{"samples":' + b"{" * 20000 + b"}" * 20000 + b"}}}"
+    )
+    assert take_stats(nested, remove=True).samples == -1  # (linear in the nesting: once each brace)
+
+
+async def test_fetches_in_flight_together_cannot_overspend_a_budget_twice_over(
+    fresh_amp, aws_env, prometheus
+) -> None:
+    end = prometheus.data_end - 600
+    form = {"query": QUERY, "start": str(end - 1800), "end": str(end), "step": "15"}
+    async with in_process(gateway_settings(fresh_amp)) as (client, _):
+        await client.post("/api/v1/query_range", data=form)
+    cost = fresh_amp.charged_samples()
+    fresh_amp.reset()
+    budget = cost * 2 + cost // 2
+    fresh_amp.inject_delay(0.5, count=20)  # ten at once, all in flight together
+    async with in_process(_budgeted(fresh_amp, budget)) as (client, gateway):
+        answers = await asyncio.gather(
+            *(client.post("/api/v1/query_range", data=form, headers=GRAFANA) for _ in range(10))
+        )
+        await gateway.ledger.flush()
+        spent = await gateway.ledger.spent("dashboard", "d1", "day", gateway.clock())
+    assert spent == fresh_amp.charged_samples() <= 2 * budget
+    thresholds = [r.error_threshold for r in fresh_amp.forwarded]
+    assert sum(t for t in thresholds if t is not None) <= 2 * budget, thresholds
+    assert {a.status_code for a in answers} <= {200, 422, 429}
+    assert sum(a.status_code == 200 for a in answers) >= 2
+
+
+async def test_only_fetches_with_the_same_threshold_share_one(fresh_amp, aws_env, prometheus) -> None:
+    """A request without a budget never joins a budgeted one in flight (and gets its refusal)."""
+    end = prometheus.data_end - 600
+    form = {"query": QUERY, "start": str(end - 1800), "end": str(end), "step": "15"}
+    async with in_process(gateway_settings(fresh_amp)) as (client, _):
+        await client.post("/api/v1/query_range", data=form)
+    cost = fresh_amp.charged_samples()
+    fresh_amp.reset()
+    fresh_amp.inject_delay(0.5, count=2)
+    async with in_process(_budgeted(fresh_amp, cost // 2)) as (client, _):
+        budgeted, free = await asyncio.gather(
+            client.post("/api/v1/query_range", data=form, headers=GRAFANA),
+            client.post("/api/v1/query_range", data=form),
+        )
+    assert budgeted.status_code == 422 and free.status_code == 200, free.text
+    assert len(fresh_amp.forwarded) == 2
