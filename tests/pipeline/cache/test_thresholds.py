@@ -12,7 +12,10 @@ from support.gateway import gateway_settings
 from .conftest import cache_raw, cached_gateway, data_of
 
 QUERY = 'sum by (instance) (rate(demo_cpu_usage_seconds_total{mode="user"}[1m]))'
-GUARDS = {"max_samples_processed_warning_threshold": "1000000", "max_samples_processed_error_threshold": "5000000"}
+GUARDS = {
+    "max_samples_processed_warning_threshold": "1000000",
+    "max_samples_processed_error_threshold": "5000000",
+}
 WARNED = "query processed more samples than max_samples_processed_warning_threshold (1000)"
 
 
