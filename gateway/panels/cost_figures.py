@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from gateway.panels.figure import PALETTE, THEMES, build_figure, escape
+from gateway.panels.figure import PALETTE, THEMES, base_layout, build_figure, escape
 
 # The dimensions a chart may show: what one row is called, and many.
 DIMENSIONS: dict[str, tuple[str, str]] = {
@@ -101,18 +101,8 @@ def _short(text: str) -> str:
 
 
 def _layout(theme: str, title: str) -> dict[str, Any]:
-    colors = THEMES.get(theme, THEMES["light"])
     layout: dict[str, Any] = {
-        "colorway": list(PALETTE),
-        "paper_bgcolor": colors["paper"],
-        "plot_bgcolor": colors["paper"],
-        "font": {
-            "family": "Inter, system-ui, -apple-system, 'Segoe UI', sans-serif",
-            "size": 12,
-            "color": colors["font"],
-        },
-        "margin": {"l": 8, "r": 12, "t": 36 if title else 8, "b": 8},
-        "hoverlabel": {"bgcolor": colors["hover"], "bordercolor": colors["line"], "namelength": -1},
+        **base_layout(theme, title),
         "legend": {"orientation": "h", "x": 0, "xanchor": "left", "y": 1, "yanchor": "bottom"},
     }
     if title:

@@ -115,6 +115,23 @@ def _series_points(
     return xs, ys
 
 
+def base_layout(theme: str, title: str) -> dict[str, Any]:
+    """What every figure's layout shares: the theme's colours and font, margins, hover labels."""
+    colors = THEMES.get(theme, THEMES["light"])
+    return {
+        "colorway": list(PALETTE),
+        "paper_bgcolor": colors["paper"],
+        "plot_bgcolor": colors["paper"],
+        "font": {
+            "family": "Inter, system-ui, -apple-system, 'Segoe UI', sans-serif",
+            "size": 12,
+            "color": colors["font"],
+        },
+        "margin": {"l": 8, "r": 12, "t": 36 if title else 8, "b": 8},
+        "hoverlabel": {"bgcolor": colors["hover"], "bordercolor": colors["line"], "namelength": -1},
+    }
+
+
 def build_figure(
     data: Mapping[str, Any],
     *,
@@ -172,17 +189,8 @@ def build_figure(
             }
         )
     layout: dict[str, Any] = {
-        "colorway": list(PALETTE),
-        "paper_bgcolor": colors["paper"],
-        "plot_bgcolor": colors["paper"],
-        "font": {
-            "family": "Inter, system-ui, -apple-system, 'Segoe UI', sans-serif",
-            "size": 12,
-            "color": colors["font"],
-        },
-        "margin": {"l": 8, "r": 12, "t": 36 if title else 8, "b": 8},
+        **base_layout(theme, title),
         "hovermode": "x unified",
-        "hoverlabel": {"bgcolor": colors["hover"], "bordercolor": colors["line"], "namelength": -1},
         "showlegend": bool(traces),
         "legend": {
             "orientation": "h",

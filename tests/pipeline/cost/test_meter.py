@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from support.amp_standin import AmpStandin
 from support.gateway import gateway_settings, in_process
+from support.prometheus import PrometheusServer
 from support.stages import request
 
 from gateway.app import Gateway
@@ -113,6 +114,17 @@ async def test_answers_are_prometheus_own_bytes_and_samples_are_charged(
     assert [(r.key, r.samples) for r in rows["user"]] == [("alice", billed)]
 
 
+async def _costed(amp: AmpStandin, prometheus: PrometheusServer) -> tuple[dict[str, str], int]:
+    """A 30 min range query's form, and what it costs AMP, measured first (then forgotten)."""
+    end = prometheus.data_end - 600
+    form = {"query": QUERY, "start": str(end - 1800), "end": str(end), "step": "15"}
+    async with in_process(gateway_settings(amp)) as (client, _):
+        await client.post("/api/v1/query_range", data=form)
+    cost = amp.charged_samples()
+    amp.reset()
+    return form, cost
+
+
 def _untimed(body: bytes) -> object:
     document = orjson.loads(body)
     del document["data"]["stats"]["timings"]
@@ -134,13 +146,7 @@ def _budgeted(amp: AmpStandin, samples: int, share: float = 0.5) -> Settings:
 async def test_a_budget_caps_amps_threshold_warns_past_its_share_and_then_refuses(
     fresh_amp, aws_env, prometheus
 ) -> None:
-    end = prometheus.data_end - 600
-    form = {"query": QUERY, "start": str(end - 1800), "end": str(end), "step": "15"}
-    # What the query costs, measured first.
-    async with in_process(gateway_settings(fresh_amp)) as (client, _):
-        await client.post("/api/v1/query_range", data=form)
-    cost = fresh_amp.charged_samples()
-    fresh_amp.reset()
+    form, cost = await _costed(fresh_amp, prometheus)
     budget = cost * 2 + cost // 2  # two queries fit, a third does not
     async with in_process(_budgeted(fresh_amp, budget)) as (client, gateway):
         first = await client.post("/api/v1/query_range", data=form, headers=GRAFANA)
@@ -259,12 +265,7 @@ def test_a_sample_count_is_a_whole_number_a_counter_holds() -> None:
 async def test_fetches_in_flight_together_cannot_overspend_a_budget_twice_over(
     fresh_amp, aws_env, prometheus
 ) -> None:
-    end = prometheus.data_end - 600
-    form = {"query": QUERY, "start": str(end - 1800), "end": str(end), "step": "15"}
-    async with in_process(gateway_settings(fresh_amp)) as (client, _):
-        await client.post("/api/v1/query_range", data=form)
-    cost = fresh_amp.charged_samples()
-    fresh_amp.reset()
+    form, cost = await _costed(fresh_amp, prometheus)
     budget = cost * 2 + cost // 2
     fresh_amp.inject_delay(0.5, count=20)  # ten at once, all in flight together
     async with in_process(_budgeted(fresh_amp, budget)) as (client, gateway):
@@ -282,12 +283,7 @@ async def test_fetches_in_flight_together_cannot_overspend_a_budget_twice_over(
 
 async def test_only_fetches_with_the_same_threshold_share_one(fresh_amp, aws_env, prometheus) -> None:
     """A request without a budget never joins a budgeted one in flight (and gets its refusal)."""
-    end = prometheus.data_end - 600
-    form = {"query": QUERY, "start": str(end - 1800), "end": str(end), "step": "15"}
-    async with in_process(gateway_settings(fresh_amp)) as (client, _):
-        await client.post("/api/v1/query_range", data=form)
-    cost = fresh_amp.charged_samples()
-    fresh_amp.reset()
+    form, cost = await _costed(fresh_amp, prometheus)
     fresh_amp.inject_delay(0.5, count=2)
     async with in_process(_budgeted(fresh_amp, cost // 2)) as (client, _):
         budgeted, free = await asyncio.gather(
