@@ -149,6 +149,8 @@ class Pacer:
             f"{request.workspace.id} (quota {family.quota_code}, quotas.rates.{family.key}, "
             f"bursts of {rate.burst:g}): the next turn is in {wait:.1f}s, {why}; retry later",
             headers={"Retry-After": str(max(1, math.ceil(wait)))},
+            # AMP's rate, kept by the gateway: the cache may answer it stale as it does AMP's 429
+            failure="throttled",
         )
 
     async def throttled(self, request: Request, family: Family, rate: Rate, error: GatewayError) -> None:
