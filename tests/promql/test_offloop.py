@@ -129,6 +129,10 @@ async def test_run_queues_as_the_principal_asking() -> None:
     assert await asyncio.to_thread(started.wait, WAIT)
     offloop.asking.set("dashboard")
     seen.append(await offloop.run(big, who_runs))  # while "flood" holds a thread
+    # (the pool's thread hands the result over before it counts its job done: wait for that)
+    deadline = time.monotonic() + WAIT
+    while offloop.POOL.running() != {"flood": 1} and time.monotonic() < deadline:
+        await asyncio.sleep(0.001)
     assert offloop.POOL.running() == {"flood": 1}
     release.set()
     assert await held == "held"
