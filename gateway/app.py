@@ -162,6 +162,7 @@ class Gateway:
                     on_shared_remotely=metrics.coalesced_across_processes.inc,
                     host=self.host,
                     host_max_answer_bytes=min(settings.cache.max_answer_bytes, self.host.max_record_bytes),
+                    on_saved=self.ledger.saved,
                 ),
             ),
             ("edge_guard", edge_guard(metrics)),

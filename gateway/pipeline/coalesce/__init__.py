@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from gateway.errors import GatewayError
@@ -90,10 +90,12 @@ def coalescing(
     on_shared_remotely: Callable[[], None] = lambda: None,
     host: HostStore | None = None,
     host_max_answer_bytes: int = 16 << 20,
+    on_saved: Callable[[Request, int], Awaitable[None]] | None = None,
 ) -> Stage:
     """`on_shared`: counts a request that joined one in flight in this process;
     `on_shared_remotely`, one that took another process's answer. `host_max_answer_bytes`: the
-    largest answer shared through the host's store."""
+    largest answer shared through the host's store. `on_saved`: told the query samples AMP
+    processed for the answer a request joined (what it saved: AMP was asked once)."""
 
     def stage(next_handler: Handler) -> Handler:
         in_flight: dict[_Key, asyncio.Task[Answer]] = {}
@@ -122,9 +124,12 @@ def coalescing(
                 task = asyncio.ensure_future(fetch(request))
                 in_flight[key] = task
                 task.add_done_callback(lambda done: _finished(in_flight, key, done))
-            else:
-                on_shared()
-            return await asyncio.shield(task)
+                return await asyncio.shield(task)
+            on_shared()
+            answer = await asyncio.shield(task)
+            if on_saved is not None and answer.samples_processed > 0:
+                await on_saved(request, answer.samples_processed)
+            return answer
 
         return handle
 

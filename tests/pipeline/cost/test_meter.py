@@ -292,3 +292,20 @@ async def test_only_fetches_with_the_same_threshold_share_one(fresh_amp, aws_env
         )
     assert budgeted.status_code == 422 and free.status_code == 200, free.text
     assert len(fresh_amp.forwarded) == 2
+
+
+async def test_a_request_that_joins_anothers_fetch_counts_it_as_saved(fresh_amp, aws_env, prometheus) -> None:
+    """Two users ask for the same query at once: AMP is asked once; the first is charged, the
+    second saved what AMP processed."""
+    form, cost = await _costed(fresh_amp, prometheus)
+    fresh_amp.inject_delay(0.5, count=1)
+    async with in_process(gateway_settings(fresh_amp)) as (client, gateway):
+        first, second = await asyncio.gather(
+            client.post("/api/v1/query_range", data=form, headers=GRAFANA),
+            client.post("/api/v1/query_range", data=form, headers={**GRAFANA, "X-Grafana-User": "bob"}),
+        )
+        assert first.status_code == second.status_code == 200
+        assert first.content == second.content and len(fresh_amp.forwarded) == 1
+        await gateway.ledger.flush()
+        users = {r.key: (r.samples, r.saved_samples) for r in await gateway.ledger.rows("user", 3600, None)}
+    assert sorted(users.values()) == [(0, cost), (cost, 0)]
