@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from support.netutil import free_port
 from support.redis_server import RedisServer
-from support.stages import FakeUpstream, SlowUpstream, request
+from support.stages import BrokenUpstream, FakeUpstream, SlowUpstream, request
 
 from gateway.config import CacheSettings, Limits, Principal, Rate, UpstreamSettings
 from gateway.errors import GatewayError
@@ -373,12 +373,6 @@ async def test_an_answer_too_large_to_share_is_fetched_by_each(
     outcomes = await asyncio.gather(first(request()), second(request()))
     assert outcomes[0] == outcomes[1] == upstream.answer and len(upstream.requests) == 2
     assert loop.time() - started < 3 and two_workers[0].cache_keys() == []
-
-
-class BrokenUpstream(SlowUpstream):
-    async def __call__(self, request: Request) -> Answer:
-        await super().__call__(request)
-        raise RuntimeError("a bug below the coalescing stage")
 
 
 async def test_a_holder_that_fails_unexpectedly_lets_go_at_once(

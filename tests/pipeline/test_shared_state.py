@@ -15,7 +15,7 @@ import redis
 from support.netutil import free_port
 from support.redis_cluster import RedisClusterServer
 from support.redis_server import RedisServer
-from support.stages import PRINCIPAL, WORKSPACE, SlowUpstream, request
+from support.stages import PRINCIPAL, WORKSPACE, BrokenUpstream, SlowUpstream, request
 
 from gateway.config import CacheSettings, Limits, Principal, Rate, UpstreamSettings
 from gateway.errors import GatewayError
@@ -23,7 +23,7 @@ from gateway.metrics import Metrics
 from gateway.pipeline import coalesce, slots
 from gateway.pipeline.cache.tiers import RedisTier
 from gateway.pipeline.coalesce import coalescing
-from gateway.pipeline.model import Answer, Request
+from gateway.pipeline.model import Answer
 from gateway.pipeline.rate import RateLimiter
 from gateway.pipeline.shared import SharedRedis
 from gateway.pipeline.slots import workspace_slots
@@ -239,12 +239,6 @@ async def test_a_fetch_nobody_waits_for_leaves_nothing_in_redis(
     with _direct(two_processes[0]) as client:
         assert client.exists(keys.lock) == client.exists(keys.waiters) == 0
         assert _answers(client, keys) == 1
-
-
-class BrokenUpstream(SlowUpstream):
-    async def __call__(self, request: Request) -> Answer:
-        await super().__call__(request)
-        raise RuntimeError("a bug below the coalescing stage")
 
 
 async def test_a_holder_that_fails_unexpectedly_lets_go_at_once(

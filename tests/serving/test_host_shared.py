@@ -21,7 +21,7 @@ import httpx
 import psutil
 import pytest
 from support.amp_standin import AmpStandin, unique_query
-from support.gateway import GatewayProcess
+from support.gateway import GatewayProcess, scraped_value
 from support.prometheus import PrometheusServer
 from support.testenv import AMP_REGION
 
@@ -55,14 +55,6 @@ def _auth(**limits: Any) -> dict[str, Any]:
             }
         ]
     }
-
-
-def _metric(url: str, sample: str) -> float:
-    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
-        head, _, value = line.rpartition(" ")
-        if head == sample:
-            return float(value)
-    return 0.0
 
 
 def _ask(
@@ -126,7 +118,7 @@ def test_identical_concurrent_cold_requests_cost_one_upstream_fetch(
     assert all(a.json()["data"] == direct.json()["data"] for a in answers)
     assert fresh_amp.forwarded_count(query) == 1
     # Some waited for another worker's answer: the requests did spread over the workers.
-    assert _metric(gateway.url, "gateway_coalesced_across_processes_total") >= 1
+    assert scraped_value(gateway.url, "gateway_coalesced_across_processes_total") >= 1
 
 
 @pytest.mark.parametrize("workers", WORKERS)

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from support.amp_standin import AmpStandin
-from support.gateway import GatewayProcess
+from support.gateway import GatewayProcess, scraped
 from support.testenv import AMP_REGION
 
 REQUESTS = 'gateway_requests_total{code="200",endpoint="buildinfo",workspace="-"}'
@@ -37,15 +37,6 @@ def gateway(
         yield process.start(), directory
     finally:
         process.stop()
-
-
-def _values(url: str) -> dict[str, float]:
-    out = {}
-    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
-        if line and not line.startswith("#"):
-            head, _, value = line.rpartition(" ")
-            out[head] = float(value)
-    return out
 
 
 def _eventually(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
@@ -72,14 +63,14 @@ def test_killed_workers_leave_their_counts_and_no_files(gateway: tuple[GatewayPr
             assert httpx.get(f"{process.url}/api/v1/status/buildinfo", timeout=10).status_code == 200
         asked += 10
         # (a scrape may be a second old: /metrics renders at most once a second per worker)
-        _eventually(lambda n=asked: _values(process.url).get(REQUESTS) == n, f"{asked} requests counted")
+        _eventually(lambda n=asked: scraped(process.url).get(REQUESTS) == n, f"{asked} requests counted")
         victim = process.worker_pids()[0]
         os.kill(victim, signal.SIGKILL)
         _eventually(
             lambda pid=victim: len(process.worker_pids()) == 2 and str(pid) not in _pids_in(directory),
             "the dead worker replaced and its files merged",
         )
-        values = _values(process.url)
+        values = scraped(process.url)
         # Counted once, never lost: a scrape during the merge never sees the worker twice or not at all.
         assert values.get(REQUESTS) == asked
         assert values[REQUESTS] >= seen
@@ -99,7 +90,7 @@ def test_every_worker_and_the_supervisor_has_its_process_figures(
     supervisor, workers = process.process.pid, set(process.worker_pids())
 
     def complete() -> bool:
-        values = _values(process.url)
+        values = scraped(process.url)
         described = {
             (m[1], m[2])
             for key in values
@@ -108,7 +99,7 @@ def test_every_worker_and_the_supervisor_has_its_process_figures(
         return described == {(str(supervisor), "supervisor"), *((str(pid), "worker") for pid in workers)}
 
     _eventually(complete, "process_* of the supervisor and both workers")
-    values = _values(process.url)
+    values = scraped(process.url)
     assert any(key.startswith('process_cpu_seconds_total{pid="') for key in values)
     assert values.get('python_gc_collections_total{generation="0"}', 0) > 0
     assert any(key.startswith("gateway_build_info{") and value == 1.0 for key, value in values.items())

@@ -18,7 +18,7 @@ import orjson
 import pytest
 from support.amp_standin import AmpStandin, unique_query
 from support.certs import Authority, Pki, presented_serial
-from support.gateway import GatewayProcess
+from support.gateway import GatewayProcess, scraped_value
 from support.netutil import free_port
 from support.prometheus import PrometheusServer
 from support.redis_server import RedisServer
@@ -64,11 +64,11 @@ def test_identical_cold_requests_over_processes_cost_one_upstream_fetch(
     assert fresh_amp.forwarded_count(query) == 1
     # /metrics adds up its process's workers, whichever worker serves it.
     requests = sum(
-        _metric(g.url, 'gateway_requests_total{code="200",endpoint="query",workspace="ws-test1"}')
+        scraped_value(g.url, 'gateway_requests_total{code="200",endpoint="query",workspace="ws-test1"}')
         for g in gateways
     )
     assert requests == 8
-    assert sum(_metric(g.url, "gateway_coalesced_across_processes_total") for g in gateways) >= 1
+    assert sum(scraped_value(g.url, "gateway_coalesced_across_processes_total") for g in gateways) >= 1
 
 
 def test_a_rate_limit_holds_across_processes_and_falls_back_when_redis_goes(
@@ -99,7 +99,7 @@ def test_a_rate_limit_holds_across_processes_and_falls_back_when_redis_goes(
     assert "Retry-After" in local[-1].headers
     metrics = httpx.get(f"{gateways[0].url}/metrics", timeout=10).text
     assert "gateway_redis_up 0.0" in metrics
-    assert _metric(gateways[0].url, 'gateway_redis_fallbacks_total{feature="rate"}') >= 1
+    assert scraped_value(gateways[0].url, 'gateway_redis_fallbacks_total{feature="rate"}') >= 1
     log = gateways[0].log.read_text()
     assert log.count("Redis unavailable") == 1 and "Traceback" not in log
 
@@ -186,15 +186,6 @@ def test_replicas_share_state_through_redis_with_tls_and_auth(
             assert "Redis unavailable" not in log and "redis-pass-123" not in log
     finally:
         server.stop()
-
-
-def _metric(url: str, sample: str) -> float:
-    """One sample's value from /metrics (`name{labels}` as served: labels sorted by name); 0 if absent."""
-    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
-        head, _, value = line.rpartition(" ")
-        if head == sample:
-            return float(value)
-    return 0.0
 
 
 def test_every_worker_serves_tls_and_takes_a_rotated_certificate(

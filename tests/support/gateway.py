@@ -194,3 +194,18 @@ class GatewayProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
+
+
+def scraped(url: str) -> dict[str, float]:
+    """A gateway's /metrics as {`name{labels}` as served (labels sorted by name): value}."""
+    out = {}
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        if line and not line.startswith("#"):
+            head, _, value = line.rpartition(" ")
+            out[head] = float(value)
+    return out
+
+
+def scraped_value(url: str, sample: str) -> float:
+    """One sample's value from a gateway's /metrics; 0 if absent."""
+    return scraped(url).get(sample, 0.0)

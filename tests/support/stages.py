@@ -96,4 +96,12 @@ class SlowUpstream(FakeUpstream):
         return self.answer
 
 
+class BrokenUpstream(SlowUpstream):
+    """A bug below the stage under test: raises an unexpected exception after `delay`."""
+
+    async def __call__(self, request: Request) -> Answer:
+        await super().__call__(request)
+        raise RuntimeError("a bug below the coalescing stage")
+
+
 PRINCIPAL = Principal(name="team-a")
