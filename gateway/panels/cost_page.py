@@ -83,7 +83,6 @@ class CostPages:
                 ("Dashboards", "/dashboards"),
             ],
             config={
-                "panels": [{"id": box.id, "src": box.src} for box in boxes],
                 "refresh": view.refresh_ms,
                 "tz": view.tz,
                 "controls": ["range"],

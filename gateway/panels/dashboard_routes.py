@@ -132,7 +132,6 @@ class DashboardPages:
             controls=controls,
             links=[("All dashboards", "/dashboards"), ("Grafana JSON", f"{base}/grafana.json")],
             config={
-                "panels": [{"id": b.id, "src": b.src} for b in boxes],
                 "refresh": view.refresh_ms,
                 "tz": view.tz,
                 "controls": ["range", *(f"var-{v.name}" for v in dashboard.variables)],

@@ -121,9 +121,11 @@ def page(
     status: int = 200,
     content: str = "",
 ) -> HTMLResponse:
-    """A page of panels (or `content`, HTML the caller escaped) in the common chrome."""
+    """A page of panels (or `content`, HTML the caller escaped) in the common chrome. `config`:
+    what panel.js reads besides the boxes' ids and figure sources, which it is given here."""
     scripts = ""
     if config is not None:
+        config = {"panels": [{"id": box.id, "src": box.src} for box in boxes], **config}
         scripts = (
             f'<script type="application/json" id="panel-config">{json_script(config)}</script>\n'
             f'<script src="{e(assets.url("plotly.min.js"))}" defer></script>\n'

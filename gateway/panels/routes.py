@@ -114,7 +114,6 @@ class PanelPages:
                 controls=controls,
                 links=[("Figure JSON", src), ("Dashboards", "/dashboards")],
                 config={
-                    "panels": [{"id": box.id, "src": src}],
                     "refresh": view.refresh_ms,
                     "tz": view.tz,
                     "controls": ["range"],
