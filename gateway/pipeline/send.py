@@ -19,15 +19,13 @@ import contextlib
 import contextvars
 import ipaddress
 import logging
-import mmap
 import os
 import ssl
-import tempfile
 import time
 import zlib
 from collections.abc import AsyncIterable, Mapping
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -39,6 +37,16 @@ from gateway.errors import GatewayError
 from gateway.metrics import Metrics
 from gateway.pipeline.amp_errors import translate_error
 from gateway.pipeline.model import Answer, Body, Request, as_bytes, attempt_sent
+from gateway.pipeline.spill import (
+    INFLATE_STEP,
+    SPILL_BYTES,
+    AnswerNoRoom,
+    gunzip,
+    mapped,
+    temporary,
+)
+from gateway.pipeline.spill import refusal as no_room_refusal
+from gateway.pipeline.spill import write as spill_write
 from gateway.tls import ReloadingCertificate, upstream_ssl_context
 
 log = logging.getLogger("gateway.upstream")
@@ -162,13 +170,7 @@ class Sender:
                 failure="unreachable",
             ) from None
         except AnswerNoRoom as err:
-            log.error("upstream %s: no room for a large answer in %s: %s", workspace.host, err.where, err)
-            raise GatewayError(
-                "unavailable",
-                f"the gateway has no room for this answer of {workspace.id} in its temporary "
-                "directory; try again, or ask for less",
-                503,
-            ) from None
+            raise no_room_refusal(workspace, err) from None
         except (aiohttp.ClientError, AnswerUnreadable) as err:  # a bad status line, header or gzip
             log.warning("upstream %s: unreadable answer: %s", workspace.host, type(err).__name__)
             raise GatewayError(
@@ -226,29 +228,8 @@ class AnswerTooLarge(Exception):
         self.limit = limit
 
 
-class AnswerNoRoom(Exception):
-    """The temporary file of a large answer could not be written (the disk is full)."""
-
-    def __init__(self, where: str, reason: str) -> None:
-        super().__init__(reason)
-        self.where = where
-
-
 class AnswerUnreadable(Exception):
     """A body that says it is gzip and is not, or is cut short."""
-
-
-# Decompressed in steps of at most this many bytes: a gzip bomb never expands past it at once.
-_INFLATE_STEP = 1 << 20
-
-
-def _gunzip() -> Any:
-    return zlib.decompressobj(16 + zlib.MAX_WBITS)
-
-
-# An answer's bytes beyond this are written to a temporary file as they come, and the answer is
-# served from a read-only map of it: the worker's heap holds at most this much of any answer.
-SPILL_BYTES = 16 << 20
 
 
 async def read_bounded(
@@ -264,20 +245,17 @@ async def read_bounded(
     body = bytearray()
     file: IO[bytes] | None = None
     size = 0
-    inflate = _gunzip() if gzipped else None
+    inflate = gunzip() if gzipped else None
     fed = False  # whether the current gzip member has begun
     try:
         async for chunk in chunks:
             if file is not None:
-                _write(file, chunk)
+                spill_write(file, chunk)
             else:
                 body += chunk
                 if len(body) > spill:
-                    try:
-                        file = tempfile.TemporaryFile(prefix="amp-gateway-answer-")  # noqa: SIM115  # closed below
-                    except OSError as err:
-                        raise _no_room(err) from None
-                    _write(file, body)
+                    file = temporary()
+                    spill_write(file, body)
                     body = bytearray()
             if inflate is None:
                 size += len(chunk)
@@ -286,12 +264,12 @@ async def read_bounded(
                 while data and size <= limit:
                     fed = True
                     try:
-                        size += len(inflate.decompress(data, _INFLATE_STEP))
+                        size += len(inflate.decompress(data, INFLATE_STEP))
                     except zlib.error:
                         raise AnswerUnreadable("not gzip") from None
                     if inflate.eof:
                         data = inflate.unused_data  # the next member's
-                        inflate, fed = _gunzip(), False
+                        inflate, fed = gunzip(), False
                     else:
                         data = inflate.unconsumed_tail
             if size > limit:
@@ -300,25 +278,10 @@ async def read_bounded(
             raise AnswerUnreadable("cut short")
         if file is None:
             return bytes(body), size
-        try:
-            file.flush()
-            return memoryview(mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)), size
-        except OSError as err:
-            raise _no_room(err) from None
+        return mapped(file), size
     finally:
         if file is not None:
             file.close()  # the map keeps what it needs
-
-
-def _write(file: IO[bytes], data: bytes | bytearray) -> None:
-    try:
-        file.write(data)
-    except OSError as err:
-        raise _no_room(err) from None
-
-
-def _no_room(err: OSError) -> AnswerNoRoom:
-    return AnswerNoRoom(tempfile.gettempdir(), err.strerror or str(err))
 
 
 def _tls_refusal(err: Exception) -> str | None:

@@ -1,29 +1,27 @@
-"""The cost meter's work on a large answer, in temporary files rather than the worker's heap: an
-answer over SPILL_BYTES comes from `send` as a read-only map of a file (its pages the kernel's),
-and a copy of it in memory (or two, to remove the stats) would undo that (issue 16's bound:
-tests/serving/test_large_answers.py). The stats are the last member of `data`: they are looked
-for in the answer's last TAIL bytes, and removed by rewriting that tail in place."""
+"""The cost meter's work on a large answer, in temporary files rather than the worker's heap
+(`gateway.pipeline.spill`): an answer over SPILL_BYTES comes from `send` as a read-only map of a
+file (its pages the kernel's), and a copy of it in memory (or two, to remove the stats) would
+undo that (issue 16's bound: tests/serving/test_large_answers.py). The stats are the last member
+of `data`: they are looked for in the answer's last TAIL bytes, and removed by rewriting that
+tail in place. AnswerNoRoom when the disk is full."""
 
 from __future__ import annotations
 
-import mmap
-import tempfile
 import zlib
 from typing import IO
 
-from gateway.errors import GatewayError
 from gateway.pipeline.cost.stats import Stats, take_stats
 from gateway.pipeline.model import Answer, Body
+from gateway.pipeline.spill import INFLATE_STEP, gunzip, mapped, no_room, temporary
 
 # The stats of Prometheus's 11,000 steps at most take about 200 KB; the tail read is ample.
 TAIL = 4 << 20
-STEP = 1 << 20
 
 
 def metered_large(answer: Answer, remove: bool) -> Answer:
     """`_metered` for an answer too large for the heap: the same result, its body a map."""
     try:
-        with tempfile.TemporaryFile(prefix="amp-gateway-metered-") as plain:
+        with temporary() as plain:
             if answer.gzipped:
                 _inflate(answer.body, plain)
             else:
@@ -40,20 +38,14 @@ def metered_large(answer: Answer, remove: bool) -> Answer:
             plain.write(stats.body)
             plain.truncate()
             size = plain.tell()
-            plain.flush()
             if answer.gzipped:
-                with tempfile.TemporaryFile(prefix="amp-gateway-metered-") as packed:
+                with temporary() as packed:
                     _deflate(plain, packed)
-                    body = _mapped(packed)
+                    body = mapped(packed)
             else:
-                body = _mapped(plain)
+                body = mapped(plain)
     except OSError as err:
-        raise GatewayError(
-            "unavailable",
-            f"no room in {tempfile.gettempdir()} for an answer of {answer.json_size()} bytes: "
-            f"{err.strerror or err}",
-            503,
-        ) from None
+        raise no_room(err) from None
     return answer.replace(
         body=body, size=size, samples_processed=stats.samples, samples_per_step=stats.per_step
     )
@@ -62,17 +54,17 @@ def metered_large(answer: Answer, remove: bool) -> Answer:
 def _inflate(body: Body, out: IO[bytes]) -> None:
     """gzip `body` (every member, as gzip.decompress reads it) into `out`, a step at a time."""
     view = memoryview(body)
-    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    for start in range(0, len(view), STEP):
-        data: bytes | memoryview = view[start : start + STEP]
+    inflate = gunzip()
+    for start in range(0, len(view), INFLATE_STEP):
+        data: bytes | memoryview = view[start : start + INFLATE_STEP]
         while data:
-            out.write(inflate.decompress(data, STEP))
+            out.write(inflate.decompress(data, INFLATE_STEP))
             if inflate.eof:
                 data = inflate.unused_data
-                inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                inflate = gunzip()
             else:
                 data = inflate.unconsumed_tail
-    while not inflate.eof and (rest := inflate.decompress(b"", STEP)):
+    while not inflate.eof and (rest := inflate.decompress(b"", INFLATE_STEP)):
         out.write(rest)
 
 
@@ -80,11 +72,6 @@ def _deflate(plain: IO[bytes], out: IO[bytes]) -> None:
     """`plain` gzip-compressed at level 1 (as the cache keeps answers) into `out`."""
     plain.seek(0)
     deflate = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-    while chunk := plain.read(STEP):
+    while chunk := plain.read(INFLATE_STEP):
         out.write(deflate.compress(chunk))
     out.write(deflate.flush())
-    out.flush()
-
-
-def _mapped(file: IO[bytes]) -> memoryview:
-    return memoryview(mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ))

@@ -15,9 +15,8 @@ from gateway.pipeline.cost.large import metered_large
 from gateway.pipeline.cost.stats import take_stats
 from gateway.pipeline.endpoints import QUERY_METRICS
 from gateway.pipeline.model import Answer, Handler, Request, Stage, with_single
+from gateway.pipeline.spill import SPILL_BYTES, AnswerNoRoom, refusal
 
-# Larger answers are worked on in temporary files, as `send` keeps them (its SPILL_BYTES).
-SPILL_BYTES = 16 << 20
 Charge = Callable[[Request, int], Awaitable[None]]
 Note = Callable[[Request, int], None]
 
@@ -36,7 +35,10 @@ def metering(charge: Charge, note: Note | None = None) -> Stage:
             answer = await next_handler(sent)
             if answer.status != 200:
                 return answer
-            metered = await work(json_size(answer), _metered, answer, not asked)
+            try:
+                metered = await work(json_size(answer), _metered, answer, not asked)
+            except AnswerNoRoom as err:
+                raise refusal(request.workspace, err) from None
             if metered.samples_processed >= 0:
                 await charge(request, metered.samples_processed)
                 if note is not None:
