@@ -11,14 +11,19 @@ from gateway.config import Limits
 from gateway.errors import GatewayError
 from gateway.metrics import Metrics
 from gateway.pipeline.endpoints import QUERY_METRICS
-from gateway.pipeline.endpoints.params import check_points
+from gateway.pipeline.endpoints.params import (
+    ERROR_THRESHOLD,
+    WARNING_THRESHOLD,
+    check_points,
+    positive_whole,
+)
 from gateway.pipeline.model import Answer, Handler, Request, Stage
 from gateway.promql import Expr, walk
 from gateway.promql.ast import MatrixSelector, SubqueryExpr
 
 _THRESHOLDS = (
-    ("samples_processed_warning_threshold", "max_samples_processed_warning_threshold"),
-    ("samples_processed_error_threshold", "max_samples_processed_error_threshold"),
+    ("samples_processed_warning_threshold", WARNING_THRESHOLD),
+    ("samples_processed_error_threshold", ERROR_THRESHOLD),
 )
 
 Params = tuple[tuple[str, str], ...]
@@ -35,14 +40,6 @@ def _duration_text(seconds: float) -> str:
     if seconds >= 3600 and seconds % 3600 == 0:
         return f"{seconds / 3600:g}h"
     return f"{seconds:g}s"
-
-
-def _whole(text: str) -> int | None:
-    """A positive whole number in ASCII digits (str.isdigit also takes '³' and '١٢', which int()
-    refuses or reads otherwise); None for anything else."""
-    if text.isascii() and text.isdigit() and len(text) <= 18 and int(text) > 0:
-        return int(text)
-    return None
 
 
 def _with_param(params: Params, name: str, value: str) -> Params:
@@ -87,14 +84,14 @@ def check_request(request: Request, limits: Limits) -> Request:
             cap = getattr(limits, setting)
             if cap is None:
                 continue
-            given = _whole(request.param(param))
+            given = positive_whole(request.param(param))
             # A client may lower the configured threshold, never raise it.
             value = cap if given is None else min(given, cap)
             params = _with_param(params, param, str(value))
     cap_name = request.endpoint.result_cap
     cap = getattr(limits, cap_name) if cap_name else None
     if cap is not None:
-        given = _whole(request.param("limit"))
+        given = positive_whole(request.param("limit"))
         value = cap if given is None else min(given, cap)
         params = _with_param(params, "limit", str(value))
     return request if params is request.params else request.replace(params=params)

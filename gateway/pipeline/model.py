@@ -209,6 +209,13 @@ def with_single(params: tuple[tuple[str, str], ...], name: str, value: str) -> t
     return tuple(out)
 
 
+def with_one(params: tuple[tuple[str, str], ...], name: str, value: str) -> tuple[tuple[str, str], ...]:
+    """`with_single`, and `name` added last when the parameters have none."""
+    if all(key != name for key, _ in params):
+        return (*params, (name, value))
+    return with_single(params, name, value)
+
+
 def promql_chars(params: tuple[tuple[str, str], ...]) -> int:
     """Characters of PromQL a request carries (its `query` and `match[]` values)."""
     return sum(len(value) for key, value in params if key in ("query", "match[]"))

@@ -56,6 +56,7 @@ from gateway.pipeline.cache.plan import Grid, Plan, cut, plan
 from gateway.pipeline.cache.safety import Analysis, analyse, final_until, format_seconds, pin_start_end
 from gateway.pipeline.cache.savings import steps_cost
 from gateway.pipeline.cache.tiers import HostTier, MemoryTier, RedisTier, Store
+from gateway.pipeline.endpoints.params import ERROR_THRESHOLD, WARNING_THRESHOLD
 from gateway.pipeline.host import HostStore
 from gateway.pipeline.model import Answer, Handler, Request, as_bytes
 from gateway.pipeline.shared import SharedRedis
@@ -67,7 +68,7 @@ log = logging.getLogger("gateway.cache")
 # AMP's query-cost guards: limits on what a fetch may cost, not part of an answer's identity.
 # Every fetch carries the client's (sub-ranges too); an answer AMP warned about under one is
 # passed on but never stored (see _guarded).
-THRESHOLDS = ("max_samples_processed_warning_threshold", "max_samples_processed_error_threshold")
+THRESHOLDS = (WARNING_THRESHOLD, ERROR_THRESHOLD)
 # Parameters keyed separately (normalised) or that do not change the answer.
 _UNKEYED = frozenset({"query", "start", "end", "step", "time", "timeout", *THRESHOLDS})
 # Range-query parameters whose effect depends on the whole window: splitting would change the answer.

@@ -24,10 +24,10 @@ from gateway.errors import GatewayError
 from gateway.pipeline.answers import json_size, work
 from gateway.pipeline.cost.periods import period_end
 from gateway.pipeline.endpoints import QUERY_METRICS
-from gateway.pipeline.model import Answer, Handler, Request, Stage, with_single
+from gateway.pipeline.endpoints.params import ERROR_THRESHOLD, positive_whole
+from gateway.pipeline.model import Answer, Handler, Request, Stage, with_one
 
 Spent = Callable[[str, str, str, float], Awaitable[int]]  # (kind, name, per, now) -> samples
-ERROR_THRESHOLD = "max_samples_processed_error_threshold"
 
 
 def _when(moment: float) -> str:
@@ -36,7 +36,6 @@ def _when(moment: float) -> str:
 
 class Budgets:
     def __init__(self, settings: CostSettings, spent: Spent, clock: Callable[[], float] = time.time) -> None:
-        self._settings = settings
         self._spent = spent
         self._clock = clock
         self._reserved: dict[Budget, int] = {}  # by this worker's fetches in flight
@@ -47,7 +46,7 @@ class Budgets:
             owners.setdefault(budget.name, []).append(budget)
 
     def __bool__(self) -> bool:
-        return bool(self._settings.budgets)
+        return bool(self._by_principal or self._by_dashboard)
 
     def applying(self, request: Request) -> list[Budget]:
         found = list(self._by_principal.get(request.principal.name, ()))
@@ -113,20 +112,12 @@ class Budgets:
         )
 
 
-def threshold(given: str) -> int | None:
-    """A client's max_samples_processed_error_threshold as AMP reads one: a positive whole number
-    in ASCII digits (None otherwise: the gateway sends its own in its place)."""
-    if given.isascii() and given.isdigit() and len(given) <= 18 and int(given) > 0:
-        return int(given)
-    return None
-
-
 def capped(request: Request, left: int) -> tuple[Request, int]:
-    """The request with exactly one error threshold, at most `left`, and that threshold."""
-    given = threshold(request.param(ERROR_THRESHOLD))
+    """The request with exactly one error threshold, at most `left`, and that threshold (the
+    client's when it is a positive whole number, else the gateway's in its place)."""
+    given = positive_whole(request.param(ERROR_THRESHOLD))
     cap = left if given is None else min(given, left)
-    params = with_single((*request.params, (ERROR_THRESHOLD, "")), ERROR_THRESHOLD, str(cap))
-    return request.replace(params=params), cap
+    return request.replace(params=with_one(request.params, ERROR_THRESHOLD, str(cap))), cap
 
 
 def budgeting(budgets: Budgets) -> Stage:

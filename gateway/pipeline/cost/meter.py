@@ -14,7 +14,7 @@ from gateway.pipeline.answers import json_size, work
 from gateway.pipeline.cost.large import metered_large
 from gateway.pipeline.cost.stats import take_stats
 from gateway.pipeline.endpoints import QUERY_METRICS
-from gateway.pipeline.model import Answer, Handler, Request, Stage, with_single
+from gateway.pipeline.model import Answer, Handler, Request, Stage, with_one
 from gateway.pipeline.spill import SPILL_BYTES, AnswerNoRoom, refusal
 
 Charge = Callable[[Request, int], Awaitable[None]]
@@ -31,7 +31,7 @@ def metering(charge: Charge, note: Note | None = None) -> Stage:
             asked = request.param("stats") != ""
             sent = request
             if not asked:
-                sent = request.replace(params=with_single((*request.params, ("stats", "")), "stats", "all"))
+                sent = request.replace(params=with_one(request.params, "stats", "all"))
             answer = await next_handler(sent)
             if answer.status != 200:
                 return answer

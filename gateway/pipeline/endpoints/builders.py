@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from gateway.errors import GatewayError
 from gateway.golang import LABEL_NAME_RE, go_quote
 from gateway.pipeline.endpoints.params import (
+    ERROR_THRESHOLD,
     LIST_PARAMS,
     MAX_TIME_MS,
     MIN_TIME_MS,
+    WARNING_THRESHOLD,
     Params,
     check_range,
     parse_duration_ns,
@@ -34,8 +36,8 @@ _QUERY_COMMON = (
     "limit",
     "stats",
     "lookback_delta",
-    "max_samples_processed_warning_threshold",
-    "max_samples_processed_error_threshold",
+    WARNING_THRESHOLD,
+    ERROR_THRESHOLD,
 )
 
 

@@ -24,6 +24,9 @@ _MAX_TIME_STRING = "292277025-08-18T07:12:54.999999999Z"
 
 # Parameters that take several values; every other one is read once (its first value).
 LIST_PARAMS = frozenset({"match[]", "rule_name[]", "rule_group[]", "file[]"})
+# AMP's query-cost thresholds (QueryMetrics only): a warning, and a refusal AMP does not charge.
+WARNING_THRESHOLD = "max_samples_processed_warning_threshold"
+ERROR_THRESHOLD = "max_samples_processed_error_threshold"
 _NS_PER_S = 1_000_000_000
 _INT64_MAX = 2**63 - 1
 # Go's time.Parse(time.RFC3339Nano): an upper-case T and Z only, seconds 00-59.
@@ -37,6 +40,14 @@ def _float_or_none(text: str) -> float | None:
         return parse_float(text)
     except ValueError:
         return None
+
+
+def positive_whole(text: str) -> int | None:
+    """A positive whole number in ASCII digits, as a limit or a threshold is given (str.isdigit
+    also takes '³' and '١٢', which int() refuses or reads otherwise); None for anything else."""
+    if text.isascii() and text.isdigit() and len(text) <= 18 and int(text) > 0:
+        return int(text)
+    return None
 
 
 def parse_time_ms(text: str) -> int:

@@ -18,10 +18,11 @@ from support.stages import request
 
 from gateway.app import Gateway
 from gateway.config import Settings
-from gateway.pipeline.cost.budget import ERROR_THRESHOLD, capped
+from gateway.pipeline.cost.budget import capped
 from gateway.pipeline.cost.large import metered_large
 from gateway.pipeline.cost.meter import _metered
 from gateway.pipeline.cost.stats import take_stats
+from gateway.pipeline.endpoints.params import ERROR_THRESHOLD
 from gateway.pipeline.model import Answer, Origin, Request
 
 QUERY = 'sum by (instance) (rate(demo_cpu_usage_seconds_total{mode="user"}[1m]))'
