@@ -107,28 +107,40 @@ def _pinned(expr: Expr) -> bool:
     )
 
 
+PINNED = (0, -1)  # told apart by identity (and no selector reads a span that ends before it starts)
+
+
 class Spans:
     """`data_span` remembered per query text, the LRU forgotten past `capacity`. Without `@`,
     where a query's samples lie moves with its start and end: one walk of the tree per query
-    text, and a dict lookup per request after that (a cache hit passes this stage too)."""
+    text, and a dict lookup per request after that (a cache hit passes this stage too). With
+    `@`, it does not: such a text is remembered as pinned, and its span walked for each request
+    (once: not a second time to find it pinned)."""
 
     def __init__(self, capacity: int = HISTORY_ENTRIES) -> None:
         self.capacity = capacity
-        # text -> (before, after): samples from start - before to end + after; None: reads none
+        # text -> (before, after): samples from start - before to end + after; None: reads none;
+        # PINNED: an `@` pins some selector or subquery
         self._relative: OrderedDict[str, tuple[int, int] | None] = OrderedDict()
 
     def span(self, text: str, expr: Expr, start_ms: int, end_ms: int) -> Span | None:
         if text in self._relative:
             self._relative.move_to_end(text)
             relative = self._relative[text]
+            if relative is PINNED:
+                return data_span(expr, start_ms, end_ms)
             return None if relative is None else Span(start_ms - relative[0], end_ms + relative[1])
-        if _pinned(expr):
-            return data_span(expr, start_ms, end_ms)
-        at_zero = data_span(expr, 0, 0)
-        self._relative[text] = None if at_zero is None else (-at_zero.earliest_ms, at_zero.latest_ms)
+        pinned = _pinned(expr)
+        at_zero = data_span(expr, start_ms, end_ms) if pinned else data_span(expr, 0, 0)
+        if pinned:
+            self._relative[text] = PINNED
+        else:
+            self._relative[text] = None if at_zero is None else (-at_zero.earliest_ms, at_zero.latest_ms)
         while len(self._relative) > self.capacity:
             self._relative.popitem(last=False)
-        return None if at_zero is None else Span(start_ms + at_zero.earliest_ms, end_ms + at_zero.latest_ms)
+        if pinned or at_zero is None:
+            return at_zero
+        return Span(start_ms + at_zero.earliest_ms, end_ms + at_zero.latest_ms)
 
 
 @dataclass(frozen=True, slots=True)
