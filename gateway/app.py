@@ -137,12 +137,10 @@ class Gateway:
             ("size_limits", size_limits(metrics)),
             ("principal_slots", principal_slots(metrics, self.shared, self.host)),
             ("enforce", enforcement(EnforceSettings(override=settings.auth.override))),
-            # (a stage on every request, cache hits included: only with budgets)
-            *(
-                [("budget_warnings", budget_warnings(self.budgets, settings.cost.soft_share))]
-                if self.budgets
-                else []
-            ),
+        ]
+        if self.budgets:  # a stage on every request, cache hits included: only with budgets
+            stages.append(("budget_warnings", budget_warnings(self.budgets, settings.cost.soft_share)))
+        stages += [
             # After enforcement: the query it checks and remembers costs of is the one AMP gets.
             ("preflight", preflight(settings.quotas, self.sample_history, metrics, clock)),
             ("local_answers", local_answers()),
