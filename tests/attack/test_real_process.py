@@ -3,8 +3,9 @@
 inbound auth on with label-enforced principals, DEBUG logging, behind the SigV4-checking AMP
 stand-in and the backfilled Prometheus.
 
-Hypothesis fuzzes every parameter of every route (API, panels, dashboards). After each example
-both processes are alive, no answer is a 5xx, and every request that reached the stand-in
+Hypothesis fuzzes every parameter of every route (API, cost API, panels, dashboards, the cost
+page), with Grafana's headers hostile or not, under budgets. After each example both processes
+are alive, no answer is a 5xx, and every request that reached the stand-in
 carries the enforced matchers of the principal that caused it. Windows are drawn from a small
 set so that the cache fetches sub-ranges; identical requests are sent concurrently so that they
 coalesce; requests alternate between the processes so that they read each other's entries
@@ -86,6 +87,13 @@ def _raw_config(amp: AmpStandin, redis_url: str) -> dict[str, Any]:
             ],
             "failed_sign_ins": {"per_address": 100000, "per_principal": 100000},
         },
+        # Budgets large enough never to refuse, so that every fetch meets the budget stage.
+        "cost": {
+            "budgets": [
+                {"principal": "team-node", "samples": 10**15, "per": "day"},
+                {"dashboard": "d1", "samples": 10**15, "per": "month"},
+            ]
+        },
     }
 
 
@@ -152,6 +160,9 @@ HOSTILE = st.one_of(
             "<a href=x>",
             "😀",
             "a" * 5000,
+            "³",
+            "١٢",
+            "9" * 5000,
         ]
     ),
     st.text(max_size=20),
@@ -184,7 +195,19 @@ PARAM_NAMES = st.sampled_from(
         "type",
         "rule_name[]",
         "max_samples_processed_error_threshold",
+        "max_samples_processed_warning_threshold",
+        "key",
     ]
+)
+# Grafana's headers, which the cost view counts by: as Grafana sends them, or hostile.
+ORIGINS = st.dictionaries(
+    st.sampled_from(
+        ["x-dashboard-uid", "x-panel-id", "x-grafana-user", "x-grafana-org-id", "x-dashboard-title"]
+    ),
+    st.one_of(
+        st.sampled_from(["d1", "4", "ann", "other", "-", "x" * 4000, "Nœuds", '"}\n{']), st.text(max_size=20)
+    ),
+    max_size=3,
 )
 API = [
     "query",
@@ -213,6 +236,12 @@ PAGES = [
     "/dashboards/demo/grafana.json",
     "/dashboards/%2e%2e",
     "/dashboards/demo/panels/99.json",
+    "/api/v1/gateway/cost",
+    "/api/v1/gateway/cost/over_time",
+    "/cost",
+    "/cost/dashboard.json",
+    "/cost/over_time.json",
+    "/cost/nope.json",
 ]
 
 
@@ -239,6 +268,15 @@ def requests(draw: st.DrawFn, windows: list[tuple[str, str]]) -> dict[str, Any]:
         "who": draw(st.sampled_from(list(AUTHS))),
         "process": draw(st.integers(0, 1)),
         "copies": draw(st.sampled_from([1, 1, 1, 3])),
+        "origin": draw(ORIGINS),
+    }
+
+
+def _printable(origin: dict[str, str]) -> dict[str, bytes]:
+    """Header values an HTTP client can send (no control characters), in UTF-8 as Grafana sends
+    titles."""
+    return {
+        name: "".join(c for c in value if c.isprintable()).strip().encode() for name, value in origin.items()
     }
 
 
@@ -260,7 +298,7 @@ def _assert_enforced(records: list[Any], pairs: tuple[tuple[str, str], ...]) -> 
 
 
 async def _send(client: httpx.AsyncClient, case: dict[str, Any]) -> list[httpx.Response]:
-    headers = AUTHS[case["who"]][0]
+    headers = {**AUTHS[case["who"]][0], **_printable(case["origin"])}
     if case["method"] == "GET" or case["path"].startswith(("/panels", "/dashboards")):
         calls = [
             client.get(case["path"], params=case["params"], headers=headers) for _ in range(case["copies"])
