@@ -1,12 +1,12 @@
 """The attribution check at dashboard scale (issue 18): Grafana-shaped traffic from several
-dashboards, panels and users through `serve --workers 2` (the results cache on, no Redis), with a
+dashboards, panels and users through `serve --workers N` (2 unless said; the results cache on, no Redis), with a
 proxy between the gateway and Prometheus that records what Prometheus processed for each query
 (`totalQueryableSamples`, what AMP bills). Requests go one at a time, so each proxy record
 belongs to the request being answered. Printed per dimension: what the proxy saw charged, what
 the gateway's cost API says, and the cache's savings against what each load costs alone
 (Prometheus's stats for the same request).
 
-    .venv/bin/python bench/bench_cost_attribution.py [--refreshes 6] [--users 4]
+    .venv/bin/python bench/bench_cost_attribution.py [--refreshes 6] [--users 4] [--workers 2]
 """
 
 from __future__ import annotations
@@ -69,10 +69,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--refreshes", type=int, default=6)
     parser.add_argument("--users", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     with prometheus(WINDOW + 2 * 3600) as prom:
         proxy = MeteringProxy(prom.url)
-        env = {"GATEWAY_UPSTREAM_URL": proxy.url, "GATEWAY_SIGV4": "false", "GATEWAY_WORKERS": "2"}
+        env = {
+            "GATEWAY_UPSTREAM_URL": proxy.url,
+            "GATEWAY_SIGV4": "false",
+            "GATEWAY_WORKERS": str(args.workers),
+        }
         first_end = (int(prom.data_end) - 1200) // STEP * STEP - args.refreshes * STEP
         loads: list[tuple[dict[str, str], dict[str, str], int]] = []  # (form, who, charged)
         with gateway_process(env) as gateway, httpx.Client(timeout=60) as client:
